@@ -1,0 +1,1 @@
+"""search: Optuna architecture search on top of the stt library."""

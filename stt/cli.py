@@ -1,0 +1,66 @@
+"""The ``stt`` command line: describe, prepare, train, eval, transcribe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _cmd_describe(args) -> None:
+    from stt.model import STTModel, describe
+    from stt.run_config import load_run_config
+
+    run = load_run_config(args.config)
+    model = STTModel(run.layers, input_size=args.input_size or run.input_size, input_proj=run.input_proj,
+                     output_size=None)  # fmt: skip
+    if args.print_model:
+        print(model)
+    d = describe(model)
+    size = args.input_size or run.input_size
+    print(f"config:             {args.config}")
+    print(f"input:              {size}-d features -> {run.input_proj or 'no'} projection -> width {d['width']}")
+    print(f"parameters:         {d['parameters']:,}")
+    print(f"layers:             {d['layers']} (width {d['width']} -> {d['output_width']})")
+    print(f"total stride:       {d['total_stride']} ({d['output_rate_hz']:g} output frames/s at 100 Hz input)")
+    print(f"receptive field:    {d['receptive_field_frames']} frames ({d['receptive_field_frames'] * 10} ms at 100 Hz)")
+    print(f"forward GFLOPs/s:   {d['gflops_per_second']:.3f} (per second of 100 Hz input)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stt", description="CTC speech recognisers from nested block configs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("describe", help="parameters, stride, receptive field and GFLOPs of a config")
+    d.add_argument("config", help="a layer config or run config YAML (or a shipped name such as seed_base.yaml)")
+    d.add_argument("--input-size", type=int, default=None, help="feature size (default 80, the fbank frontend's; the design note used 512-d wav2vec)")
+    d.add_argument("--print-model", action="store_true", help="also print the module tree")
+    d.set_defaults(func=_cmd_describe)
+
+    from stt import cli_data, cli_train  # the data and training commands live beside their modules
+
+    cli_data.add_commands(sub)
+    cli_train.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stt.layer_config import LayerConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except (UserError, LayerConfigError, FileNotFoundError) as e:
+        print(f"stt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``stt train``, ``stt eval``, ``stt transcribe``."""
+
+
+def add_commands(sub) -> None:
+    pass

@@ -1,0 +1,134 @@
+"""A run config: the nested layer config plus training settings and the frontend.
+
+This is the file ``stt train --config`` reads and ``stt-search export`` writes::
+
+    frontend: fbank
+    model:
+      input_proj: base
+      residual: true
+      layers: [...]            # the nested layer config
+    train:
+      epochs: 12
+      lr: 0.002
+
+A bare layer config (a YAML list) is also a run config, with default settings.
+Unknown keys are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stt.layer_config import LayerConfig, LayerConfigError, _resolve_source, dump_layers_yaml, load_layer_config
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12  # passes over the training split
+    lr: float = 2e-3  # peak learning rate of AdamW
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    schedule: str = "onecycle"  # "onecycle" (linear warm-up, cosine decay) or "cosine" (warm-up, cosine)
+    warmup: float = 0.1  # fraction of all steps spent warming up
+    batch_frames: int = 12000  # input frames per batch (padding included): sets the batch size
+    grad_clip: float = 5.0  # max global gradient norm
+    seed: int = 0  # seeds weights, dropout and batch order
+    patience: int = 0  # early stopping: epochs without dev-WER improvement (0 = off)
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
+    compile: bool = False  # torch.compile the model (CUDA only)
+    num_workers: int = 0  # DataLoader workers (features are memory-mapped; 0 is fine on CPU)
+
+    def __post_init__(self):
+        _check_choice("train.schedule", self.schedule, ("onecycle", "cosine"))
+        _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        for name in ("epochs", "batch_frames"):
+            if getattr(self, name) < 1:
+                raise LayerConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise LayerConfigError(f"train.lr: must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise LayerConfigError(f"train.warmup: must be in [0, 1), got {self.warmup}")
+
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise LayerConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass
+class RunConfig:
+    layers: LayerConfig  # the nested layer config, normalised
+    input_proj: str | None = "base"  # "base" or None
+    residual: bool = True  # residual around shape-preserving layers
+    frontend: str = "fbank"  # "fbank" or "wav2vec:CHECKPOINT"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    input_size: int = 80  # feature size for `describe` when no data is given; training uses the frontend's
+
+    def to_dict(self) -> dict:
+        return {
+            "frontend": self.frontend,
+            "model": {"input_proj": self.input_proj, "residual": self.residual, "layers": self.layers.to_list()},
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def to_yaml(self) -> str:
+        """YAML with the layers one branch per line (readable diffs between trials)."""
+        head = {"frontend": self.frontend, "train": dataclasses.asdict(self.train)}
+        text = yaml.safe_dump(head, sort_keys=False)
+        text += f"model:\n  input_proj: {self.input_proj or 'null'}\n  residual: {str(self.residual).lower()}\n  layers:\n"
+        text += "".join("    " + line + "\n" for line in dump_layers_yaml(self.layers.to_list()).splitlines())
+        return text
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_yaml())
+        tmp.replace(path)
+
+
+_TOP_KEYS = ("frontend", "model", "train")
+_MODEL_KEYS = ("input_proj", "residual", "layers")
+
+
+def load_run_config(src, overrides: dict | None = None) -> RunConfig:
+    """Read a run config (path, YAML string or mapping) or a bare layer config."""
+    obj, label = _resolve_source(src)
+    prefix = f"{label}: " if label != "config" else ""
+    if isinstance(obj, list):
+        try:
+            return RunConfig(layers=load_layer_config(obj))
+        except LayerConfigError as e:
+            raise LayerConfigError(f"{prefix}{e}") from None
+    if not isinstance(obj, dict):
+        raise LayerConfigError(f"{prefix}expected a mapping with {', '.join(_TOP_KEYS)} or a list of layers")
+    for k in obj:
+        if k not in _TOP_KEYS:
+            raise LayerConfigError(f"{prefix}{k}: unknown key; valid: {', '.join(_TOP_KEYS)}")
+    model = obj.get("model")
+    if not isinstance(model, dict) or "layers" not in model:
+        raise LayerConfigError(f"{prefix}model.layers: missing (the nested layer config)")
+    for k in model:
+        if k not in _MODEL_KEYS:
+            raise LayerConfigError(f"{prefix}model.{k}: unknown key; valid: {', '.join(_MODEL_KEYS)}")
+    train = dict(obj.get("train") or {})
+    train.update(overrides or {})
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    for k in train:
+        if k not in valid:
+            raise LayerConfigError(f"{prefix}train.{k}: unknown key; valid: {', '.join(valid)}")
+    try:
+        tc = TrainConfig(**train)
+        layers = load_layer_config(model["layers"])
+    except LayerConfigError as e:
+        raise LayerConfigError(f"{prefix}{e}") from None
+    input_proj = model.get("input_proj", "base")
+    if input_proj not in ("base", None):
+        raise LayerConfigError(f"{prefix}model.input_proj: {input_proj!r} is not one of base, null")
+    frontend = obj.get("frontend", "fbank")
+    if not isinstance(frontend, str) or not (frontend == "fbank" or frontend.startswith("wav2vec:")):
+        raise LayerConfigError(f"{prefix}frontend: {frontend!r}; expected fbank or wav2vec:CHECKPOINT")
+    return RunConfig(layers=layers, input_proj=input_proj, residual=bool(model.get("residual", True)),
+                     frontend=frontend, train=tc)  # fmt: skip
