@@ -1,0 +1,71 @@
+"""Frontends: fbank shape/rate; the real fairseq wav2vec 1.0 loading path on a tiny checkpoint built here."""
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from stt.frontends import Fbank, FrontendError, build_frontend
+
+
+def test_fbank_shape_rate_and_normalisation():
+    fb = Fbank()
+    wav = np.random.default_rng(0).standard_normal(16000 * 2).astype(np.float32)
+    x = fb(wav)
+    assert x.shape == (fb.num_frames(len(wav)), 80) and abs(x.shape[0] - 200) <= 2
+    assert fb.frames_per_second == 100
+    torch.testing.assert_close(x.mean(0), torch.zeros(80), atol=1e-4, rtol=0)
+    assert fb(np.zeros(100, np.float32)).shape == (1, 80)  # shorter than a window: one frame
+
+
+def _tiny_wav2vec_checkpoint(path):
+    fairseq = pytest.importorskip("fairseq", reason="the wav2vec extra is not installed")  # noqa: F841
+    from fairseq.models.wav2vec import Wav2VecModel
+    from fairseq.models.wav2vec.wav2vec import Wav2VecConfig
+
+    cfg = Wav2VecConfig()
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    # wav2vec_large's strides (5*4*2*2*2 = 160 samples -> 100 Hz), 16 channels instead of 512
+    fields.update(
+        conv_feature_layers="[(16, 10, 5), (16, 8, 4), (16, 4, 2), (16, 4, 2), (16, 4, 2), (16, 1, 1), (16, 1, 1)]",
+        conv_aggregator_layers="[(24, 2, 1), (24, 3, 1), (24, 4, 1)]",
+        prediction_steps=2,
+    )
+    args = argparse.Namespace(arch="wav2vec", **fields)
+    torch.manual_seed(0)
+    model = Wav2VecModel.build_model(args, task=None)
+    torch.save({"args": args, "model": model.state_dict()}, path)
+    return model.eval()
+
+
+def test_wav2vec_checkpoint_loads_through_fairseq_and_matches_direct_forward(tmp_path):
+    ckpt = tmp_path / "wav2vec_tiny.pt"
+    direct = _tiny_wav2vec_checkpoint(ckpt)
+    fe = build_frontend(f"wav2vec:{ckpt}")
+    assert fe.feature_size == 24 and fe.frames_per_second == 100.0
+    wav = np.random.default_rng(1).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    feats = fe(wav)
+    assert feats.shape == (fe.num_frames(len(wav)), 24)
+    assert abs(feats.shape[0] / 3 - 100) < 2  # ~100 Hz
+    with torch.no_grad():
+        ref = direct.feature_aggregator(direct.feature_extractor(torch.from_numpy(wav)[None]))[0].T
+    torch.testing.assert_close(feats, ref)
+    assert fe.identity.startswith("wav2vec1-")
+
+
+def test_wrong_checkpoints_are_named(tmp_path):
+    pytest.importorskip("fairseq", reason="the wav2vec extra is not installed")
+    bad = tmp_path / "w2v2.pt"
+    torch.save({"cfg": {}, "model": {}}, bad)  # wav2vec 2.0 layout
+    with pytest.raises(FrontendError, match=r"w2v2\.pt: not a wav2vec 1\.0 checkpoint"):
+        build_frontend(f"wav2vec:{bad}")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"nope")
+    with pytest.raises(FrontendError, match=r"junk\.pt: cannot load"):
+        build_frontend(f"wav2vec:{junk}")
+    with pytest.raises(FrontendError, match="needs a checkpoint"):
+        build_frontend("wav2vec")
+    with pytest.raises(FrontendError, match="unknown frontend 'mfcc'"):
+        build_frontend("mfcc")
