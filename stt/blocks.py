@@ -66,6 +66,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if not self.training or mask is None:
             return super().forward(x)
+        dtype, x = x.dtype, x.float()  # statistics in fp32 also under bf16 autocast
         m = mask.to(x.dtype)  # [B, 1, T]
         n = m.sum().clamp_min(1.0)
         mean = (x * m).sum(dim=(0, 2)) / n  # [C]
@@ -80,7 +81,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         y = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None] + self.bias[None, :, None]
-        return y
+        return y.to(dtype)
 
 
 def _activation(k: int) -> nn.Module:

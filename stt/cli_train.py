@@ -1,5 +1,119 @@
 """``stt train``, ``stt eval``, ``stt transcribe``."""
 
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _user_error(e):
+    from stt.cli import UserError
+
+    return UserError(str(e))
+
+
+def _cmd_train(args) -> int:
+    from stt.corpus import CorpusError
+    from stt.frontends import FrontendError
+    from stt.run_config import load_run_config
+    from stt.train import InfeasibleError, Trainer
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "lr": args.lr}.items() if v is not None}
+    run = load_run_config(args.config, overrides=overrides)
+    if args.frontend:
+        run.frontend = args.frontend
+    out = Path(args.out or Path("results") / "runs" / Path(args.config).stem)
+    splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
+    try:
+        trainer = Trainer(run, args.data, out, device=args.device, splits={k: v for k, v in splits.items() if v},
+                          max_seconds=args.max_seconds, checkpoint_every=args.checkpoint_every)  # fmt: skip
+    except (InfeasibleError, CorpusError, FrontendError) as e:
+        raise _user_error(e) from None
+    print(f"training {trainer.model.config!r} on {trainer.device}; run directory {out}", file=sys.stderr)
+    res = trainer.fit(resume=args.resume)
+    for h in res.history:
+        print(f"epoch {h['epoch']:3d}  loss {h['train_loss']:.3f}  dev WER {100 * h['dev_wer']:5.1f}%  "
+              f"CER {100 * h['dev_cer']:5.1f}%  {h['audio_seconds_per_second']:.0f} audio-s/s  {h['elapsed']:.0f} s")  # fmt: skip
+    test = f", test WER {100 * res.test_wer:.1f}% CER {100 * res.test_cer:.1f}%" if res.test_wer is not None else ""
+    dev = f"best dev WER {100 * res.dev_wer:.1f}% (epoch {res.best_epoch})" if res.dev_wer is not None else "no epoch finished"
+    print(f"{res.status}: {dev}{test}; {res.params:,} parameters; run directory {out}")
+    return 0 if res.status in ("completed", "early_stopped", "time_budget") else 1
+
+
+def _cmd_eval(args) -> int:
+    import torch
+
+    from stt.features import open_split
+    from stt.train import evaluate, load_run
+    from stt.metrics import error_listing
+
+    loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
+    cache = open_split(args.data, args.split, loaded.frontend["spec"])
+    device = next(loaded.model.parameters()).device
+    scores, ids, refs, hyps = evaluate(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames)
+    if args.errors:
+        for row in error_listing(ids, refs, hyps)[: args.errors]:
+            print(f"{row['id']}\tWER {100 * row['wer']:.0f}%\tREF: {row['ref']}\n\t\tHYP: {row['hyp']}")
+    print(f"{args.split}: WER {100 * scores.wer:.2f}%  CER {100 * scores.cer:.2f}%  "
+          f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt)")  # fmt: skip
+    del torch
+    return 0
+
+
+def _cmd_transcribe(args) -> int:
+    import torch
+
+    from stt.audio import AudioError, read_audio
+    from stt.decoding import greedy_decode
+    from stt.frontends import build_frontend
+    from stt.train import load_run
+
+    loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
+    fe = build_frontend(loaded.frontend["spec"])
+    device = next(loaded.model.parameters()).device
+    failed = 0
+    for path in args.files:
+        try:
+            feats = fe(read_audio(path))  # any sample rate / channel count: read_audio converts
+        except AudioError as e:
+            print(f"stt transcribe: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.no_grad():
+            logits, lens = loaded.model(feats[None].to(device))
+        print(f"{path}\t{loaded.tokenizer.decode(greedy_decode(logits, lens)[0])}")
+    return 1 if failed else 0
+
 
 def add_commands(sub) -> None:
-    pass
+    t = sub.add_parser("train", help="train one run config with CTC")
+    t.add_argument("--config", required=True, help="run config YAML (layers + train settings), e.g. an export")
+    t.add_argument("--data", required=True, help="data folder (features are prepared on first use)")
+    t.add_argument("--frontend", default=None, help="override the config's frontend (fbank | wav2vec:CKPT)")
+    t.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    t.add_argument("--lr", type=float, default=None, help="override train.lr")
+    t.add_argument("--seed", type=int, default=None, help="override train.seed")
+    t.add_argument("--out", default=None, help="run directory (default results/runs/CONFIG_NAME)")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    t.add_argument("--max-seconds", type=float, default=None, help="stop after the epoch that crosses this wall time")
+    t.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps within an epoch")
+    for role in ("train", "dev", "test"):
+        t.add_argument(f"--{role}-split", default=None, help=f"split name for {role} (default: the one named/prefixed '{role}')")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="WER/CER of a trained run on a split")
+    e.add_argument("--checkpoint", required=True, help="run directory")
+    e.add_argument("--data", required=True)
+    e.add_argument("--split", default="test")
+    e.add_argument("--weights", default="best", choices=["best", "last"])
+    e.add_argument("--errors", type=int, default=0, help="list the N worst utterances")
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=_cmd_eval)
+
+    r = sub.add_parser("transcribe", help="transcribe audio files with a trained run")
+    r.add_argument("--checkpoint", required=True, help="run directory")
+    r.add_argument("files", nargs="+", help="audio files (any sample rate)")
+    r.add_argument("--weights", default="best", choices=["best", "last"])
+    r.add_argument("--device", default=None)
+    r.set_defaults(func=_cmd_transcribe)

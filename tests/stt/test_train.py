@@ -1,0 +1,161 @@
+"""CTC training: loss falls and a memorised utterance decodes; resume after a kill; infeasible; diverged; eval; transcribe."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from stt.cli import main as stt_main
+from stt.corpus import find_splits, read_librispeech
+from stt.decoding import greedy_decode
+from stt.metrics import score
+from stt.run_config import load_run_config
+from stt.train import InfeasibleError, Trainer, ctc_min_frames, load_run
+
+TINY = """
+frontend: fbank
+train: {epochs: %(epochs)d, lr: 0.005, batch_frames: %(bf)d, warmup: 0.1, seed: 0}
+model:
+  input_proj: base
+  layers:
+    - - - [conv_block, {in_chan: 48, out_chan: 48, kernel: 5, stride: %(stride)d, dropout: 0.1}]
+    - - - [conv_attention_conv_block, {out_chan: 48, kernel_conv: 3, n_heads: 4, dropout_conv: 0.1}]
+        - [separable_conv_block, {out_chan: 48, kernel: 5, dil: 2, k: 2}]
+      - - [feed_forward, {output_size: 48, d_ff: 96, dropout: 0.1}]
+"""
+
+
+def tiny_run(epochs=3, bf=3000, stride=2):
+    return load_run_config(TINY % {"epochs": epochs, "bf": bf, "stride": stride})
+
+
+@pytest.fixture
+def corpus(tiny_corpus, tmp_path):
+    dst = tmp_path / "c"
+    shutil.copytree(tiny_corpus, dst)  # the cache comes along: prepared once per session
+    return dst
+
+
+def test_ctc_min_frames_counts_repeats():
+    assert ctc_min_frames([[1, 2, 3], [1, 1, 2, 2, 2]]) == [3, 8]
+
+
+def test_loss_falls_and_a_memorised_utterance_decodes(tiny_corpus, tmp_path):
+    # one utterance as its own train and dev split (TSV manifests): the model must learn it by heart
+    utt = sorted(read_librispeech(find_splits(tiny_corpus)["train"])[0], key=lambda u: u.duration)[5]
+    data = tmp_path / "one"
+    data.mkdir()
+    for split in ("train", "dev"):
+        (data / f"{split}.tsv").write_text(f"{utt.path}\t{utt.text}\n")
+    run = tiny_run(epochs=150, bf=100000)
+    run.train.lr, run.train.warmup = 0.003, 0.05
+    for blk in run.layers.layers:  # memorising wants no dropout
+        for branch in blk:
+            for _, kw in branch:
+                for k in kw:
+                    if k.startswith("dropout"):
+                        kw[k] = 0.0
+    trainer = Trainer(run, data, tmp_path / "run", progress=False)
+    res = trainer.fit()
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < 0.2 * losses[0], losses[::10]
+    s, ids, refs, hyps = trainer.evaluate("dev", load_run(tmp_path / "run").model)
+    assert hyps == [utt.text.lower()], (hyps, refs)
+    assert res.dev_wer == 0.0 and res.status == "completed"
+
+
+def _weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_killed_run_resumes_from_its_checkpoint_to_the_same_weights(corpus, tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY % {"epochs": 4, "bf": 1500, "stride": 2})
+    ref = Trainer(load_run_config(cfg), corpus, tmp_path / "ref", progress=False, checkpoint_every=3)
+    ref.fit()
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "stt.cli", "train", "--config", str(cfg), "--data", str(corpus), "--out", str(out),
+           "--checkpoint-every", "3"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = out / "metrics.jsonl"
+        if m.exists() and m.read_text().count("\n") >= 1 and (out / "last.pt").exists():
+            break
+        time.sleep(0.01)
+    time.sleep(0.1)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(out / "last.pt", weights_only=False)["state"]
+    assert done["epoch"] < 4, "the run finished before it could be killed"
+    res = Trainer(load_run_config(cfg), corpus, out, progress=False, checkpoint_every=3).fit(resume=True)
+    assert res.epochs == 4 and [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    a, b = _weights(tmp_path / "ref" / "last.pt"), _weights(out / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_too_much_downsampling_fails_before_training(corpus, tmp_path, capsys):
+    with pytest.raises(InfeasibleError, match=r"total stride 32 gives 3\.1 output frames/s.*use a total stride <="):
+        Trainer(tiny_run(stride=32), corpus, tmp_path / "r", progress=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY % {"epochs": 1, "bf": 3000, "stride": 32})
+    assert stt_main(["train", "--config", str(cfg), "--data", str(corpus), "--out", str(tmp_path / "r2")]) == 2
+    assert "total stride 32" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+
+
+def test_nan_loss_ends_with_status_diverged(corpus, tmp_path):
+    trainer = Trainer(tiny_run(), corpus, tmp_path / "r", progress=False)
+    real = trainer.model.forward
+    calls = []
+
+    def poisoned(x, lengths=None):
+        y, n = real(x, lengths)
+        calls.append(1)
+        return (y * float("nan") if len(calls) == 3 else y), n
+
+    trainer.model.forward = poisoned
+    res = trainer.fit()
+    assert res.status == "diverged" and "non-finite loss" in res.reason
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "diverged"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    res = Trainer(tiny_run(epochs=4), tiny_corpus, out, progress=False).fit()
+    return out, res
+
+
+def test_eval_reproduces_the_logged_wer(trained, tiny_corpus, capsys):
+    out, res = trained
+    assert res.test_wer is not None
+    assert stt_main(["eval", "--checkpoint", str(out), "--data", str(tiny_corpus), "--split", "test", "--errors", "2"]) == 0
+    text = capsys.readouterr().out
+    assert f"WER {100 * res.test_wer:.2f}%" in text and "REF:" in text
+    logged = json.loads((out / "result.json").read_text())
+    assert logged["test_wer"] == res.test_wer and (out / "config.yaml").exists() and (out / "tokenizer.json").exists()
+
+
+def test_transcribe_prints_the_text_of_a_test_file(trained, tiny_corpus, capsys):
+    out, _ = trained
+    utt = read_librispeech(find_splits(tiny_corpus)["test"])[0][0]
+    assert stt_main(["transcribe", "--checkpoint", str(out), utt.path]) == 0
+    path, text = capsys.readouterr().out.strip().split("\t")
+    loaded = load_run(out)
+    from stt.audio import read_audio
+    from stt.frontends import Fbank
+
+    logits, lens = loaded.model(Fbank()(read_audio(utt.path))[None])
+    assert path == utt.path and text == loaded.tokenizer.decode(greedy_decode(logits, lens)[0])
+
+
+def test_corpus_level_wer_is_not_the_mean_of_utterance_wers():
+    s = score(["a b c d e f g h i j", "x"], ["a b c d e f g h i j", "y"])
+    assert s.wer == pytest.approx(1 / 11) and s.words == 11  # the mean of per-utterance WERs would say 0.5
