@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from stt.blocks import BLOCKS, ConvGeom, block_stride, same_pad
+from stt.blocks import BLOCKS, block_stride, same_pad
 
 
 class LayerConfigError(ValueError):
@@ -339,8 +339,3 @@ def _check_type(key: str, value, path: str) -> None:
         raise LayerConfigError(f"{path}: expected a number, got {_show(value)}")
     if key in _BOOL_KEYS and not isinstance(value, bool):
         raise LayerConfigError(f"{path}: expected true or false, got {_show(value)}")
-
-
-def conv_geoms(cfg: LayerConfig) -> list[ConvGeom]:
-    """Every temporal conv on the length path, in order (branch 0 of each block)."""
-    return [g for layer in cfg.layers for blk in layer for g in BLOCKS[blk[0][0]].convs(blk[0][1])]

@@ -257,7 +257,7 @@ class Trainer:
                     sched.step()
                     losses.append(loss.item())
                     st["step_in_epoch"] += 1
-                    st["audio_seconds"] += sum(durations[self.keep[i]] for i in idx.tolist())
+                    st["audio_seconds"] += sum(durations[i] for i in idx.tolist())  # idx: corpus indices
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
                     if self.checkpoint_every and st["step_in_epoch"] % self.checkpoint_every == 0:
@@ -316,7 +316,7 @@ class Trainer:
         if st["best_epoch"] > 0 and result.status not in ("interrupted",):
             best = torch.load(self.out / "best.pt", map_location=self.device, weights_only=False)
             result.best_epoch, result.dev_wer, result.dev_cer = best["epoch"], best["dev_wer"], best["dev_cer"]
-            if "test" in self.caches:
+            if "test" in self.caches and result.status not in ("pruned", "diverged", "oom"):  # not worth the time
                 self.model.load_state_dict(best["model"])
                 test, *_ = self.evaluate("test")
                 result.test_wer, result.test_cer = test.wer, test.cer

@@ -1,0 +1,187 @@
+"""The ``stt-search`` command line: launch, resume, export, compare, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("search")
+
+
+def _launch(args) -> int:
+    from search.study import launch, settings_from_space
+
+    settings = settings_from_space(
+        args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
+        objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
+        epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir,
+    )  # fmt: skip
+    study = launch(args.study, settings, args.storage, timeout=args.timeout)
+    return _after_run(study, args)
+
+
+def _resume(args) -> int:
+    from search.study import run_study
+
+    study = run_study(args.study, args.storage, timeout=args.timeout)
+    return _after_run(study, args)
+
+
+def _after_run(study, args) -> int:
+    from search.compare import leaderboard, trials_frame
+    from search.study import DEFAULT_STORAGE, count_finished, read_settings
+
+    df = trials_frame(study.study_name, args.storage)
+    print(leaderboard(df))
+    target = read_settings(study).trials
+    print(f"study '{study.study_name}': {count_finished(study)}/{target} trials finished; storage {args.storage or DEFAULT_STORAGE}")
+    return 0
+
+
+def _export(args) -> int:
+    from search.export import export
+
+    out, t = export(args.study, args.output, args.storage, args.trial, args.weights)
+    print(f"trial {t.number} (dev WER {100 * t.user_attrs.get('dev_wer', float('nan')):.1f}%) -> {out}")
+    return 0
+
+
+def _compare(args) -> int:
+    import pandas as pd
+
+    from search.compare import leaderboard, trials_frame, write_report
+
+    df = pd.concat([trials_frame(n, args.storage) for n in args.studies], ignore_index=True)
+    print(leaderboard(df, args.top))
+    out = Path(args.out or Path("results") / "compare" / "-".join(args.studies))
+    html = write_report(df, out, args.studies, args.storage)
+    print(f"report: {html}\ncsv:    {out / 'trials.csv'}")
+    return 0
+
+
+def _demo(args) -> int:
+    """The main job: corpus (synthesised if absent) -> short study -> leaderboard -> exported best config."""
+    from search.export import export
+    from search.study import DEFAULT_STORAGE, open_storage, run_study, settings_from_space, launch
+    from stt.synth import SynthSettings, prepare_synth
+
+    t0 = time.time()
+    data = Path(args.data)
+    if not (data / "synth.json").exists():
+        print(f"synthesising the built-in corpus ({args.hours} h) into {data} ...", flush=True)
+        prepare_synth(data, SynthSettings(hours=args.hours))
+    import optuna
+
+    storage = args.storage
+    names = {s.study_name for s in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)}
+    if args.study in names:
+        print(f"study '{args.study}' exists: resuming it", flush=True)
+        study = run_study(args.study, storage, timeout=args.budget)
+    else:
+        settings = settings_from_space(args.space, str(data), args.trials, sampler="tpe", pruner="median", seed=args.seed,
+                                       runs_dir=args.runs_dir)  # fmt: skip
+        study = launch(args.study, settings, storage, timeout=args.budget)
+    _after_run(study, args)
+    out = Path(args.export)
+    path, t = export(args.study, out, storage)
+    print(f"best config (trial {t.number}, dev WER {100 * t.user_attrs['dev_wer']:.1f}%): {path}")
+    print(f"train it:   stt train --config {path} --data {data}")
+    print(f"database:   {storage or DEFAULT_STORAGE}   [{(time.time() - t0) / 60:.1f} min]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search.study import DEFAULT_STORAGE
+
+    p = argparse.ArgumentParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def storage(sp):
+        sp.add_argument("--storage", default=None, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... for many hosts)")
+
+    la = sub.add_parser("launch", help="create a study and run it")
+    la.add_argument("--space", required=True, help="search space YAML (spaces/small.yaml, spaces/seed.yaml)")
+    la.add_argument("--data", required=True, help="data folder (features are prepared if missing)")
+    la.add_argument("--study", required=True, help="study name")
+    la.add_argument("--trials", type=int, default=20, help="target number of finished trials")
+    la.add_argument("--timeout", type=float, default=None, help="stop launching trials after S seconds (resume continues)")
+    la.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2"])
+    la.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    la.add_argument("--seed", type=int, default=None)
+    la.add_argument("--objectives", default="wer", help="wer, or wer,params / wer,gflops for a Pareto front")
+    la.add_argument("--max-params", type=float, default=None, help="skip (prune) candidates with more parameters")
+    la.add_argument("--max-gflops", type=float, default=None, help="skip candidates above this many forward GFLOPs per audio-second")
+    la.add_argument("--epochs", type=int, default=None, help="override the space's train.epochs")
+    la.add_argument("--trial-seconds", type=float, default=None, help="wall budget per trial (stops after the epoch that crosses it)")
+    la.add_argument("--runs-dir", default="results/runs", help="trial run directories go in RUNS_DIR/STUDY/trial_N")
+    storage(la)
+    la.set_defaults(func=_launch)
+
+    re = sub.add_parser("resume", help="continue a study towards its target (re-queues trials of dead workers)")
+    re.add_argument("--study", required=True)
+    re.add_argument("--timeout", type=float, default=None)
+    storage(re)
+    re.set_defaults(func=_resume)
+
+    ex = sub.add_parser("export", help="write a trial's run config (default: the best) as YAML for `stt train`")
+    ex.add_argument("--study", required=True)
+    ex.add_argument("--trial", type=int, default=None)
+    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("--weights", action="store_true", help="also copy the trial's best.pt beside the YAML")
+    storage(ex)
+    ex.set_defaults(func=_export)
+
+    co = sub.add_parser("compare", help="leaderboard, CSV and HTML/PNG report of one or more studies")
+    co.add_argument("studies", nargs="+")
+    co.add_argument("--top", type=int, default=10)
+    co.add_argument("--out", default=None, help="report folder (default results/compare/NAMES)")
+    storage(co)
+    co.set_defaults(func=_compare)
+
+    de = sub.add_parser("demo", help="the main job: synthesise the corpus if absent, run a short CPU study, export the best")
+    de.add_argument("--data", default="data/synth")
+    de.add_argument("--hours", type=float, default=1.0)
+    de.add_argument("--space", default="spaces/small.yaml")
+    de.add_argument("--study", default="demo")
+    de.add_argument("--trials", type=int, default=10)
+    de.add_argument("--budget", type=float, default=15 * 60, help="seconds in which trials may start (default 15 min)")
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--runs-dir", default="results/runs")
+    de.add_argument("--export", default="results/demo-best.yaml")
+    storage(de)
+    de.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.space import SpaceError
+    from search.study import StudyError
+    from stt.corpus import CorpusError
+    from stt.layer_config import LayerConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    # Optuna flags heartbeats/retries as experimental and importance estimates on few trials; the CLI says what matters
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", module="optuna.importance")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (StudyError, SpaceError, CorpusError, LayerConfigError, FileNotFoundError, FileExistsError) as e:
+        print(f"stt-search {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stt-search {args.command}: interrupted; the current trial is marked and `stt-search resume` continues it",
+              file=sys.stderr)  # fmt: skip
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

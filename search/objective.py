@@ -1,0 +1,148 @@
+"""The objective: sample a config, check it, train it with stt's Trainer, report dev WER.
+
+What each trial stores (user attributes, readable by any Optuna tool):
+``config`` (the run config as JSON), ``config_hash``, ``params``,
+``gflops_per_second``, ``dev_wer``, ``dev_cer``, ``test_wer``, ``test_cer``,
+``epochs``, ``wall_seconds``, ``audio_seconds_per_second``, ``device``,
+``version``, ``run_dir``, ``status`` and ``reason``, ``worker`` (host:pid),
+and ``duplicate_of`` when the result was reused.
+
+A trial that cannot or should not train (over budget, infeasible, diverged,
+out of memory, a duplicate of a pruned one) is recorded as PRUNED with its
+``status`` and ``reason``: it counts towards the study's target and the
+sampler learns to avoid it. A trial whose process died stays RUNNING until
+``resume`` (or a heartbeat) fails it and re-queues a copy that continues from
+the same run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from search.space import Space, sample_config
+from stt.model import STTModel, count_parameters, forward_gflops_per_second
+from stt.train import InfeasibleError, Trainer
+
+METRIC_ATTRS = ("params", "gflops_per_second", "dev_wer", "dev_cer", "test_wer", "test_cer", "epochs", "wall_seconds",
+                "audio_seconds_per_second", "device", "version", "run_dir", "status", "reason")  # fmt: skip
+
+
+@dataclass
+class Objective:
+    space: Space
+    data_dir: str
+    runs_dir: str  # trial run directories go in RUNS_DIR/trial_N
+    objectives: tuple = ("wer",)  # "wer" and optionally "params" / "gflops"
+    max_total_stride: int = 4
+    max_params: float | None = None
+    max_gflops: float | None = None
+    epochs: int | None = None  # override the space's train.epochs
+    trial_seconds: float | None = None  # per-trial wall budget
+    feature_size: int = 80
+    device: str | None = None
+    progress: bool = False
+    log: list = field(default_factory=list)
+
+    def _values(self, attrs: dict):
+        out = []
+        for o in self.objectives:
+            out.append({"wer": attrs.get("dev_wer"), "params": attrs.get("params"), "gflops": attrs.get("gflops_per_second")}[o])
+        return out[0] if len(out) == 1 else out
+
+    def __call__(self, trial: optuna.Trial):
+        run = sample_config(trial, self.space, self.max_total_stride)
+        if self.epochs:
+            run.train.epochs = self.epochs
+        # normalised architecture + training settings: what decides the result
+        h = hashlib.sha256(json.dumps(run.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        trial.set_user_attr("config", json.dumps(run.to_dict()))
+        trial.set_user_attr("config_hash", h)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+
+        model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
+        params, gflops = count_parameters(model), forward_gflops_per_second(model)
+        del model
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("gflops_per_second", gflops)
+        over = []
+        if self.max_params:
+            trial.set_constraint("params", params - self.max_params)
+            if params > self.max_params:
+                over.append(f"{params:,} parameters > --max-params {self.max_params:,.0f}")
+        if self.max_gflops:
+            trial.set_constraint("gflops", gflops - self.max_gflops)
+            if gflops > self.max_gflops:
+                over.append(f"{gflops:.3f} GFLOPs/s > --max-gflops {self.max_gflops}")
+        if over:
+            return self._stop(trial, "over_budget", "; ".join(over))
+
+        dup = self._find_duplicate(trial, h)
+        if dup is not None:
+            trial.set_user_attr("duplicate_of", dup.number)
+            for k in METRIC_ATTRS:
+                if k in dup.user_attrs and k not in ("params", "gflops_per_second"):
+                    trial.set_user_attr(k, dup.user_attrs[k])
+            if dup.state == optuna.trial.TrialState.PRUNED:
+                raise optuna.TrialPruned(f"duplicate of pruned trial {dup.number}")
+            return self._values(dup.user_attrs)
+
+        # a re-queued trial inherits its user attributes, so it finds its run directory and resumes there
+        run_dir = trial.user_attrs.get("run_dir") or str(Path(self.runs_dir) / f"trial_{trial.number}")
+        trial.set_user_attr("run_dir", run_dir)
+        resume = (Path(run_dir) / "last.pt").exists()
+        try:
+            trainer = Trainer(run, self.data_dir, run_dir, device=self.device, max_seconds=self.trial_seconds,
+                              progress=self.progress)  # fmt: skip
+        except InfeasibleError as e:
+            return self._stop(trial, "infeasible", str(e))
+
+        multi = len(self.objectives) > 1
+
+        def on_epoch(epoch, metrics):
+            if multi:  # Optuna cannot prune multi-objective studies
+                return None
+            trial.report(metrics["dev_wer"], epoch)
+            return "prune" if trial.should_prune() else None
+
+        try:
+            res = trainer.fit(resume=resume, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            trial.set_user_attr("status", "interrupted")
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # a bug or a broken file: the trial fails with the reason, the study goes on
+            trial.set_user_attr("status", "error")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}"[:500])
+            raise
+        for k in METRIC_ATTRS:
+            if hasattr(res, k):
+                trial.set_user_attr(k, getattr(res, k))
+        trial.set_user_attr("resumed", resume)
+        if res.status in ("diverged", "oom"):
+            return self._stop(trial, res.status, res.reason)
+        if res.status == "pruned":
+            raise optuna.TrialPruned(res.reason)
+        if res.dev_wer is None:
+            return self._stop(trial, "no_epoch", "no epoch finished")
+        return self._values(trial.user_attrs)
+
+    def _stop(self, trial, status: str, reason: str):
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("reason", reason)
+        raise optuna.TrialPruned(f"{status}: {reason}")
+
+    @staticmethod
+    def _find_duplicate(trial, h: str):
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in trial.study.get_trials(deepcopy=False, states=done):
+            if t.user_attrs.get("config_hash") == h and t.number != trial.number:
+                return t
+        return None

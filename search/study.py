@@ -1,0 +1,265 @@
+"""Studies: storage, launch, resume.
+
+One study lives in one Optuna storage (SQLite by default, PostgreSQL for many
+hosts). Everything needed to continue it — the space file's text, the data
+folder, sampler, pruner, target trial count, budgets — is stored in the
+study's user attributes, so ``resume --study NAME`` needs nothing else and
+several workers (processes or hosts) can run the same study side by side:
+each calls ``run_study`` against the same storage.
+
+Dead workers: RDB storages get Optuna's heartbeat (a RUNNING trial whose
+worker stops beating is failed after a grace period and re-queued by
+``RetryHeartbeatStaleTrialCallback``). On ``resume`` this host does not wait
+for the grace period: a RUNNING trial whose worker was a process on this host
+that no longer exists is failed and re-queued at once. A re-queued trial keeps
+its parameters and user attributes, hence its run directory, and the
+objective resumes it from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from search.objective import Objective
+from search.space import Space, load_space, max_feasible_stride, validate_space
+
+log = logging.getLogger("search")
+# heartbeats and retries are what resume is built on; Optuna still labels them experimental
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="search.study")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
+DEFAULT_STORAGE = "sqlite:///results/studies.db"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyError(ValueError):
+    """A study that cannot be launched/resumed/exported (one line, names the study or storage)."""
+
+
+def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages.BaseStorage:
+    url = url or DEFAULT_STORAGE
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=heartbeat * 4,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+        )
+    except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
+        raise StudyError(f"storage {url}: cannot be opened ({str(e).splitlines()[0][:200]})") from None
+
+
+def make_sampler(name: str, seed: int | None, n_startup: int):
+    if name == "tpe":
+        # multivariate + group: the space is conditional (branches exist only for some layer counts)
+        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=n_startup,
+                                          constant_liar=True)  # fmt: skip
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup))
+    raise StudyError(f"--sampler {name!r}: valid: tpe, random, nsga2")
+
+
+def make_pruner(name: str, epochs: int):
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, epochs), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"--pruner {name!r}: valid: median, hyperband, none")
+
+
+@dataclass
+class StudySettings:
+    """What a study needs to run, stored as the study's user attributes."""
+
+    space_text: str
+    space_name: str
+    data_dir: str
+    trials: int
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    objectives: tuple = ("wer",)
+    max_params: float | None = None
+    max_gflops: float | None = None
+    epochs: int | None = None
+    trial_seconds: float | None = None
+    runs_dir: str = "results/runs"
+
+    def to_attrs(self) -> dict:
+        d = dict(self.__dict__)
+        d["objectives"] = list(self.objectives)
+        return d
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "StudySettings":
+        d = {k: attrs[k] for k in cls.__dataclass_fields__ if k in attrs}
+        d["objectives"] = tuple(d.get("objectives", ("wer",)))
+        return cls(**d)
+
+
+def _directions(objectives) -> list[str]:
+    valid = ("wer", "params", "gflops")
+    for o in objectives:
+        if o not in valid:
+            raise StudyError(f"--objectives: {o!r} is not one of {', '.join(valid)}")
+    if objectives[0] != "wer":
+        raise StudyError("--objectives: the first objective must be wer")
+    return ["minimize"] * len(objectives)
+
+
+def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
+    """(max total stride, feature size) for the corpus's training split, preparing features if needed."""
+    from stt.batching import FeatureDataset
+    from stt.corpus import find_splits, resolve_split
+    from stt.features import open_split
+
+    split = resolve_split(find_splits(data_dir), "train")
+    cache = open_split(data_dir, split, frontend)
+    targets = FeatureDataset(cache).targets
+    return max_feasible_stride(cache.frames, targets), cache.feature_size
+
+
+def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None) -> optuna.Study:
+    """Create a study (an existing name is an error: use resume) and run it to its target."""
+    space = load_space_text(settings)
+    st = open_storage(storage)
+    if name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}:
+        raise StudyError(f"study '{name}' already exists in {storage or DEFAULT_STORAGE}; continue it with "
+                         f"`stt-search resume --study {name}` or choose another --study")  # fmt: skip
+    _directions(settings.objectives)
+    if settings.pruner != "none" and len(settings.objectives) > 1:
+        log.info("multi-objective study: pruning is off (Optuna cannot prune multi-objective trials)")
+    make_sampler(settings.sampler, settings.seed, 1)  # validate names before creating anything
+    make_pruner(settings.pruner, 1)
+    _feasibility(settings.data_dir, space.spec.get("frontend", "fbank"))  # fails early on bad data, before the study exists
+    study = optuna.create_study(study_name=name, storage=st, directions=_directions(settings.objectives))
+    for k, v in settings.to_attrs().items():
+        study.set_user_attr(k, v)
+    return run_study(name, storage, timeout=timeout)
+
+
+def load_space_text(settings: StudySettings) -> Space:
+    import yaml
+
+    return Space(validate_space(yaml.safe_load(settings.space_text), settings.space_name), settings.space_name, settings.space_text)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail and re-queue RUNNING trials whose worker process on this host is gone, and Ctrl-C'd trials."""
+    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    host = socket.gethostname()
+    requeued = []
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    for t in study.get_trials(deepcopy=False):
+        worker = t.user_attrs.get("worker", "")
+        w_host, _, pid = worker.rpartition(":")
+        dead = t.state == TrialState.RUNNING and w_host == host and pid.isdigit() and not _pid_alive(int(pid))
+        interrupted = t.state == TrialState.FAIL and t.user_attrs.get("status") == "interrupted" and t.number not in retried
+        if dead:
+            try:
+                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another resumer got there first
+        if dead or interrupted:
+            retry(study, study._storage.get_trial(t._trial_id))
+            requeued.append(t.number)
+    optuna.storages.fail_stale_trials(study)  # other hosts' trials, once their heartbeat is stale
+    return requeued
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count towards the target: complete, pruned, and failed with an error (not killed ones)."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(1 for t in trials if t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("status") == "error"))
+
+
+def run_study(name: str, storage: str | None = None, timeout: float | None = None, progress: bool = True,
+              device: str | None = None) -> optuna.Study:  # fmt: skip
+    """Run (or continue) a stored study until it has its target number of finished trials."""
+    st = open_storage(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=st)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
+        raise StudyError(f"no study '{name}' in {storage or DEFAULT_STORAGE} (studies there: {', '.join(names) or 'none'})") from None
+    settings = StudySettings.from_attrs(study.user_attrs)
+    space = load_space_text(settings)
+    frontend = space.spec.get("frontend", "fbank")
+    max_stride, feature_size = _feasibility(settings.data_dir, frontend)
+    epochs = settings.epochs or space.spec.get("train", {}).get("epochs", 12)
+    study.sampler = make_sampler(settings.sampler, settings.seed, max(3, settings.trials // 3))
+    study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12)
+    requeued = requeue_dead_trials(study)
+    if requeued:
+        log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
+    objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=str(Path(settings.runs_dir) / name),
+                          objectives=tuple(settings.objectives), max_total_stride=max_stride,
+                          max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
+                          trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,
+                          progress=progress)  # fmt: skip
+    remaining = settings.trials - count_finished(study)
+    log.info("study '%s' in %s: %d of %d trials finished, max total stride %d", name, storage or DEFAULT_STORAGE,
+             count_finished(study), settings.trials, max_stride)  # fmt: skip
+    if remaining <= 0:
+        return study
+
+    def stop_at_target(study, trial):
+        if count_finished(study) >= settings.trials:
+            study.stop()
+
+    def tell(study, trial):
+        ua = trial.user_attrs
+        wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
+        why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
+        log.info("trial %d %s%s%s  [%d/%d finished]", trial.number, trial.state.name.lower(), wer, why,
+                 count_finished(study), settings.trials)  # fmt: skip
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
+    try:
+        # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
+        study.optimize(objective, n_trials=remaining + 10 * len(requeued) + 100, timeout=timeout,
+                       callbacks=[tell, stop_at_target], catch=(Exception,), show_progress_bar=False)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return study
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def read_settings(study: optuna.Study) -> StudySettings:
+    return StudySettings.from_attrs(study.user_attrs)
+
+
+def settings_from_space(space_path: str, data_dir: str, trials: int, **kw) -> StudySettings:
+    space = load_space(space_path)
+    return StudySettings(space_text=space.text, space_name=space.name, data_dir=str(data_dir), trials=trials, **kw)

@@ -1,0 +1,140 @@
+"""Studies end to end on a tiny corpus: database rows, trials_frame, export -> stt train, duplicates,
+budgets, a SIGKILLed worker resumed from its checkpoint, and one-line errors."""
+
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from search.cli import main as search_main
+from search.compare import trials_frame
+from search.study import launch, run_study, settings_from_space
+from stt.cli import main as stt_main
+
+SPACE = """
+frontend: fbank
+width: [32, 48]
+layers: {low: 1, high: 2}
+layer: {stride: [1, 2], branches: {low: 1, high: 2}, d_ff: [1]}
+branch:
+  type: [conv_block, separable_conv_block, attention_conv_block, conv_attention_conv_block]
+  kernel: [3, 5]
+  dilation: [1, 2]
+  glu: [false, true]
+  heads: [2, 4]
+  dropout: 0.0
+train: {lr: {low: 0.003, high: 0.01, log: true}, batch_frames: [6000], epochs: 2}
+"""
+
+
+@pytest.fixture
+def workdir(tiny_corpus, tmp_path, monkeypatch):
+    shutil.copytree(tiny_corpus, tmp_path / "data")
+    (tmp_path / "space.yaml").write_text(SPACE)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _rows(db):
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT t.number, t.state, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = 'config' ORDER BY t.number"
+    ).fetchall()
+    con.close()
+    return rows
+
+
+def test_four_trial_study_lands_in_the_database_and_exports_a_trainable_config(workdir):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    s = settings_from_space("space.yaml", "data", 4, sampler="random", pruner="none", seed=0)
+    study = launch("e2e", s, storage)
+    rows = _rows(workdir / "db.sqlite")
+    assert len(rows) == 4 and all(state == "COMPLETE" for _, state, _ in rows)
+    for _, _, config in rows:
+        cfg = json.loads(json.loads(config))
+        assert cfg["model"]["layers"] and cfg["frontend"] == "fbank"
+    df = trials_frame("e2e", storage)
+    assert list(df["trial"]) == [0, 1, 2, 3] and (df["state"] == "COMPLETE").all()
+    for col in ("dev_wer", "dev_cer", "test_wer", "params", "gflops_per_second", "epochs", "wall_seconds",
+                "audio_seconds_per_second", "device", "version", "run_dir", "n_layers", "total_stride"):  # fmt: skip
+        assert df[col].notna().all(), col
+    assert (df["epochs"] == 2).all() and (df["value"] == df["dev_wer"]).all()
+    assert study.best_value == df["dev_wer"].min()
+    assert search_main(["export", "--study", "e2e", "--storage", storage, "-o", "best.yaml", "--weights"]) == 0
+    assert (workdir / "best.pt").exists()
+    assert stt_main(["train", "--config", "best.yaml", "--data", "data", "--epochs", "1", "--out", "rerun"]) == 0
+    assert json.loads((workdir / "rerun" / "result.json").read_text())["epochs"] == 1
+    assert search_main(["compare", "e2e", "--storage", storage, "--out", "report"]) == 0
+    assert (workdir / "report" / "report.html").exists() and (workdir / "report" / "wer_vs_params.png").exists()
+
+
+def test_duplicates_are_reused_and_budgets_cost_nothing(workdir):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    s = settings_from_space("space.yaml", "data", 1, sampler="random", pruner="none", seed=0)
+    study = launch("dup", s, storage)
+    first = study.trials[0]
+    study.enqueue_trial(first.params)
+    s2 = optuna.load_study(study_name="dup", storage=storage)
+    s2.set_user_attr("trials", 2)
+    run_study("dup", storage)
+    df = trials_frame("dup", storage)
+    assert df.loc[1, "duplicate_of"] == 0 and df.loc[1, "dev_wer"] == df.loc[0, "dev_wer"]
+    assert df.loc[1, "run_dir"] == df.loc[0, "run_dir"]  # no second training run
+    s3 = settings_from_space("space.yaml", "data", 2, sampler="random", pruner="none", seed=1, max_params=1000)
+    launch("budget", s3, storage)
+    df = trials_frame("budget", storage)
+    assert (df["state"] == "PRUNED").all() and (df["status"] == "over_budget").all()
+    assert df["reason"].str.contains("--max-params 1,000").all() and df["run_dir"].isna().all()
+
+
+def test_sigkilled_worker_is_resumed_from_its_checkpoint(workdir):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    space = SPACE.replace("epochs: 2", "epochs: 4").replace("batch_frames: [6000]", "batch_frames: [1500]")
+    (workdir / "space.yaml").write_text(space)
+    cmd = [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", "k",
+           "--trials", "3", "--sampler", "random", "--pruner", "none", "--seed", "2", "--storage", storage]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = workdir / "results" / "runs" / "k" / "trial_1"
+    deadline = time.time() + 240
+    while time.time() < deadline and not ((victim / "metrics.jsonl").exists() and (victim / "last.pt").exists()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (victim / "last.pt").exists(), "trial 1 never checkpointed"
+    before = optuna.load_study(study_name="k", storage=storage).trials
+    assert before[1].state.name == "RUNNING" and before[0].state.name == "COMPLETE"
+    assert search_main(["resume", "--study", "k", "--storage", storage]) == 0
+    trials = optuna.load_study(study_name="k", storage=storage).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+    assert trials[1].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == trials[1].params
+    assert retry[0].user_attrs["run_dir"] == str(victim.relative_to(workdir)) and retry[0].user_attrs["resumed"] is True
+    assert retry[0].user_attrs["epochs"] == 4
+    epochs = [json.loads(x)["epoch"] for x in (victim / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[0] == 1 and epochs[-1] == 4
+    assert trials[0].user_attrs["dev_wer"] == before[0].user_attrs["dev_wer"]  # the finished trial is untouched
+
+
+def test_bad_input_is_one_line_and_non_zero(workdir, capsys):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    assert search_main(["resume", "--study", "ghost", "--storage", storage]) == 2
+    assert "no study 'ghost'" in capsys.readouterr().err
+    assert search_main(["resume", "--study", "x", "--storage", "postgresql://nobody@127.0.0.1:1/none"]) == 2
+    assert "storage postgresql://nobody@127.0.0.1:1/none" in capsys.readouterr().err
+    optuna.create_study(study_name="empty", storage=storage)
+    assert search_main(["export", "--study", "empty", "--storage", storage, "-o", "x.yaml"]) == 2
+    assert "no finished trial" in capsys.readouterr().err and not (workdir / "x.yaml").exists()
+    (workdir / "bad.yaml").write_text("width: [8]\nlayers: 1\nbranch: {kernels: [3]}\n")
+    assert search_main(["launch", "--space", "bad.yaml", "--data", "data", "--study", "b", "--storage", storage]) == 2
+    assert "branch.kernels: unknown key" in capsys.readouterr().err
+    assert search_main(["launch", "--space", "space.yaml", "--data", "nodata", "--study", "c", "--storage", storage]) == 2
+    assert "nodata" in capsys.readouterr().err

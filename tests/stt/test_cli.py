@@ -1,0 +1,36 @@
+"""The stt command line: describe output, prepare reports and exit codes."""
+
+import shutil
+
+from stt.cli import main
+
+
+def test_describe_prints_the_seed_figures(capsys):
+    assert main(["describe", "seed_base.yaml", "--input-size", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "39,644,368" in out and "total stride:       4" in out and "receptive field:    153 frames" in out
+    assert "forward GFLOPs/s:" in out
+
+
+def test_describe_bad_config_is_one_line(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("- - - [conv_block, {in_chan: 8, out_chan: 8, n_heads: 2}]\n")
+    assert main(["describe", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "c.yaml: layers[0].blocks[0].branches[0].n_heads: unknown key" in err
+
+
+def test_prepare_features_reports_counts_and_fails_when_nothing_is_usable(tiny_corpus, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(tiny_corpus, data)
+    assert main(["prepare", "features", "--data", str(data), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "train: kept" in out and "skipped 0" in out
+    bad = tmp_path / "bad"
+    (bad / "train" / "1" / "2").mkdir(parents=True)
+    (bad / "train" / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000 HELLO\n")
+    assert main(["prepare", "features", "--data", str(bad), "--quiet"]) == 2
+    cap = capsys.readouterr()
+    assert "has no audio file" in cap.out and "nothing usable" in cap.err
+    assert main(["prepare", "features", "--data", str(tmp_path / "none")]) == 2
+    assert "no such data folder" in capsys.readouterr().err
