@@ -84,6 +84,13 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         return y.to(dtype)
 
 
+def _masked_conv(conv: nn.Conv1d, g: ConvGeom, x: torch.Tensor, lengths: torch.Tensor):
+    """Zero the padding, convolve, and return ``(y, output lengths, output mask)``."""
+    y = conv(x * length_mask(lengths, x.size(2)))
+    lengths = conv_out_lengths(lengths, g.kernel, g.stride, g.pad, g.dil)
+    return y, lengths, length_mask(lengths, y.size(2))
+
+
 def _activation(k: int) -> nn.Module:
     # k=2 is the design note's GLU switch: the channels are halved after the conv.
     return nn.ReLU() if k == 1 else nn.GLU(dim=1)
@@ -127,11 +134,7 @@ class ConvBlock(nn.Module):
         return [ConvGeom(kw["kernel"], kw["stride"], kw["pad"], kw["dil"])]
 
     def forward(self, x, lengths):  # x: [B, C, T]
-        g = self.geom
-        x = x * length_mask(lengths, x.size(2))
-        y = self.conv(x)  # [B, out_chan, T']
-        lengths = conv_out_lengths(lengths, g.kernel, g.stride, g.pad, g.dil)
-        mask = length_mask(lengths, y.size(2))
+        y, lengths, mask = _masked_conv(self.conv, self.geom, x, lengths)  # [B, out_chan, T']
         y = self.drop(self.act(self.norm(y, mask)))  # [B, out_chan // k, T']
         return y * mask, lengths
 
@@ -162,16 +165,10 @@ class SeparableConvBlock(nn.Module):
     def out_width(kw: dict) -> int:
         return kw["out_chan"]
 
-    @staticmethod
-    def convs(kw: dict) -> list[ConvGeom]:
-        return [ConvGeom(kw["kernel"], kw["stride"], kw["pad"], kw["dil"])]
+    convs = staticmethod(ConvBlock.convs)
 
     def forward(self, x, lengths):  # x: [B, C, T]
-        g = self.geom
-        x = x * length_mask(lengths, x.size(2))
-        y = self.depthwise(x)  # [B, k*C, T']
-        lengths = conv_out_lengths(lengths, g.kernel, g.stride, g.pad, g.dil)
-        mask = length_mask(lengths, y.size(2))
+        y, lengths, mask = _masked_conv(self.depthwise, self.geom, x, lengths)  # [B, k*C, T']
         y = self.drop(self.act1(self.norm1(y, mask)))  # [B, C, T']
         y = self.pointwise(y)  # [B, out_chan, T'], pointwise: padding cannot spread
         y = self.drop(F.relu(self.norm2(y, mask)))
