@@ -41,8 +41,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    import torch
-
     from stt.features import open_split
     from stt.train import evaluate, load_run
     from stt.metrics import error_listing
@@ -56,7 +54,6 @@ def _cmd_eval(args) -> int:
             print(f"{row['id']}\tWER {100 * row['wer']:.0f}%\tREF: {row['ref']}\n\t\tHYP: {row['hyp']}")
     print(f"{args.split}: WER {100 * scores.wer:.2f}%  CER {100 * scores.cer:.2f}%  "
           f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt)")  # fmt: skip
-    del torch
     return 0
 
 

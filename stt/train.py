@@ -36,7 +36,7 @@ from stt.batching import FeatureDataset, FrameBudgetBatchSampler, collate
 from stt.decoding import greedy_decode
 from stt.features import FeatureCache, open_split
 from stt.corpus import find_splits, resolve_split
-from stt.metrics import Scores, error_listing, score
+from stt.metrics import Scores, score
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.run_config import RunConfig, load_run_config
 from stt.text import LetterTokenizer
