@@ -17,7 +17,7 @@ def _launch(args) -> int:
     settings = settings_from_space(
         args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
-        epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir,
+        epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
     )  # fmt: skip
     study = launch(args.study, settings, args.storage, timeout=args.timeout)
     return _after_run(study, args)
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--timeout", type=float, default=None, help="stop launching trials after S seconds (resume continues)")
     la.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2"])
     la.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    la.add_argument("--startup-trials", type=int, default=None,
+                    help="random trials before TPE models the space (default: a third of --trials, 3 to 10)")
     la.add_argument("--seed", type=int, default=None)
     la.add_argument("--objectives", default="wer", help="wer, or wer,params / wer,gflops for a Pareto front")
     la.add_argument("--max-params", type=float, default=None, help="skip (prune) candidates with more parameters")

@@ -74,9 +74,16 @@ def make_sampler(name: str, seed: int | None, n_startup: int):
     raise StudyError(f"--sampler {name!r}: valid: tpe, random, nsga2")
 
 
+def default_startup_trials(trials: int) -> int:
+    """Random trials before TPE models the space: a third of the target, 3 to 10."""
+    return min(10, max(3, trials // 3))
+
+
 def make_pruner(name: str, epochs: int):
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # CTC models sit at ~100% WER (all blank) for their first epochs whatever their worth, so
+        # a comparison there is noise: no pruning in the first third of the schedule
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 3))
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, epochs), reduction_factor=3)
     if name == "none":
@@ -101,6 +108,7 @@ class StudySettings:
     epochs: int | None = None
     trial_seconds: float | None = None
     runs_dir: str = "results/runs"
+    startup_trials: int | None = None  # random trials before TPE; None: default_startup_trials(trials)
 
     def to_attrs(self) -> dict:
         d = dict(self.__dict__)
@@ -214,7 +222,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     frontend = space.spec.get("frontend", "fbank")
     max_stride, feature_size = _feasibility(settings.data_dir, frontend)
     epochs = settings.epochs or space.spec.get("train", {}).get("epochs", 12)
-    study.sampler = make_sampler(settings.sampler, settings.seed, max(3, settings.trials // 3))
+    study.sampler = make_sampler(settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials))
     study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12)
     requeued = requeue_dead_trials(study)
     if requeued:
