@@ -11,8 +11,11 @@ frequent English words (wordfreq). Voices are espeak variants × English accents
 * dev and test sentences never occur in train.
 
 Output is the LibriSpeech layout (``split/SPEAKER/CHAPTER/...flac`` at 16 kHz),
-so the same reader serves it. Everything is deterministic for a seed; synthesis
-runs in a process pool (espeak-ng keeps global state, one engine per process).
+so the same reader serves it. Everything is deterministic for a seed, down to
+the audio bytes and whatever the number of workers: espeak-ng keeps state in
+C statics that its API cannot reset (the same text spoken twice in one process
+comes out differently), so each fixed group of ``GROUP`` utterances is spoken by
+a fresh process forked from a server that has never synthesised anything.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
 # variants whose sound is not speech-like enough to learn from (robots, croaks, whispers)
 _UNUSABLE = re.compile(r"robo|klatt|demonic|croak|whisper|tweaky|storm|anikarobot|unirobot|gene|michel|mr serious", re.I)
 SPLITS = ("train", "dev", "test")
+GROUP = 16  # utterances per fresh synthesis process: a fork costs ~10 ms, an utterance ~20 ms
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,11 @@ class _Espeak:
         return wav.astype(np.float32) / 32768.0
 
 
+def _synth_group(jobs: list[dict]) -> list[float]:
+    """Synthesise a group of utterances in order, in a process of its own; returns their durations."""
+    return [_synth_one(job) for job in jobs]
+
+
 def _synth_one(job: dict) -> float:
     """Synthesise one utterance to FLAC; returns its duration in seconds."""
     global _engine
@@ -175,27 +184,33 @@ def prepare_synth(out: str | Path, settings: SynthSettings, workers: int | None 
     workers = workers or os.cpu_count() or 1
     summary = {"settings": asdict(settings), "splits": {}, "voices": variants}
     train_texts: set[str] = set()
-    ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/OpenMP threads
-    with ctx.Pool(workers) as pool:
+    # forkserver, not fork: the parent may hold torch/OpenMP threads; the server imports this module
+    # once and never runs espeak, so every child starts from the same engine state
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    with ctx.Pool(workers, maxtasksperchild=1) as pool:
         for split in SPLITS:
             target = settings.split_hours(split) * 3600
             jobs, total = [], 0.0
             bar = tqdm(total=round(target), unit="s", desc=f"synth {split}", disable=not progress)
             stream = _plan(split, settings, words, variants[split], train_texts if split != "train" else set())
-            chunk = [next(stream) for _ in range(64)]
+            size = GROUP * max(4, 2 * workers)  # which utterances are kept does not depend on it: plan order
+            chunk = [next(stream) for _ in range(size)]
             while total < target:
                 for job in chunk:
                     folder = tmp / split / str(job["spk"]) / str(job["chapter"])
                     folder.mkdir(parents=True, exist_ok=True)
                     job["path"] = str(folder / f"{job['id']}.flac")
-                for job, dur in zip(chunk, pool.map(_synth_one, chunk)):
+                groups = [chunk[i : i + GROUP] for i in range(0, len(chunk), GROUP)]
+                durations = [d for group in pool.map(_synth_group, groups, chunksize=1) for d in group]
+                for job, dur in zip(chunk, durations):
                     if total >= target:
                         os.remove(job["path"])
                         continue
                     jobs.append(job)
                     total += dur
                     bar.update(round(dur))
-                chunk = [next(stream) for _ in range(64)]
+                chunk = [next(stream) for _ in range(size)]
             bar.close()
             by_chapter: dict[tuple, list] = {}
             for job in jobs:
