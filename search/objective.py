@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 
 from search.space import Space, sample_config
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
@@ -66,8 +67,9 @@ class Objective:
         trial.set_user_attr("config_hash", h)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
-        model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
-        params, gflops = count_parameters(model), forward_gflops_per_second(model)
+        with torch.device("meta"):  # shapes only: counting needs no weights, and the Trainer builds the real model
+            model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
+            params, gflops = count_parameters(model), forward_gflops_per_second(model)
         del model
         trial.set_user_attr("params", params)
         trial.set_user_attr("gflops_per_second", gflops)

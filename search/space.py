@@ -200,12 +200,15 @@ def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
 
 
 def max_feasible_stride(frames: list[int], targets: list[list[int]], tolerance: float = 0.02, cap: int = 16) -> int:
-    """Largest power-of-two total stride at which CTC can align all but ``tolerance`` of the utterances."""
+    """Largest power-of-two total stride at which CTC can align all but ``tolerance`` of the utterances.
+
+    0 when not even stride 1 can (features too coarse for the transcripts): no config is feasible.
+    """
     from stt.train import ctc_min_frames
 
     need = ctc_min_frames(targets)
-    best = 1
-    s = 2
+    best = 0
+    s = 1
     while s <= cap:
         bad = sum(1 for f, n in zip(frames, need) if -(-f // s) < n)
         if bad > tolerance * len(frames):

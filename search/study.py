@@ -18,6 +18,7 @@ objective resumes it from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -34,15 +35,21 @@ from search.objective import Objective
 from search.space import Space, load_space, max_feasible_stride, validate_space
 
 log = logging.getLogger("search")
-# heartbeats and retries are what resume is built on; Optuna still labels them experimental
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="search.study")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
 DEFAULT_STORAGE = "sqlite:///results/studies.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STUCK_AFTER = 20  # consecutive untrainable candidates (over budget, infeasible) after which a study gives up
 
 
 class StudyError(ValueError):
     """A study that cannot be launched/resumed/exported (one line, names the study or storage)."""
+
+
+@contextlib.contextmanager
+def _stable_enough():
+    """Heartbeats, retries and TPE's grouped sampling are what this module is built on; Optuna still labels them experimental."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages.BaseStorage:
@@ -51,22 +58,25 @@ def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages
         path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            grace_period=heartbeat * 4,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-        )
+        with _stable_enough():
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=heartbeat * 4,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+            )
     except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
         raise StudyError(f"storage {url}: cannot be opened ({str(e).splitlines()[0][:200]})") from None
 
 
 def make_sampler(name: str, seed: int | None, n_startup: int):
     if name == "tpe":
-        # multivariate + group: the space is conditional (branches exist only for some layer counts)
-        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=n_startup,
-                                          constant_liar=True)  # fmt: skip
+        # multivariate + group: the space is conditional (branches exist only for some layer counts);
+        # constant_liar: parallel workers do not all sample next to the same running trial
+        with _stable_enough():
+            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=n_startup,
+                                              constant_liar=True)  # fmt: skip
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
@@ -82,8 +92,9 @@ def default_startup_trials(trials: int) -> int:
 def make_pruner(name: str, epochs: int):
     if name == "median":
         # CTC models sit at ~100% WER (all blank) for their first epochs whatever their worth, so
-        # a comparison there is noise: no pruning in the first third of the schedule
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 3))
+        # a comparison there is noise: no pruning in the first third of the schedule (steps are epochs from 1,
+        # and Optuna's earliest pruning step is n_warmup_steps itself)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=epochs // 3 + 1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, epochs), reduction_factor=3)
     if name == "none":
@@ -141,7 +152,12 @@ def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
     split = resolve_split(find_splits(data_dir), "train")
     cache = open_split(data_dir, split, frontend)
     targets = FeatureDataset(cache).targets
-    return max_feasible_stride(cache.frames, targets), cache.feature_size
+    stride = max_feasible_stride(cache.frames, targets)
+    if stride == 0:
+        raise StudyError(f"data {data_dir}: even at total stride 1 the {frontend} features of more than 2% of the "
+                         f"{split} utterances have fewer frames than CTC needs for their transcripts; no config "
+                         f"in any space is feasible (check the transcripts, or use a finer frontend)")  # fmt: skip
+    return stride, cache.feature_size
 
 
 def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None) -> optuna.Study:
@@ -184,7 +200,8 @@ def requeue_dead_trials(study: optuna.Study) -> list[int]:
     retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
     host = socket.gethostname()
     requeued = []
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    with _stable_enough():
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
     for t in study.get_trials(deepcopy=False):
         worker = t.user_attrs.get("worker", "")
         w_host, _, pid = worker.rpartition(":")
@@ -198,7 +215,8 @@ def requeue_dead_trials(study: optuna.Study) -> list[int]:
         if dead or interrupted:
             retry(study, study._storage.get_trial(t._trial_id))
             requeued.append(t.number)
-    optuna.storages.fail_stale_trials(study)  # other hosts' trials, once their heartbeat is stale
+    with _stable_enough():
+        optuna.storages.fail_stale_trials(study)  # other hosts' trials, once their heartbeat is stale
     return requeued
 
 
@@ -242,6 +260,15 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         if count_finished(study) >= settings.trials:
             study.stop()
 
+    stuck: list[str] = []
+
+    def stop_if_stuck(study, trial):
+        # over-budget/infeasible candidates cost nothing, so a space that yields only those would spin to its target
+        tail = study.get_trials(deepcopy=False)[-STUCK_AFTER:]
+        if len(tail) == STUCK_AFTER and all(t.user_attrs.get("status") in ("over_budget", "infeasible") for t in tail):
+            stuck.append(tail[-1].user_attrs.get("reason", ""))
+            study.stop()
+
     def tell(study, trial):
         ua = trial.user_attrs
         wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
@@ -254,9 +281,12 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     try:
         # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
         study.optimize(objective, n_trials=remaining + 10 * len(requeued) + 100, timeout=timeout,
-                       callbacks=[tell, stop_at_target], catch=(Exception,), show_progress_bar=False)  # fmt: skip
+                       callbacks=[tell, stop_at_target, stop_if_stuck], catch=(Exception,), show_progress_bar=False)  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if stuck:
+        raise StudyError(f"study '{name}': the last {STUCK_AFTER} candidates from {settings.space_name} could not be "
+                         f"trained (last: {stuck[0]}); loosen --max-params/--max-gflops or narrow the space")  # fmt: skip
     return study
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from search.cli import main as search_main
 from search.compare import trials_frame
-from search.study import launch, run_study, settings_from_space
+from search.study import STUCK_AFTER, StudyError, launch, run_study, settings_from_space
 from stt.cli import main as stt_main
 
 SPACE = """
@@ -92,6 +92,11 @@ def test_duplicates_are_reused_and_budgets_cost_nothing(workdir):
     df = trials_frame("budget", storage)
     assert (df["state"] == "PRUNED").all() and (df["status"] == "over_budget").all()
     assert df["reason"].str.contains("--max-params 1,000").all() and df["run_dir"].isna().all()
+    # a budget nothing in the space can meet: the study gives up with one line instead of spinning to its target
+    s4 = settings_from_space("space.yaml", "data", 500, sampler="random", pruner="none", seed=1, max_params=1000)
+    with pytest.raises(StudyError, match=r"last 20 candidates from space\.yaml could not be trained .*--max-params"):
+        launch("hopeless", s4, storage)
+    assert len(trials_frame("hopeless", storage)) == STUCK_AFTER
 
 
 def test_sigkilled_worker_is_resumed_from_its_checkpoint(workdir):
