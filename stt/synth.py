@@ -15,7 +15,9 @@ so the same reader serves it. Everything is deterministic for a seed, down to
 the audio bytes and whatever the number of workers: espeak-ng keeps state in
 C statics that its API cannot reset (the same text spoken twice in one process
 comes out differently), so each fixed group of ``GROUP`` utterances is spoken by
-a fresh process forked from a server that has never synthesised anything.
+a fresh child forked from a pool worker that never runs espeak-ng itself; and
+variants with breath noise are left out, because that noise differs from one
+process to the next.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ import numpy as np
 ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 # variants whose sound is not speech-like enough to learn from (robots, croaks, whispers)
 _UNUSABLE = re.compile(r"robo|klatt|demonic|croak|whisper|tweaky|storm|anikarobot|unirobot|gene|michel|mr serious", re.I)
+# breath noise comes out differently in every process, so the corpus would not be reproducible
+_BREATH = re.compile(r"^\s*breath\s", re.M)
 SPLITS = ("train", "dev", "test")
-GROUP = 16  # utterances per fresh synthesis process: a fork costs ~10 ms, an utterance ~20 ms
+GROUP = 16  # utterances per forked child: a fork costs a few ms, an utterance ~20 ms
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ def voice_variants(data_path: str | None = None) -> list[str]:
     import espeakng_loader
 
     folder = Path(data_path or espeakng_loader.get_data_path()) / "voices" / "!v"
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and not _UNUSABLE.search(p.name))
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and not _UNUSABLE.search(p.name) and not _BREATH.search(p.read_text(errors="replace")))  # fmt: skip
 
 
 def split_variants(variants: list[str], seed: int) -> dict[str, list[str]]:
@@ -118,8 +123,40 @@ class _Espeak:
 
 
 def _synth_group(jobs: list[dict]) -> list[float]:
-    """Synthesise a group of utterances in order, in a process of its own; returns their durations."""
-    return [_synth_one(job) for job in jobs]
+    """Synthesise a group of utterances in order in a forked child; returns their durations.
+
+    The pool worker itself never runs espeak-ng, so every child starts from the same engine state.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: speak, report the durations through the pipe, exit without running the parent's cleanup
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, json.dumps([_synth_one(job) for job in jobs]).encode())  # ~16 floats: within the pipe buffer
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"synthesis of utterances {jobs[0]['id']}..{jobs[-1]['id']} failed (wait status {status})")
+    return json.loads(out)
+
+
+def _worker_init():
+    """Load once per worker what every forked child needs; espeak-ng is initialised but never speaks here."""
+    global _engine
+    import soundfile  # noqa: F401
+    import soxr  # noqa: F401
+
+    _engine = _Espeak()
 
 
 def _synth_one(job: dict) -> float:
@@ -184,11 +221,8 @@ def prepare_synth(out: str | Path, settings: SynthSettings, workers: int | None 
     workers = workers or os.cpu_count() or 1
     summary = {"settings": asdict(settings), "splits": {}, "voices": variants}
     train_texts: set[str] = set()
-    # forkserver, not fork: the parent may hold torch/OpenMP threads; the server imports this module
-    # once and never runs espeak, so every child starts from the same engine state
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    with ctx.Pool(workers, maxtasksperchild=1) as pool:
+    ctx = mp.get_context("spawn")  # no fork of the parent: it may hold torch/OpenMP threads
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
         for split in SPLITS:
             target = settings.split_hours(split) * 3600
             jobs, total = [], 0.0

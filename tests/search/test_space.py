@@ -70,5 +70,5 @@ def test_max_feasible_stride_follows_the_letter_rate():
     frames = [100, 100, 100]  # 1 s each at 100 Hz
     assert max_feasible_stride(frames, [[1, 2] * 10] * 3) == 4  # 20 letters/s: 25 frames/s still aligns
     assert max_feasible_stride(frames, [[1, 2] * 20] * 3) == 2  # 40 letters/s
-    assert max_feasible_stride(frames, [[1, 1] * 30] * 3) == 1  # repeats need blanks between them
+    assert max_feasible_stride(frames, [[1, 1] * 20] * 3) == 1  # 40 repeats need 79 frames: blanks between them
     assert max_feasible_stride(frames, [[1, 2] * 60] * 3) == 0  # 120 letters/s: nothing aligns, not even stride 1

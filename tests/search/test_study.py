@@ -94,7 +94,7 @@ def test_duplicates_are_reused_and_budgets_cost_nothing(workdir):
     assert df["reason"].str.contains("--max-params 1,000").all() and df["run_dir"].isna().all()
     # a budget nothing in the space can meet: the study gives up with one line instead of spinning to its target
     s4 = settings_from_space("space.yaml", "data", 500, sampler="random", pruner="none", seed=1, max_params=1000)
-    with pytest.raises(StudyError, match=r"last 20 candidates from space\.yaml could not be trained .*--max-params"):
+    with pytest.raises(StudyError, match=r"last 20 candidates from space could not be trained .*--max-params"):
         launch("hopeless", s4, storage)
     assert len(trials_frame("hopeless", storage)) == STUCK_AFTER
 

@@ -147,7 +147,7 @@ def test_transcribe_prints_the_text_of_a_test_file(trained, tiny_corpus, capsys)
     out, _ = trained
     utt = read_librispeech(find_splits(tiny_corpus)["test"])[0][0]
     assert stt_main(["transcribe", "--checkpoint", str(out), utt.path]) == 0
-    path, text = capsys.readouterr().out.strip().split("\t")
+    path, text = capsys.readouterr().out.rstrip("\n").split("\t")  # a tiny model may well print no letters
     loaded = load_run(out)
     from stt.audio import read_audio
     from stt.frontends import Fbank
