@@ -15,7 +15,7 @@ so the same reader serves it. Everything is deterministic for a seed, down to
 the audio bytes and whatever the number of workers: espeak-ng keeps state in
 C statics that its API cannot reset (the same text spoken twice in one process
 comes out differently), so each fixed group of ``GROUP`` utterances is spoken by
-a fresh child forked from a pool worker that never runs espeak-ng itself; and
+a fresh child forked from a pool worker that loads espeak-ng but never speaks; and
 variants with breath noise are left out, because that noise differs from one
 process to the next.
 """
@@ -125,7 +125,7 @@ class _Espeak:
 def _synth_group(jobs: list[dict]) -> list[float]:
     """Synthesise a group of utterances in order in a forked child; returns their durations.
 
-    The pool worker itself never runs espeak-ng, so every child starts from the same engine state.
+    The pool worker loads espeak-ng but never speaks, so every child starts from the same engine state.
     """
     r, w = os.pipe()
     pid = os.fork()
