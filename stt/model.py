@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from stt.blocks import BLOCKS, length_mask
+from stt.blocks import BLOCKS, Dropout, apply_mask, length_mask
 from stt.layer_config import LayerConfig, LayerConfigError, load_layer_config
 
 INPUT_PROJS = ("base", None)
@@ -18,7 +18,7 @@ INPUT_PROJS = ("base", None)
 
 def _input_proj(kind: str | None, input_size: int, width: int) -> nn.Module | None:
     if kind == "base":  # the design note's projection
-        return nn.Sequential(nn.Dropout(0.25), nn.Linear(input_size, width), nn.ReLU(), nn.LayerNorm(width))
+        return nn.Sequential(Dropout(0.25), nn.Linear(input_size, width), nn.ReLU(inplace=True), nn.LayerNorm(width))
     return None
 
 
@@ -85,17 +85,25 @@ class STTModel(nn.Module):
         return self.config.output_lengths(lengths)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: x ``[B, T, F]``, lengths ``[B]`` (default: all T). Returns ``([B, T', V or C], [B])``."""
-        if lengths is None:
-            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        """Run the model on a padded batch.
+
+        Args:
+            x: features ``[B, T, F]``.
+            lengths: real frames per utterance ``[B]`` on x's device, or None when no
+                utterance is padded (every mask is then skipped: the fast path).
+        Returns:
+            ``([B, T', V or C], [B])``: outputs and their lengths after every stride.
+        """
         if self.input_proj is not None:
             x = self.input_proj(x)  # [B, T, C]
-        x = x.transpose(1, 2) * length_mask(lengths, x.size(1))  # [B, C, T]
+        x = apply_mask(x.transpose(1, 2), length_mask(lengths, x.size(1)))  # [B, C, T]
         for layer in self.layers:
             x, lengths = layer(x, lengths)
         x = x.transpose(1, 2)  # [B, T', C]
         if self.output_proj is not None:
             x = self.output_proj(x)  # [B, T', V]
+        if lengths is None:
+            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
         return x, lengths
 
 
@@ -109,7 +117,8 @@ def forward_gflops_per_second(model: STTModel, frames_per_second: int = 100, sec
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, frames_per_second * seconds, model.input_size)
+    p = next(model.parameters())  # the probe lives where the model does (CPU, CUDA, meta)
+    x = torch.zeros(1, frames_per_second * seconds, model.input_size, device=p.device, dtype=p.dtype)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)
