@@ -50,6 +50,15 @@ class Objective:
     device: str | None = None
     progress: bool = False
     log: list = field(default_factory=list)
+    _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
+
+    def data(self, frontend: str):
+        """The corpus's features, opened once per worker and frontend (every trial reads the same cache)."""
+        from stt.data import open_training_data
+
+        if self._data is None or self._data.frontend != frontend:
+            self._data = open_training_data(self.data_dir, frontend, progress=self.progress, device=self.device)
+        return self._data
 
     def _values(self, attrs: dict):
         out = []
@@ -100,7 +109,7 @@ class Objective:
         trial.set_user_attr("run_dir", run_dir)
         resume = (Path(run_dir) / "last.pt").exists()
         try:
-            trainer = Trainer(run, self.data_dir, run_dir, device=self.device, max_seconds=self.trial_seconds,
+            trainer = Trainer(run, self.data(run.frontend), run_dir, device=self.device, max_seconds=self.trial_seconds,
                               progress=self.progress)  # fmt: skip
         except InfeasibleError as e:
             return self._stop(trial, "infeasible", str(e))

@@ -14,6 +14,7 @@ def _user_error(e):
 
 def _cmd_train(args) -> int:
     from stt.corpus import CorpusError
+    from stt.data import open_training_data
     from stt.frontends import FrontendError
     from stt.run_config import load_run_config
     from stt.train import InfeasibleError, Trainer
@@ -25,11 +26,13 @@ def _cmd_train(args) -> int:
     out = Path(args.out or Path("results") / "runs" / Path(args.config).stem)
     splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
     try:
-        trainer = Trainer(run, args.data, out, device=args.device, splits={k: v for k, v in splits.items() if v},
-                          max_seconds=args.max_seconds, checkpoint_every=args.checkpoint_every)  # fmt: skip
+        data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
+        trainer = Trainer(run, data, out, device=args.device, max_seconds=args.max_seconds,
+                          checkpoint_every=args.checkpoint_every, log_every=args.log_every)  # fmt: skip
     except (InfeasibleError, CorpusError, FrontendError) as e:
         raise _user_error(e) from None
-    print(f"training {trainer.model.config!r} on {trainer.device}; run directory {out}", file=sys.stderr)
+    print(f"training {trainer.model.config!r} on {trainer.device} ({trainer.precision}{', compiled' if trainer.compiled else ''}); "
+          f"run directory {out}", file=sys.stderr)  # fmt: skip
     res = trainer.fit(resume=args.resume)
     for h in res.history:
         print(f"epoch {h['epoch']:3d}  loss {h['train_loss']:.3f}  dev WER {100 * h['dev_wer']:5.1f}%  "
@@ -41,19 +44,24 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from stt.device import model_device, uses_bf16
+    from stt.evaluation import evaluate_split
     from stt.features import open_split
-    from stt.train import evaluate, load_run
     from stt.metrics import error_listing
+    from stt.train import load_run
 
     loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
-    cache = open_split(args.data, args.split, loaded.frontend["spec"])
-    device = next(loaded.model.parameters()).device
-    scores, ids, refs, hyps = evaluate(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames)
+    device = model_device(loaded.model)
+    cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
+    precision = loaded.run.train.precision  # as in training, so the logged WER is reproduced
+    scores, ids, refs, hyps = evaluate_split(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
+                                             precision)  # fmt: skip
     if args.errors:
         for row in error_listing(ids, refs, hyps)[: args.errors]:
             print(f"{row['id']}\tWER {100 * row['wer']:.0f}%\tREF: {row['ref']}\n\t\tHYP: {row['hyp']}")
+    used = "bf16" if uses_bf16(device, precision) else "fp32"
     print(f"{args.split}: WER {100 * scores.wer:.2f}%  CER {100 * scores.cer:.2f}%  "
-          f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt)")  # fmt: skip
+          f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt on {device}, {used})")  # fmt: skip
     return 0
 
 
@@ -62,12 +70,13 @@ def _cmd_transcribe(args) -> int:
 
     from stt.audio import AudioError, read_audio
     from stt.decoding import greedy_decode
+    from stt.device import autocast, model_device, to_host
     from stt.frontends import build_frontend
     from stt.train import load_run
 
     loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
-    fe = build_frontend(loaded.frontend["spec"])
-    device = next(loaded.model.parameters()).device
+    device = model_device(loaded.model)
+    fe = build_frontend(loaded.frontend["spec"], str(device))
     failed = 0
     for path in args.files:
         try:
@@ -76,9 +85,10 @@ def _cmd_transcribe(args) -> int:
             print(f"stt transcribe: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        with torch.no_grad():
-            logits, lens = loaded.model(feats[None].to(device))
-        print(f"{path}\t{loaded.tokenizer.decode(greedy_decode(logits, lens)[0])}")
+        with torch.no_grad(), autocast(device, loaded.run.train.precision):
+            logits, lens = loaded.model(feats[None].to(device))  # [1, T', V]
+        best = to_host(logits.argmax(-1))
+        print(f"{path}\t{loaded.tokenizer.decode(greedy_decode(best, to_host(lens))[0])}")
     return 1 if failed else 0
 
 
@@ -95,6 +105,8 @@ def add_commands(sub) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop after the epoch that crosses this wall time")
     t.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps within an epoch")
+    t.add_argument("--log-every", type=int, default=50,
+                   help="read the loss every N steps (a GPU sync); logs a line then when stderr is no terminal")
     for role in ("train", "dev", "test"):
         t.add_argument(f"--{role}-split", default=None, help=f"split name for {role} (default: the one named/prefixed '{role}')")
     t.set_defaults(func=_cmd_train)

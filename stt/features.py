@@ -32,6 +32,7 @@ import numpy as np
 
 from stt.audio import AudioError, read_audio
 from stt.corpus import CACHE_DIR, Skipped, Utterance, find_splits, manifest_hash, read_split
+from stt.device import pick_device
 from stt.frontends import Frontend, build_frontend, frontend_identity
 from stt.text import LetterTokenizer, TextError
 
@@ -90,8 +91,12 @@ def cache_dir_for(data_dir: str | Path, split: str, utts: list[Utterance], ident
 
 
 def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "fbank",
-                  progress: bool = True) -> PrepareReport:  # fmt: skip
-    """Compute (or find) the feature cache of one split. ``frontend`` is a spec or a built Frontend."""
+                  progress: bool = True, device: str | None = None) -> PrepareReport:  # fmt: skip
+    """Compute (or find) the feature cache of one split.
+
+    ``frontend`` is a spec or a built Frontend; a neural one given as a spec runs on ``device``
+    (default: CUDA when available).
+    """
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
@@ -120,7 +125,7 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
         if not encodable:
             return PrepareReport(split, cache, 0, skipped, 0.0, 0)
         if isinstance(frontend, str):
-            frontend = build_frontend(frontend)
+            frontend = build_frontend(frontend, str(pick_device(device)))
         cache.mkdir(parents=True, exist_ok=True)
         rows, computed = [], 0
         bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=not progress)
@@ -220,7 +225,7 @@ class FeatureCache:
 
 
 def prepare_features(data_dir: str | Path, frontend: str = "fbank", splits: list[str] | None = None,
-                     progress: bool = True) -> list[PrepareReport]:  # fmt: skip
+                     progress: bool = True, device: str | None = None) -> list[PrepareReport]:  # fmt: skip
     """Prepare every split (or those named) of a data folder with one frontend."""
     found = find_splits(data_dir)
     if not found:
@@ -234,15 +239,15 @@ def prepare_features(data_dir: str | Path, frontend: str = "fbank", splits: list
             from stt.corpus import CorpusError
 
             raise CorpusError(f"split '{name}' not found in {data_dir}; available: {', '.join(sorted(found))}")
-        rep = prepare_split(data_dir, name, frontend, progress=progress)
+        rep = prepare_split(data_dir, name, frontend, progress=progress, device=device)
         reports.append(rep)
     return reports
 
 
 def open_split(data_dir: str | Path, split: str, frontend: str = "fbank", prepare: bool = True,
-               progress: bool = True) -> FeatureCache:  # fmt: skip
+               progress: bool = True, device: str | None = None) -> FeatureCache:  # fmt: skip
     """The cache of one split, preparing it first if needed (and saying so)."""
-    rep = prepare_split(data_dir, split, frontend, progress=progress) if prepare else None
+    rep = prepare_split(data_dir, split, frontend, progress=progress, device=device) if prepare else None
     if rep is not None and rep.computed:
         log.info("prepared features for %s: %d utterances -> %s", split, rep.kept, rep.cache_dir)
     if rep is not None and rep.kept == 0:

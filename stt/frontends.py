@@ -137,7 +137,17 @@ class Wav2Vec(Frontend):
 
 
 def wav2vec_identity(path: str | Path) -> str:
-    """Cache identity of a wav2vec checkpoint: its bytes, so a retrained file never reuses stale features."""
+    """Cache identity of a wav2vec checkpoint: its bytes, so a retrained file never reuses stale features.
+
+    Hashing 300 MB takes about a second, and every split of every trial asks: the hash is kept per
+    (file, size, modification time), so a file is read once per process unless it changes.
+    """
+    st = Path(path).stat()
+    return _hash_file(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -157,7 +167,7 @@ def frontend_identity(spec: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def build_frontend(spec: str, device: str = "cpu") -> Frontend:
-    """``"fbank"`` or ``"wav2vec:PATH/TO/checkpoint.pt"``."""
+    """``"fbank"`` or ``"wav2vec:PATH/TO/checkpoint.pt"``; a neural frontend runs on ``device``."""
     if spec == "fbank":
         return Fbank()
     if spec.startswith("wav2vec:"):

@@ -37,13 +37,16 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global gradient norm
     seed: int = 0  # seeds weights, dropout and batch order
     patience: int = 0  # early stopping: epochs without dev-WER improvement (0 = off)
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
-    compile: bool = False  # torch.compile the model (CUDA only)
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"; evaluation uses it too
+    compile: bool | str = "auto"  # torch.compile the training step: true, false, or "auto" (on CUDA only)
+    buckets_per_octave: int = 4  # when compiling: padded lengths per doubling (4: <= 25 % padding, few shapes)
     num_workers: int = 0  # DataLoader workers (features are memory-mapped; 0 is fine on CPU)
 
     def __post_init__(self):
         _check_choice("train.schedule", self.schedule, ("onecycle", "cosine"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        _check_choice("train.compile", self.compile, (True, False, "auto"))
+        _check_choice("train.buckets_per_octave", self.buckets_per_octave, (1, 2, 4, 8, 16))
         for name in ("epochs", "batch_frames"):
             if getattr(self, name) < 1:
                 raise LayerConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
@@ -54,8 +57,9 @@ class TrainConfig:
 
 
 def _check_choice(key, value, choices):
-    if value not in choices:
-        raise LayerConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    # exact type too: YAML's `true` must not pass as 1, nor 1 as `true`
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise LayerConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
 @dataclass

@@ -1,5 +1,11 @@
 """CTC training of one run config on a prepared corpus, and loading trained runs.
 
+``Trainer(run, data, out_dir, device).fit()`` trains; ``fit`` is a loop of
+``_train_epoch``, ``_evaluate`` and ``_checkpoint`` over a :class:`TrainState`
+that is checkpointed whole, so ``--resume`` continues bit for bit. The device
+is a parameter everywhere (tests run the trainer on ``meta``), and the loss is
+read back to the host every ``log_every`` steps, not every step.
+
 A run directory is self-contained::
 
     RUN_DIR/
@@ -19,10 +25,13 @@ for the corpus; raised before training as :class:`InfeasibleError`).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,13 +41,13 @@ import torch
 import torch.nn.functional as F
 
 from stt import __version__
-from stt.batching import FeatureDataset, FrameBudgetBatchSampler, collate
-from stt.decoding import greedy_decode
-from stt.features import FeatureCache, open_split
-from stt.corpus import find_splits, resolve_split
-from stt.metrics import Scores, score
+from stt.batching import FeatureDataset, FrameBudgetBatchSampler, Prefetcher, bucket_length, collate
+from stt.data import TrainingData
+from stt.device import autocast, pick_device, release_cached_memory, to_host, uses_bf16
+from stt.evaluation import evaluate_split
+from stt.metrics import Scores
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
-from stt.run_config import RunConfig, load_run_config
+from stt.run_config import RunConfig, TrainConfig, load_run_config
 from stt.text import LetterTokenizer
 
 log = logging.getLogger(__name__)
@@ -64,15 +73,53 @@ class TrainResult:
     train_seconds: float = 0.0  # wall time in training steps (not evaluation)
     wall_seconds: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"  # what training and evaluation ran in: "fp32" or "bf16" (autocast)
     reason: str = ""
     history: list = field(default_factory=list)
     version: str = __version__
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+@dataclass
+class TrainState:
+    """Where a run stands, besides weights and optimizer: checkpointed whole, restored whole."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches of the current epoch already trained: the sampler resumes here
+    step: int = 0  # optimizer steps over all epochs
+    loss_sum: float = 0.0  # summed training loss of this epoch's steps so far
+    best_wer: float = math.inf  # best dev WER so far
+    best_epoch: int = -1  # the epoch that reached it (-1: none yet)
+    stale: int = 0  # epochs since the best (early stopping)
+    history: list = field(default_factory=list)  # one metrics dict per finished epoch
+    train_seconds: float = 0.0  # wall time inside training steps
+    audio_seconds: float = 0.0  # audio trained on
+    wall_seconds: float = 0.0  # wall time of the run up to the last checkpoint, all sessions
+    rng_cpu: torch.Tensor | None = None  # torch's CPU generator (dropout on CPU)
+    rng_cuda: list | None = None  # one state per CUDA device (dropout on GPU)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def build_scheduler(opt: torch.optim.Optimizer, tc: TrainConfig, total_steps: int):
+    """One-cycle, or linear warm-up then cosine decay to zero, per optimizer step."""
+    if tc.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps,
+                                                   pct_start=max(tc.warmup, 1e-3), anneal_strategy="cos")  # fmt: skip
+    warm = max(1, int(tc.warmup * total_steps))
+    return torch.optim.lr_scheduler.SequentialLR(opt, [
+        torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm - 1),
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps - warm)),
+    ], milestones=[warm])  # fmt: skip
+
+
+def compile_wanted(tc: TrainConfig, device: torch.device) -> bool:
+    return tc.compile is True or (tc.compile == "auto" and device.type == "cuda")
 
 
 def ctc_min_frames(targets: list[list[int]]) -> list[int]:
@@ -104,69 +151,118 @@ def check_feasible(run: RunConfig, frames: list[int], targets: list[list[int]], 
 
 
 class Trainer:
-    """Train one run config on ``data_dir``; see the module docstring for the run directory.
+    """Train one run config on opened data; see the module docstring for the run directory.
 
     Args:
         run: the run config (layers, training settings, frontend).
-        data_dir: a data folder; its features are prepared on first use.
-        out_dir: the run directory (created).
-        device: "cpu", "cuda", ... (default: CUDA when available).
-        splits: names of the train/dev/test splits (None: resolve "train", "dev", "test").
+        data: the opened train/dev(/test) features (:func:`stt.data.open_training_data`).
+        out_dir: the run directory (created by ``fit``).
+        device: "cpu", "cuda", "cuda:1", "meta" (tests) ... (default: CUDA when available).
         max_seconds: stop after the epoch that crosses this much wall time (status ``time_budget``).
         checkpoint_every: also checkpoint every N steps inside an epoch (0: at epoch ends only).
+        log_every: read the loss back from the device every N steps (a sync on a GPU), check it
+            is finite and, when stderr is no terminal, log a progress line.
+        prefetch: load and copy batches on a background thread (default: on CUDA).
+        compile_backend: ``torch.compile`` backend when the run compiles (tests count graphs with their own).
     """
 
-    def __init__(self, run: RunConfig, data_dir: str | Path, out_dir: str | Path, device: str | None = None,
-                 splits: dict | None = None, max_seconds: float | None = None, checkpoint_every: int = 0,
-                 progress: bool = True):  # fmt: skip
-        self.run, self.data_dir, self.out = run, Path(data_dir), Path(out_dir)
+    def __init__(self, run: RunConfig, data: TrainingData, out_dir: str | Path, device: str | None = None,
+                 max_seconds: float | None = None, checkpoint_every: int = 0, log_every: int = 50,
+                 progress: bool = True, prefetch: bool | None = None, compile_backend="inductor"):  # fmt: skip
+        self.run, self.data, self.out = run, data, Path(out_dir)
         self.device = pick_device(device)
-        self.max_seconds, self.checkpoint_every, self.progress = max_seconds, checkpoint_every, progress
-        found = find_splits(self.data_dir)
-        splits = splits or {}
-        self.split_names = {r: resolve_split(found, r, splits.get(r)) for r in ("train", "dev")}
-        try:
-            self.split_names["test"] = resolve_split(found, "test", splits.get("test"))
-        except ValueError:
-            self.split_names["test"] = None
-        self.caches = {r: open_split(self.data_dir, s, run.frontend, progress=progress)
-                       for r, s in self.split_names.items() if s}  # fmt: skip
-        self.tokenizer = LetterTokenizer()
-        train = self.caches["train"]
-        self.train_data = FeatureDataset(train, self.tokenizer)
-        self.keep = check_feasible(run, train.frames, self.train_data.targets, train.frames_per_second)
-        torch.manual_seed(run.train.seed)
+        self.max_seconds, self.checkpoint_every, self.log_every = max_seconds, checkpoint_every, max(1, log_every)
+        self.progress = progress
+        self.prefetch = self.device.type == "cuda" if prefetch is None else prefetch
+        tc = run.train
+        train = data.train
+        self.train_set = FeatureDataset(train, data.tokenizer)
+        self.keep = check_feasible(run, train.frames, self.train_set.targets, train.frames_per_second)
+        self.durations = [u["duration"] for u in train.utterances]
+        torch.manual_seed(tc.seed)
         self.model = STTModel(run.layers, input_size=train.feature_size, input_proj=run.input_proj,
-                              output_size=len(self.tokenizer), residual=run.residual).to(self.device)  # fmt: skip
+                              output_size=len(data.tokenizer), residual=run.residual).to(self.device)  # fmt: skip
+        self.sampler = FrameBudgetBatchSampler([train.frames[i] for i in self.keep], tc.batch_frames, shuffle=True,
+                                               seed=tc.seed)  # fmt: skip
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.sched = build_scheduler(self.opt, tc, tc.epochs * len(self.sampler.batches))
+        self.precision = "bf16" if uses_bf16(self.device, tc.precision) else "fp32"
+        self.compiled = compile_wanted(tc, self.device)
+        self.buckets = tc.buckets_per_octave if self.compiled else 0
+        self.forward = self._compile(compile_backend) if self.compiled else self.model
+        self.state = TrainState()
 
-    # -- helpers ----------------------------------------------------------------------
-    def _autocast(self):
-        tc = self.run.train
-        bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+    # -- pieces ---------------------------------------------------------------------------
+    def _compile(self, backend):
+        # a fresh Dynamo cache per run: an earlier trial's graphs must not count against this model's
+        # recompile limit. Padded lengths are bucketed, so the graphs are one per bucket the corpus
+        # has (known now), with the batch dimension dynamic.
+        torch._dynamo.reset()
+        frames = [self.data.train.frames[i] for i in self.keep]
+        shapes = {bucket_length(max(frames[i] for i in b), self.run.train.buckets_per_octave) for b in self.sampler.batches}
+        torch._dynamo.config.recompile_limit = max(8, len(shapes) + 2)
+        self.compile_shapes = shapes
+        return torch.compile(self.model, backend=backend)
 
-    def _scheduler(self, opt, total_steps: int):
-        tc = self.run.train
-        if tc.schedule == "onecycle":
-            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps,
-                                                       pct_start=max(tc.warmup, 1e-3), anneal_strategy="cos")  # fmt: skip
-        warm = max(1, int(tc.warmup * total_steps))
+    def _to_device(self, b):
+        """Host side of a step (runs on the prefetch thread): audio seconds, padding, the copy."""
+        audio = sum(self.durations[i] for i in b.index.tolist())  # index: corpus indices (Subset passes them through)
+        # without padding every mask can be skipped; compiled runs always pass lengths (one graph per shape)
+        padded = self.compiled or int(b.feat_lens.min()) < b.feats.size(1)
+        cuda = self.device.type == "cuda"
+        move = (lambda t: t.pin_memory().to(self.device, non_blocking=True)) if cuda else (lambda t: t.to(self.device))
+        lengths = move(b.feat_lens) if padded else None
+        return move(b.feats), lengths, move(b.targets), move(b.target_lens), audio
 
-        def lr_at(step):
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+    def train_step(self, feats, lengths, targets, target_lens) -> torch.Tensor:
+        """One optimizer step on a device batch; returns the loss, still on the device (no sync)."""
+        if self.compiled:
+            torch._dynamo.maybe_mark_dynamic(feats, 0)
+        with autocast(self.device, self.run.train.precision):
+            logits, out_lens = self.forward(feats, lengths)  # [B, T', V], [B]
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T', B, V] for ctc_loss
+        loss = F.ctc_loss(log_probs, targets, out_lens, target_lens, blank=self.data.tokenizer.blank,
+                          zero_infinity=True)  # fmt: skip
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.train.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return loss.detach()
 
-        return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    def _evaluate(self, role: str) -> Scores:
+        scores, *_ = evaluate_split(self.model, self.data.caches[role], self.data.tokenizer, self.device,
+                                    self.run.train.batch_frames, self.run.train.precision)  # fmt: skip
+        return scores
+
+    def _checkpoint(self) -> None:
+        st = self.state
+        st.wall_seconds = self._elapsed()
+        st.rng_cpu = torch.get_rng_state()
+        st.rng_cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        self._save("last.pt", {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                               "scheduler": self.sched.state_dict(), "state": st.to_dict()})  # fmt: skip
+
+    def _restore(self, path: Path) -> None:
+        # weights_only: a checkpoint is data; the state is made of numbers, lists and tensors only
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.state = TrainState.from_dict(ck["state"])
+        if self.state.rng_cpu is not None:
+            torch.set_rng_state(self.state.rng_cpu)
+        if self.state.rng_cuda is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(self.state.rng_cuda)
 
     def _write_run_files(self):
         self.out.mkdir(parents=True, exist_ok=True)
         self.run.save(self.out / "config.yaml")
-        self.tokenizer.save(self.out / "tokenizer.json")
-        train = self.caches["train"]
+        self.data.tokenizer.save(self.out / "tokenizer.json")
+        train = self.data.train
         (self.out / "frontend.json").write_text(json.dumps({
             "spec": self.run.frontend, "identity": train.frontend, "feature_size": train.feature_size,
-            "frames_per_second": train.frames_per_second, "splits": self.split_names,
+            "frames_per_second": train.frames_per_second, "splits": self.data.split_names,
         }, indent=1))  # fmt: skip
 
     def _save(self, name: str, state: dict) -> None:
@@ -174,151 +270,152 @@ class Trainer:
         torch.save(state, tmp)
         os.replace(tmp, self.out / name)
 
-    @torch.no_grad()
-    def evaluate(self, role: str, model: torch.nn.Module | None = None) -> tuple[Scores, list[str], list[str], list[str]]:
-        """Greedy-decode a split; returns (scores, ids, references, hypotheses)."""
-        return evaluate(model or self.model, self.caches[role], self.tokenizer, self.device,
-                        self.run.train.batch_frames, self._autocast)  # fmt: skip
+    def _elapsed(self) -> float:
+        return self._wall_base + time.time() - self._t_start
 
-    # -- the loop ---------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_epoch: Callable[[int, dict], str | None] | None = None) -> TrainResult:
         """Train; ``on_epoch(epoch, metrics)`` may return ``"prune"`` to stop (status ``pruned``)."""
-        from tqdm import tqdm
-
-        t_start = time.time()
-        tc = self.run.train
+        self._t_start = time.time()
         self._write_run_files()
-        train = self.caches["train"]
-        sampler = FrameBudgetBatchSampler([train.frames[i] for i in self.keep], tc.batch_frames, shuffle=True, seed=tc.seed)
-        subset = torch.utils.data.Subset(self.train_data, self.keep)
-        # its own generator: a DataLoader draws a seed from the global RNG per iterator, and a resumed
-        # run creates one more iterator than an uninterrupted one, which would shift every dropout mask
-        loader = torch.utils.data.DataLoader(subset, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers,
-                                             generator=torch.Generator().manual_seed(tc.seed))  # fmt: skip
-        steps_per_epoch = len(sampler.batches)
-        model = self.model
-        forward = torch.compile(model) if tc.compile and self.device.type == "cuda" else model
-        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        sched = self._scheduler(opt, tc.epochs * steps_per_epoch)
-        st = {"epoch": 0, "step_in_epoch": 0, "best_wer": math.inf, "best_epoch": -1, "stale": 0, "history": [],
-              "train_seconds": 0.0, "audio_seconds": 0.0, "wall_before": 0.0}  # fmt: skip
         last = self.out / "last.pt"
         if resume and last.exists():
-            ck = torch.load(last, map_location=self.device, weights_only=False)
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            st = ck["state"]
-            torch.set_rng_state(ck["rng"]["torch"])
-            if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
-            log.info("resuming %s at epoch %d, batch %d", self.out, st["epoch"] + 1, st["step_in_epoch"])
+            self._restore(last)
+            log.info("resuming %s at epoch %d, batch %d", self.out, self.state.epoch + 1, self.state.step_in_epoch)
         elif resume:
             log.info("no checkpoint in %s: starting from scratch", self.out)
         else:
             for stale in ("last.pt", "best.pt", "metrics.jsonl", "result.json"):
                 (self.out / stale).unlink(missing_ok=True)
-
-        def checkpoint():
-            self._save("last.pt", {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "state": dict(st, wall_before=st["wall_before"] + time.time() - t_start),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            })  # fmt: skip
-
-        params = count_parameters(model)
-        result = TrainResult(status="completed", run_dir=str(self.out), params=params, device=str(self.device),
-                             gflops_per_second=forward_gflops_per_second(model, round(train.frames_per_second)))  # fmt: skip
-        durations = [u["duration"] for u in train.utterances]
+        self._wall_base = self.state.wall_seconds
+        tc, st = self.run.train, self.state
+        result = TrainResult(status="completed", run_dir=str(self.out), params=count_parameters(self.model),
+                             device=str(self.device), precision=self.precision,
+                             gflops_per_second=forward_gflops_per_second(self.model, round(self.data.frames_per_second)))  # fmt: skip
         try:
-            while st["epoch"] < tc.epochs:
-                epoch = st["epoch"]
-                sampler.set_epoch(epoch, start=st["step_in_epoch"])
-                model.train()
-                bar = tqdm(total=steps_per_epoch, initial=st["step_in_epoch"], desc=f"epoch {epoch + 1}/{tc.epochs}",
-                           disable=not self.progress, leave=False)  # fmt: skip
-                losses = []
-                t0 = time.time()
-                for feats, feat_lens, targets, target_lens, idx in loader:
-                    feats, feat_lens = feats.to(self.device, non_blocking=True), feat_lens.to(self.device)
-                    with self._autocast():
-                        logits, out_lens = forward(feats, feat_lens)  # [B, T', V]
-                    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T', B, V] for ctc_loss
-                    loss = F.ctc_loss(log_probs, targets.to(self.device), out_lens, target_lens.to(self.device),
-                                      blank=self.tokenizer.blank, zero_infinity=True)  # fmt: skip
-                    if not torch.isfinite(loss):
-                        result.status, result.reason = "diverged", f"non-finite loss at epoch {epoch + 1}, step {st['step_in_epoch']}"
-                        break
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    opt.step()
-                    sched.step()
-                    losses.append(loss.item())
-                    st["step_in_epoch"] += 1
-                    st["audio_seconds"] += sum(durations[i] for i in idx.tolist())  # idx: corpus indices
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
-                    if self.checkpoint_every and st["step_in_epoch"] % self.checkpoint_every == 0:
-                        st["train_seconds"] += time.time() - t0
-                        t0 = time.time()
-                        checkpoint()
-                bar.close()
-                st["train_seconds"] += time.time() - t0
-                if result.status == "diverged":
+            while st.epoch < tc.epochs:
+                diverged = self._train_epoch()
+                if diverged:
+                    result.status, result.reason = "diverged", diverged
                     break
-                dev, *_ = self.evaluate("dev")
-                st["epoch"] += 1
-                st["step_in_epoch"] = 0
-                metrics = {
-                    "epoch": st["epoch"], "train_loss": sum(losses) / max(1, len(losses)), "dev_wer": dev.wer,
-                    "dev_cer": dev.cer, "lr": sched.get_last_lr()[0],
-                    "audio_seconds_per_second": st["audio_seconds"] / max(st["train_seconds"], 1e-9),
-                    "elapsed": st["wall_before"] + time.time() - t_start,
-                }  # fmt: skip
-                st["history"].append(metrics)
-                with open(self.out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(metrics) + "\n")
-                if dev.wer < st["best_wer"]:
-                    st["best_wer"], st["best_epoch"], st["stale"] = dev.wer, st["epoch"], 0
-                    self._save("best.pt", {"model": model.state_dict(), "epoch": st["epoch"], "dev_wer": dev.wer,
-                                           "dev_cer": dev.cer})  # fmt: skip
-                else:
-                    st["stale"] += 1
-                checkpoint()
-                if self.progress:
-                    log.info("epoch %d/%d  loss %.3f  dev WER %.1f%%  CER %.1f%%  %.0f audio-s/s", st["epoch"], tc.epochs,
-                             metrics["train_loss"], 100 * dev.wer, 100 * dev.cer, metrics["audio_seconds_per_second"])  # fmt: skip
-                if on_epoch is not None and on_epoch(st["epoch"], metrics) == "prune":
-                    result.status, result.reason = "pruned", f"pruned after epoch {st['epoch']}"
+                metrics = self._end_epoch()
+                if on_epoch is not None and on_epoch(st.epoch, metrics) == "prune":
+                    result.status, result.reason = "pruned", f"pruned after epoch {st.epoch}"
                     break
-                if tc.patience and st["stale"] >= tc.patience:
+                if tc.patience and st.stale >= tc.patience:
                     result.status, result.reason = "early_stopped", f"no dev-WER gain for {tc.patience} epochs"
                     break
                 if self.max_seconds and metrics["elapsed"] > self.max_seconds:
                     result.status, result.reason = "time_budget", f"stopped after {metrics['elapsed']:.0f} s"
                     break
         except KeyboardInterrupt:
-            checkpoint()
+            self._checkpoint()
             result.status, result.reason = "interrupted", "Ctrl-C; resume with --resume"
-            self._finish(result, st, t_start)
+            self._finish(result)
             raise
         except torch.OutOfMemoryError as e:
+            release_cached_memory(self.device)  # the next trial in this process starts from a clean cache
             result.status, result.reason = "oom", str(e).splitlines()[0][:200]
-        return self._finish(result, st, t_start)
+        finally:
+            if self.compiled:
+                torch._dynamo.reset()  # compiled graphs hold this model: let them go with it
+        return self._finish(result)
 
-    def _finish(self, result: TrainResult, st: dict, t_start: float) -> TrainResult:
-        result.epochs, result.history = st["epoch"], st["history"]
-        result.train_seconds = st["train_seconds"]
-        result.wall_seconds = st["wall_before"] + time.time() - t_start
-        result.audio_seconds_per_second = st["audio_seconds"] / max(st["train_seconds"], 1e-9)
-        if st["best_epoch"] > 0 and result.status not in ("interrupted",):
-            best = torch.load(self.out / "best.pt", map_location=self.device, weights_only=False)
+    def _train_epoch(self) -> str | None:
+        """Train the rest of the current epoch; returns a reason when the loss went non-finite."""
+        from tqdm import tqdm
+
+        st, tc = self.state, self.run.train
+        self.sampler.set_epoch(st.epoch, start=st.step_in_epoch)
+        self.model.train()
+        # its own generator: a DataLoader draws a seed per iterator, and from the global RNG that would
+        # shift every dropout mask of a resumed run against an uninterrupted one
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.train_set, self.keep), batch_sampler=self.sampler,
+            collate_fn=functools.partial(collate, buckets_per_octave=self.buckets), num_workers=tc.num_workers,
+            generator=torch.Generator().manual_seed(tc.seed))  # fmt: skip
+        batches = Prefetcher(loader, self._to_device) if self.prefetch else map(self._to_device, loader)
+        tty = sys.stderr.isatty()
+        total = len(self.sampler.batches)
+        bar = tqdm(total=total, initial=st.step_in_epoch, desc=f"epoch {st.epoch + 1}/{tc.epochs}",
+                   disable=not (self.progress and tty), leave=False)  # fmt: skip
+        loss_acc = torch.zeros((), device=self.device)  # summed on the device, read every log_every steps
+        t_mark = time.time()
+
+        def read_loss() -> bool:
+            nonlocal loss_acc, t_mark
+            st.loss_sum += float(to_host(loss_acc))  # the sync point
+            loss_acc = torch.zeros((), device=self.device)
+            now = time.time()
+            st.train_seconds += now - t_mark
+            t_mark = now
+            return math.isfinite(st.loss_sum)
+
+        try:
+            for feats, lengths, targets, target_lens, audio in batches:
+                loss_acc += self.train_step(feats, lengths, targets, target_lens)
+                st.step_in_epoch += 1
+                st.step += 1
+                st.audio_seconds += audio
+                bar.update(1)
+                logged = st.step_in_epoch % self.log_every == 0
+                ckpt = self.checkpoint_every and st.step_in_epoch % self.checkpoint_every == 0
+                if logged or ckpt:
+                    if not read_loss():
+                        return f"non-finite loss at epoch {st.epoch + 1}, by step {st.step_in_epoch}"
+                    if ckpt:
+                        self._checkpoint()
+                    if logged:
+                        mean = st.loss_sum / st.step_in_epoch
+                        bar.set_postfix(loss=f"{mean:.3f}")
+                        if self.progress and not tty:
+                            log.info("epoch %d/%d step %d/%d loss %.3f", st.epoch + 1, tc.epochs, st.step_in_epoch,
+                                     total, mean)  # fmt: skip
+        finally:
+            bar.close()
+        if not read_loss():
+            return f"non-finite loss at epoch {st.epoch + 1}, by step {st.step_in_epoch}"
+        return None
+
+    def _end_epoch(self) -> dict:
+        """Score dev, keep the best weights, log the epoch, checkpoint."""
+        st, tc = self.state, self.run.train
+        dev = self._evaluate("dev")
+        train_loss = st.loss_sum / max(1, st.step_in_epoch)
+        st.epoch += 1
+        st.step_in_epoch, st.loss_sum = 0, 0.0
+        metrics = {
+            "epoch": st.epoch, "train_loss": train_loss, "dev_wer": dev.wer, "dev_cer": dev.cer,
+            "lr": self.sched.get_last_lr()[0],
+            "audio_seconds_per_second": st.audio_seconds / max(st.train_seconds, 1e-9), "elapsed": self._elapsed(),
+        }  # fmt: skip
+        st.history.append(metrics)
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if dev.wer < st.best_wer:
+            st.best_wer, st.best_epoch, st.stale = dev.wer, st.epoch, 0
+            self._save("best.pt", {"model": self.model.state_dict(), "epoch": st.epoch, "dev_wer": dev.wer,
+                                   "dev_cer": dev.cer})  # fmt: skip
+        else:
+            st.stale += 1
+        self._checkpoint()
+        if self.progress:
+            log.info("epoch %d/%d  loss %.3f  dev WER %.1f%%  CER %.1f%%  %.0f audio-s/s", st.epoch, tc.epochs,
+                     train_loss, 100 * dev.wer, 100 * dev.cer, metrics["audio_seconds_per_second"])  # fmt: skip
+        return metrics
+
+    def _finish(self, result: TrainResult) -> TrainResult:
+        st = self.state
+        result.epochs, result.history = st.epoch, st.history
+        result.train_seconds = st.train_seconds
+        result.wall_seconds = self._elapsed()
+        result.audio_seconds_per_second = st.audio_seconds / max(st.train_seconds, 1e-9)
+        if st.best_epoch > 0 and result.status not in ("interrupted",):
+            best = torch.load(self.out / "best.pt", map_location="cpu", weights_only=True)
             result.best_epoch, result.dev_wer, result.dev_cer = best["epoch"], best["dev_wer"], best["dev_cer"]
-            if "test" in self.caches and result.status not in ("pruned", "diverged", "oom"):  # not worth the time
+            if "test" in self.data.caches and result.status not in ("pruned", "diverged", "oom"):  # not worth the time
                 self.model.load_state_dict(best["model"])
-                test, *_ = self.evaluate("test")
+                test = self._evaluate("test")
                 result.test_wer, result.test_cer = test.wer, test.cer
         tmp = self.out / ".result.json.tmp"
         tmp.write_text(json.dumps(asdict(result), indent=1))
@@ -326,27 +423,6 @@ class Trainer:
         log.info("run %s: %s%s -> %s", result.status, f"dev WER {100 * result.dev_wer:.1f}% " if result.dev_wer is not None else "",
                  f"test WER {100 * result.test_wer:.1f}%" if result.test_wer is not None else "", self.out)  # fmt: skip
         return result
-
-
-@torch.no_grad()
-def evaluate(model, cache: FeatureCache, tokenizer: LetterTokenizer, device, batch_frames: int,
-             autocast=None) -> tuple[Scores, list[str], list[str], list[str]]:  # fmt: skip
-    data = FeatureDataset(cache, tokenizer)
-    sampler = FrameBudgetBatchSampler(cache.frames, batch_frames, shuffle=False)
-    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate)
-    was = model.training
-    model.eval()
-    hyps = [""] * len(data)
-    for feats, feat_lens, _, _, idx in loader:
-        ctx = autocast() if autocast else torch.autocast(device.type, enabled=False)
-        with ctx:
-            logits, out_lens = model(feats.to(device), feat_lens.to(device))
-        for i, ids in zip(idx.tolist(), greedy_decode(logits.float(), out_lens, tokenizer.blank)):
-            hyps[i] = tokenizer.decode(ids)
-    model.train(was)
-    refs = [tokenizer.decode(t) for t in data.targets]  # normalised references
-    ids = [u["id"] for u in cache.utterances]
-    return score(refs, hyps), ids, refs, hyps
 
 
 # --- trained runs ---------------------------------------------------------------------
@@ -373,7 +449,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | None = None
     dev = pick_device(device)
     model = STTModel(run.layers, input_size=fe["feature_size"], input_proj=run.input_proj, output_size=len(tok),
                      residual=run.residual).to(dev)  # fmt: skip
-    state = torch.load(run_dir / f"{which}.pt", map_location=dev, weights_only=False)
+    state = torch.load(run_dir / f"{which}.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     model.eval()
     result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else None

@@ -5,14 +5,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from stt.cli import main as stt_main
 from stt.corpus import find_splits, read_librispeech
+from stt.data import open_training_data
 from stt.decoding import greedy_decode
+from stt.evaluation import evaluate_split
 from stt.metrics import score
 from stt.run_config import load_run_config
 from stt.train import InfeasibleError, Trainer, ctc_min_frames, load_run
@@ -60,49 +61,55 @@ def test_loss_falls_and_a_memorised_utterance_decodes(tiny_corpus, tmp_path):
                 for k in kw:
                     if k.startswith("dropout"):
                         kw[k] = 0.0
-    trainer = Trainer(run, data, tmp_path / "run", progress=False)
+    trainer = Trainer(run, open_training_data(data, progress=False), tmp_path / "run", progress=False)
     res = trainer.fit()
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.2 * losses[0], losses[::10]
-    s, ids, refs, hyps = trainer.evaluate("dev", load_run(tmp_path / "run").model)
+    s, ids, refs, hyps = evaluate_split(load_run(tmp_path / "run").model, trainer.data.caches["dev"],
+                                        trainer.data.tokenizer, trainer.device, 100000)  # fmt: skip
     assert hyps == [utt.text.lower()], (hyps, refs)
     assert res.dev_wer == 0.0 and res.status == "completed"
 
 
 def _weights(path):
-    return torch.load(path, weights_only=False)["model"]
+    return torch.load(path, weights_only=True)["model"]
+
+
+def _data(corpus):
+    return open_training_data(corpus, progress=False)
 
 
 def test_killed_run_resumes_from_its_checkpoint_to_the_same_weights(corpus, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY % {"epochs": 4, "bf": 1500, "stride": 2})
-    ref = Trainer(load_run_config(cfg), corpus, tmp_path / "ref", progress=False, checkpoint_every=3)
-    ref.fit()
+    ref = Trainer(load_run_config(cfg), _data(corpus), tmp_path / "ref", progress=False, checkpoint_every=3)
+    ref_res = ref.fit()
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "stt.cli", "train", "--config", str(cfg), "--data", str(corpus), "--out", str(out),
-           "--checkpoint-every", "3"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        m = out / "metrics.jsonl"
-        if m.exists() and m.read_text().count("\n") >= 1 and (out / "last.pt").exists():
+           "--checkpoint-every", "3", "--log-every", "3"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr is no terminal, so the trainer logs "epoch E/4 step S/N ..." right after the step-S checkpoint:
+    # kill it on the first such line of epoch 2, mid-epoch, with a checkpoint of that very step on disk
+    for line in proc.stderr:
+        if line.startswith("epoch 2/4 step "):
+            proc.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.01)
-    time.sleep(0.1)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = torch.load(out / "last.pt", weights_only=False)["state"]
-    assert done["epoch"] < 4, "the run finished before it could be killed"
-    res = Trainer(load_run_config(cfg), corpus, out, progress=False, checkpoint_every=3).fit(resume=True)
+    done = torch.load(out / "last.pt", weights_only=True)["state"]
+    assert done["epoch"] == 1 and done["step_in_epoch"] > 0, "not killed mid-epoch 2"
+    res = Trainer(load_run_config(cfg), _data(corpus), out, progress=False, checkpoint_every=3).fit(resume=True)
     assert res.epochs == 4 and [h["epoch"] for h in res.history] == [1, 2, 3, 4]
     a, b = _weights(tmp_path / "ref" / "last.pt"), _weights(out / "last.pt")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # the whole state came back: the logged losses and scores are the uninterrupted run's too
+    for h_ref, h in zip(ref_res.history, res.history):
+        assert (h["train_loss"], h["dev_wer"]) == (h_ref["train_loss"], h_ref["dev_wer"])
 
 
 def test_too_much_downsampling_fails_before_training(corpus, tmp_path, capsys):
     with pytest.raises(InfeasibleError, match=r"total stride 32 gives 3\.1 output frames/s.*use a total stride <="):
-        Trainer(tiny_run(stride=32), corpus, tmp_path / "r", progress=False)
+        Trainer(tiny_run(stride=32), _data(corpus), tmp_path / "r", progress=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(TINY % {"epochs": 1, "bf": 3000, "stride": 32})
     assert stt_main(["train", "--config", str(cfg), "--data", str(corpus), "--out", str(tmp_path / "r2")]) == 2
@@ -111,7 +118,7 @@ def test_too_much_downsampling_fails_before_training(corpus, tmp_path, capsys):
 
 
 def test_nan_loss_ends_with_status_diverged(corpus, tmp_path):
-    trainer = Trainer(tiny_run(), corpus, tmp_path / "r", progress=False)
+    trainer = Trainer(tiny_run(), _data(corpus), tmp_path / "r", progress=False)
     real = trainer.model.forward
     calls = []
 
@@ -129,7 +136,7 @@ def test_nan_loss_ends_with_status_diverged(corpus, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
-    res = Trainer(tiny_run(epochs=4), tiny_corpus, out, progress=False).fit()
+    res = Trainer(tiny_run(epochs=4), _data(tiny_corpus), out, progress=False).fit()
     return out, res
 
 
@@ -152,7 +159,8 @@ def test_transcribe_prints_the_text_of_a_test_file(trained, tiny_corpus, capsys)
     from stt.audio import read_audio
     from stt.frontends import Fbank
 
-    logits, lens = loaded.model(Fbank()(read_audio(utt.path))[None])
+    with torch.no_grad():
+        logits, lens = loaded.model(Fbank()(read_audio(utt.path))[None])
     assert path == utt.path and text == loaded.tokenizer.decode(greedy_decode(logits, lens)[0])
 
 
