@@ -68,11 +68,12 @@ class Dropout(nn.Dropout):
 
     PyTorch's CPU dropout draws its mask with ``bernoulli_``, 15 % of a training
     step of the small config on 2 cores. Same distribution, same scaling, same
-    name in ``print(model)``; other devices use the fused native kernel.
+    name in ``print(model)``; other devices, and compiled graphs (which fuse their own
+    RNG), use the native kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+        if not self.training or self.p == 0.0 or x.device.type != "cpu" or torch.compiler.is_compiling():
             return super().forward(x)
         if self.p == 1.0:
             return x * 0.0

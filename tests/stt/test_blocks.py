@@ -46,3 +46,43 @@ def test_every_block_states_its_parameters():
     for name, cls in BLOCKS.items():
         assert cls.in_key in cls.PARAMS, name
         assert callable(cls.out_width) and callable(cls.convs), name
+
+
+@pytest.mark.parametrize("p", [0.05, 0.25, 0.5])
+def test_cpu_dropout_fast_path_keeps_1_minus_p_and_scales_like_the_native_one(p):
+    from stt.blocks import Dropout, keep_mask
+
+    torch.manual_seed(0)
+    n = 400_000
+    kept = keep_mask(torch.Size([n]), p).float().mean().item()
+    assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5  # five binomial standard deviations
+    drop = Dropout(p).train()
+    x = torch.randn(8, 50, 100, requires_grad=True)
+    y = drop(x)
+    on = y != 0
+    torch.testing.assert_close(y[on], x[on] / (1 - p))  # kept values scaled as nn.Dropout scales them
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, on.float() / (1 - p))  # gradient flows through kept entries only
+    assert torch.equal(drop.eval()(x), x)
+    # neighbouring 16-bit lanes of one 64-bit draw are independent: P(both kept) = (1 - p)^2
+    pairs = keep_mask(torch.Size([n // 2, 2]), p)
+    both = (pairs[:, 0] & pairs[:, 1]).float().mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / (n // 2)) ** 0.5
+
+
+@pytest.mark.parametrize("btype", list(BLOCKS))
+def test_every_block_returns_zero_padding_for_zero_padding(btype):
+    # the contract the blocks rely on instead of masking their inputs
+    from tests.stt.test_model import _branch
+    from stt import load_layer_config
+
+    torch.manual_seed(0)
+    cfg = load_layer_config([[[_branch(btype, 8, kernel=5, stride=2 if btype not in ("attention_conv_block", "feed_forward") else 1)]]],
+                            in_width=8)  # fmt: skip
+    (name, kw), = cfg.layers[0][0]
+    blk = BLOCKS[name](**kw).train()
+    lengths = torch.tensor([30, 17, 4])
+    x = torch.randn(3, 8, 30) * (torch.arange(30)[None, None] < lengths[:, None, None])
+    y, out_lengths = blk(x, lengths)
+    pad = torch.arange(y.size(2))[None, None] >= out_lengths[:, None, None]
+    assert (y.masked_select(pad.expand_as(y)) == 0).all() and (y.masked_select(~pad.expand_as(y)) != 0).any()

@@ -69,3 +69,26 @@ def test_wrong_checkpoints_are_named(tmp_path):
         build_frontend("wav2vec")
     with pytest.raises(FrontendError, match="unknown frontend 'mfcc'"):
         build_frontend("mfcc")
+
+
+def test_wav2vec_identity_is_hashed_once_per_file_state(tmp_path, monkeypatch):
+    from stt import frontends
+
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"x" * 3_000_000)
+    reads = []
+    real_open = open
+
+    def counting_open(path, *a, **kw):
+        if str(path) == str(ckpt.resolve()):
+            reads.append(path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    first = frontends.frontend_identity(f"wav2vec:{ckpt}")
+    assert [frontends.frontend_identity(f"wav2vec:{ckpt}") for _ in range(5)] == [first] * 5
+    assert len(reads) == 1  # every split of every trial asks; the 300 MB file is read once
+    mtime = ckpt.stat().st_mtime_ns
+    ckpt.write_bytes(b"y" * 3_000_000)  # retrained in place: same size, new bytes, a later mtime
+    __import__("os").utime(ckpt, ns=(mtime + 10**9, mtime + 10**9))  # a filesystem's clock may be coarse
+    assert frontends.frontend_identity(f"wav2vec:{ckpt}") != first and len(reads) == 2

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from stt.batching import collate
 from stt.cli import main as stt_main
 from stt.corpus import find_splits, read_librispeech
 from stt.data import open_training_data
@@ -167,3 +168,87 @@ def test_transcribe_prints_the_text_of_a_test_file(trained, tiny_corpus, capsys)
 def test_corpus_level_wer_is_not_the_mean_of_utterance_wers():
     s = score(["a b c d e f g h i j", "x"], ["a b c d e f g h i j", "y"])
     assert s.wer == pytest.approx(1 / 11) and s.words == 11  # the mean of per-utterance WERs would say 0.5
+
+
+def test_compiled_runs_keep_few_graphs_and_each_run_compiles_afresh(corpus, tmp_path):
+    # Dynamo caches graphs per code object, and every STTModel shares forward's: without a reset per run, a
+    # process training trial after trial would hit the recompile limit and silently fall back to eager
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs[-1] += 1
+        return gm.forward
+
+    data = _data(corpus)
+    for k in range(5):
+        graphs.append(0)
+        run = tiny_run(epochs=1, bf=800)
+        run.train.compile = True
+        trainer = Trainer(run, data, tmp_path / f"r{k}", progress=False, compile_backend=counting_backend)
+        assert trainer.compiled and trainer.buckets == 4
+        assert trainer.fit().status == "completed"
+        lengths = {max(data.train.frames[trainer.keep[i]] for i in b) for b in trainer.sampler.batches}
+        assert len(trainer.compile_shapes) < len(lengths)  # bucketing: fewer shapes than batch lengths
+        assert 1 <= graphs[-1] <= len(trainer.compile_shapes), graphs
+
+
+def test_bf16_autocast_and_fp32_loss_curves_agree(corpus, tmp_path):
+    # CPU autocast stands in for the GPU's; 100 steps, same seed, same batches
+    curves = {}
+    data = _data(corpus)
+    for precision in ("fp32", "bf16"):
+        run = tiny_run(epochs=20, bf=600)  # the schedule spans more than the 100 steps
+        run.train.precision = precision
+        trainer = Trainer(run, data, tmp_path / precision, progress=False)
+        losses = []
+        for epoch in range(100):
+            trainer.sampler.set_epoch(epoch)
+            for b in trainer.sampler.order():
+                batch = collate([trainer.train_set[trainer.keep[i]] for i in b])
+                losses.append(float(trainer.train_step(*trainer._to_device(batch)[:4])))
+                if len(losses) == 100:
+                    break
+            if len(losses) == 100:
+                break
+        curves[precision] = torch.tensor(losses)
+    fp32, bf16 = curves["fp32"], curves["bf16"]
+    assert fp32[-10:].mean() < 0.7 * fp32[:10].mean()  # it learns, so the comparison means something
+    assert not torch.equal(fp32, bf16)  # bf16 really ran
+    # while the weights are still close, step by step: bf16 keeps 8 mantissa bits (~0.4 % per rounding)
+    step_rel = ((bf16[:20] - fp32[:20]).abs() / fp32[:20]).max()
+    assert step_rel < 0.01, step_rel
+    # then the two trajectories drift apart as any two precisions' do; the curves stay together
+    window_rel = ((bf16.view(10, 10).mean(1) - fp32.view(10, 10).mean(1)).abs() / fp32.view(10, 10).mean(1)).max()
+    assert window_rel < 0.06, window_rel
+
+
+def test_eval_uses_the_runs_precision_and_reproduces_its_result(corpus, tmp_path, capsys):
+    run = tiny_run(epochs=2)
+    run.train.precision = "bf16"
+    res = Trainer(run, _data(corpus), tmp_path / "r", progress=False).fit()
+    assert res.precision == "bf16"
+    assert stt_main(["eval", "--checkpoint", str(tmp_path / "r"), "--data", str(corpus), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert f"WER {100 * res.test_wer:.2f}%" in out and "bf16" in out
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero_and_resumes():
+    from stt.run_config import TrainConfig
+    from stt.train import build_scheduler
+
+    tc = TrainConfig(schedule="cosine", lr=0.01, warmup=0.1)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=tc.lr)
+    sched = build_scheduler(opt, tc, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01) and max(lrs) == pytest.approx(0.01)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] < 0.0005
+    state = sched.state_dict()
+    buf = __import__("io").BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["_milestones"] == [10]  # a checkpoint of it loads as plain data
