@@ -26,38 +26,22 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from design_note import NoteModel, note_train_step  # noqa: E402
+from timing import time_steps  # noqa: E402
 
 from stt.audio import read_audio  # noqa: E402
 from stt.batching import collate  # noqa: E402
 from stt.corpus import find_splits, read_split  # noqa: E402
 from stt.data import open_training_data  # noqa: E402
-from stt.device import sync  # noqa: E402
 from stt.frontends import Fbank  # noqa: E402
 from stt.layer_config import load_layer_config  # noqa: E402
 from stt.run_config import RunConfig, load_run_config  # noqa: E402
 from stt.train import Trainer  # noqa: E402
-
-
-def _time_steps(step, batches) -> tuple[float, float]:
-    """(audio seconds, step seconds) over batches[1:], batches[0] warming up."""
-    audio = secs = 0.0
-    for s, (batch, dur) in enumerate(batches):
-        sync_dev = batch[0].device
-        sync(sync_dev)
-        t0 = time.perf_counter()
-        step(batch)
-        sync(sync_dev)
-        if s > 0:
-            secs += time.perf_counter() - t0
-            audio += dur
-    return audio, secs
 
 
 def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.device) -> dict:
@@ -90,27 +74,13 @@ def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.devi
     rates = {k: [] for k in kinds}
     for _ in range(args.rounds):
         for k, (step, batches) in kinds.items():
-            audio, secs = _time_steps(step, batches) if k != "note+fe" else _time_fe(step, batches, device)
+            audio, secs = time_steps(step, batches, device)
             rates[k].append(audio / secs)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"{name:15s} padding {100 * pad:4.1f}%  ours {med['ours']:8.1f}  note {med['note']:8.1f}  "
           f"note+fe {med['note+fe']:8.1f} audio-s/s   ours/note {med['ours'] / med['note']:.2f}x   "
           f"ours/note+fe {med['ours'] / med['note+fe']:.2f}x", flush=True)  # fmt: skip
     return {"config": name, "padding": pad, **{k: v for k, v in med.items()}, "rounds": rates}
-
-
-def _time_fe(step, batches, device):
-    # the host batch carries the indices the frontend needs; its tensors are not what is timed
-    audio = secs = 0.0
-    for s, (b, dur) in enumerate(batches):
-        sync(device)
-        t0 = time.perf_counter()
-        step(b)
-        sync(device)
-        if s > 0:
-            secs += time.perf_counter() - t0
-            audio += dur
-    return audio, secs
 
 
 def main():

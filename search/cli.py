@@ -19,14 +19,14 @@ def _launch(args) -> int:
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
         epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
     )  # fmt: skip
-    study = launch(args.study, settings, args.storage, timeout=args.timeout)
+    study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device)
     return _after_run(study, args)
 
 
 def _resume(args) -> int:
     from search.study import run_study
 
-    study = run_study(args.study, args.storage, timeout=args.timeout)
+    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device)
     return _after_run(study, args)
 
 
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     def storage(sp):
         sp.add_argument("--storage", default=None, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... for many hosts)")
 
+    def device(sp):
+        sp.add_argument("--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)")
+
     la = sub.add_parser("launch", help="create a study and run it")
     la.add_argument("--space", required=True, help="search space YAML (spaces/small.yaml, spaces/seed.yaml)")
     la.add_argument("--data", required=True, help="data folder (features are prepared if missing)")
@@ -120,12 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--trial-seconds", type=float, default=None, help="wall budget per trial (stops after the epoch that crosses it)")
     la.add_argument("--runs-dir", default="results/runs", help="trial run directories go in RUNS_DIR/STUDY/trial_N")
     storage(la)
+    device(la)
     la.set_defaults(func=_launch)
 
     re = sub.add_parser("resume", help="continue a study towards its target (re-queues trials of dead workers)")
     re.add_argument("--study", required=True)
     re.add_argument("--timeout", type=float, default=None)
     storage(re)
+    device(re)
     re.set_defaults(func=_resume)
 
     ex = sub.add_parser("export", help="write a trial's run config (default: the best) as YAML for `stt train`")

@@ -160,7 +160,8 @@ def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
     return stride, cache.feature_size
 
 
-def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None) -> optuna.Study:
+def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None,
+           device: str | None = None) -> optuna.Study:  # fmt: skip
     """Create a study (an existing name is an error: use resume) and run it to its target."""
     space = load_space_text(settings)
     st = open_storage(storage)
@@ -176,7 +177,7 @@ def launch(name: str, settings: StudySettings, storage: str | None = None, timeo
     study = optuna.create_study(study_name=name, storage=st, directions=_directions(settings.objectives))
     for k, v in settings.to_attrs().items():
         study.set_user_attr(k, v)
-    return run_study(name, storage, timeout=timeout)
+    return run_study(name, storage, timeout=timeout, device=device)
 
 
 def load_space_text(settings: StudySettings) -> Space:

@@ -10,6 +10,7 @@ from stt.model import STTModel
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space_name,max_stride", [("small.yaml", 4), ("seed.yaml", 4), ("small.yaml", 2)])
 def test_500_random_samples_validate_build_and_run(space_name, max_stride):
     space = load_space(space_name)

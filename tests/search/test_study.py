@@ -51,6 +51,7 @@ def _rows(db):
     return rows
 
 
+@pytest.mark.slow
 def test_four_trial_study_lands_in_the_database_and_exports_a_trainable_config(workdir):
     storage = f"sqlite:///{workdir}/db.sqlite"
     s = settings_from_space("space.yaml", "data", 4, sampler="random", pruner="none", seed=0)
@@ -75,6 +76,7 @@ def test_four_trial_study_lands_in_the_database_and_exports_a_trainable_config(w
     assert (workdir / "report" / "report.html").exists() and (workdir / "report" / "wer_vs_params.png").exists()
 
 
+@pytest.mark.slow
 def test_duplicates_are_reused_and_budgets_cost_nothing(workdir):
     storage = f"sqlite:///{workdir}/db.sqlite"
     s = settings_from_space("space.yaml", "data", 1, sampler="random", pruner="none", seed=0)
@@ -99,6 +101,7 @@ def test_duplicates_are_reused_and_budgets_cost_nothing(workdir):
     assert len(trials_frame("hopeless", storage)) == STUCK_AFTER
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_is_resumed_from_its_checkpoint(workdir):
     storage = f"sqlite:///{workdir}/db.sqlite"
     space = SPACE.replace("epochs: 2", "epochs: 4").replace("batch_frames: [6000]", "batch_frames: [1500]")

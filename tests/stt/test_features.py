@@ -83,6 +83,7 @@ _KILLABLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_prepare_leaves_a_cache_the_next_call_completes(corpus, monkeypatch):
     monkeypatch.setattr(features, "SHARD_SECONDS", 3.0)
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus)])
@@ -111,6 +112,7 @@ def test_killed_prepare_leaves_a_cache_the_next_call_completes(corpus, monkeypat
         np.testing.assert_allclose(cache.features(i).astype(np.float32), direct, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_at_once_do_not_corrupt(corpus):
     code = "import sys, stt.features as F; r = F.prepare_split(sys.argv[1], 'train', 'fbank', progress=False); print(r.computed)"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(corpus)], stdout=subprocess.PIPE, text=True) for _ in range(2)]

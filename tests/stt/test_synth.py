@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from stt.corpus import find_splits, read_librispeech
 from stt.synth import SynthSettings, prepare_synth, split_variants, voice_variants
 
@@ -20,6 +22,7 @@ def test_layout_and_held_out_voices_and_sentences(tiny_corpus):
     assert len(voice_variants()) >= 40
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed_and_idempotent(tmp_path, tiny_corpus):
     s = SynthSettings(hours=0.004, vocab=30, seed=3, min_words=2, max_words=5)
     a = prepare_synth(tmp_path / "a", s, workers=1, progress=False)

@@ -47,6 +47,7 @@ def test_ctc_min_frames_counts_repeats():
     assert ctc_min_frames([[1, 2, 3], [1, 1, 2, 2, 2]]) == [3, 8]
 
 
+@pytest.mark.slow
 def test_loss_falls_and_a_memorised_utterance_decodes(tiny_corpus, tmp_path):
     # one utterance as its own train and dev split (TSV manifests): the model must learn it by heart
     utt = sorted(read_librispeech(find_splits(tiny_corpus)["train"])[0], key=lambda u: u.duration)[5]
@@ -80,6 +81,7 @@ def _data(corpus):
     return open_training_data(corpus, progress=False)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_to_the_same_weights(corpus, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY % {"epochs": 4, "bf": 1500, "stride": 2})
@@ -170,6 +172,7 @@ def test_corpus_level_wer_is_not_the_mean_of_utterance_wers():
     assert s.wer == pytest.approx(1 / 11) and s.words == 11  # the mean of per-utterance WERs would say 0.5
 
 
+@pytest.mark.slow
 def test_compiled_runs_keep_few_graphs_and_each_run_compiles_afresh(corpus, tmp_path):
     # Dynamo caches graphs per code object, and every STTModel shares forward's: without a reset per run, a
     # process training trial after trial would hit the recompile limit and silently fall back to eager
@@ -192,6 +195,7 @@ def test_compiled_runs_keep_few_graphs_and_each_run_compiles_afresh(corpus, tmp_
         assert 1 <= graphs[-1] <= len(trainer.compile_shapes), graphs
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_fp32_loss_curves_agree(corpus, tmp_path):
     # CPU autocast stands in for the GPU's; 100 steps, same seed, same batches
     curves = {}
