@@ -3,7 +3,7 @@
 What each trial stores (user attributes, readable by any Optuna tool):
 ``config`` (the run config as JSON), ``config_hash``, ``params``,
 ``gflops_per_second``, ``dev_wer``, ``dev_cer``, ``test_wer``, ``test_cer``,
-``epochs``, ``wall_seconds``, ``audio_seconds_per_second``, ``device``,
+``epochs``, ``wall_seconds``, ``audio_seconds_per_second``, ``device``, ``precision``,
 ``version``, ``run_dir``, ``status`` and ``reason``, ``worker`` (host:pid),
 and ``duplicate_of`` when the result was reused.
 
@@ -32,7 +32,7 @@ from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.train import InfeasibleError, Trainer
 
 METRIC_ATTRS = ("params", "gflops_per_second", "dev_wer", "dev_cer", "test_wer", "test_cer", "epochs", "wall_seconds",
-                "audio_seconds_per_second", "device", "version", "run_dir", "status", "reason")  # fmt: skip
+                "audio_seconds_per_second", "device", "precision", "version", "run_dir", "status", "reason")  # fmt: skip
 
 
 @dataclass
