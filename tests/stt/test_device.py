@@ -11,7 +11,6 @@ import shutil
 import pytest
 import torch
 
-from stt import device as stt_device
 from stt.data import open_training_data
 from stt.evaluation import evaluate_split
 from stt.model import STTModel, describe, forward_gflops_per_second
