@@ -35,6 +35,10 @@ METRIC_ATTRS = ("params", "gflops_per_second", "dev_wer", "dev_cer", "test_wer",
                 "audio_seconds_per_second", "device", "precision", "version", "run_dir", "status", "reason")  # fmt: skip
 
 
+class CandidateFailed(RuntimeError):
+    """A candidate that failed before training (status and reason are on the trial); counts towards the target."""
+
+
 @dataclass
 class Objective:
     space: Space
@@ -48,6 +52,7 @@ class Objective:
     trial_seconds: float | None = None  # per-trial wall budget
     feature_size: int = 80
     device: str | None = None
+    target: int | None = None  # the study's target: a trial started beyond it (workers racing) is not trained
     progress: bool = False
     log: list = field(default_factory=list)
     _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
@@ -67,7 +72,16 @@ class Objective:
         return out[0] if len(out) == 1 else out
 
     def __call__(self, trial: optuna.Trial):
-        run = sample_config(trial, self.space, self.max_total_stride)
+        if self._beyond_target(trial):
+            # two workers asked at once for the last place: the later-numbered trial steps aside (FAIL, not
+            # counted), so the target is met exactly; the study's target callback then stops this worker
+            trial.set_user_attr("status", "beyond_target")
+            trial.set_user_attr("reason", f"{self.target} trials were already running or finished")
+            return float("nan") if len(self.objectives) == 1 else [float("nan")] * len(self.objectives)
+        try:
+            run = sample_config(trial, self.space, self.max_total_stride)
+        except ValueError as e:  # SpaceError/LayerConfigError: the space sampled something that cannot build
+            return self._stop(trial, "build_error", f"{type(e).__name__}: {e}"[:500], failed=True)
         if self.epochs:
             run.train.epochs = self.epochs
         # normalised architecture + training settings: what decides the result
@@ -76,10 +90,13 @@ class Objective:
         trial.set_user_attr("config_hash", h)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
-        with torch.device("meta"):  # shapes only: counting needs no weights, and the Trainer builds the real model
-            model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
-            params, gflops = count_parameters(model), forward_gflops_per_second(model)
-        del model
+        try:
+            with torch.device("meta"):  # shapes only: counting needs no weights, and the Trainer builds the real model
+                model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
+                params, gflops = count_parameters(model), forward_gflops_per_second(model)
+            del model
+        except Exception as e:  # noqa: BLE001 - any build failure is this candidate's, recorded with its reason
+            return self._stop(trial, "build_error", f"{type(e).__name__}: {e}"[:500], failed=True)
         trial.set_user_attr("params", params)
         trial.set_user_attr("gflops_per_second", gflops)
         over = []
@@ -145,10 +162,21 @@ class Objective:
             return self._stop(trial, "no_epoch", "no epoch finished")
         return self._values(trial.user_attrs)
 
-    def _stop(self, trial, status: str, reason: str):
+    def _stop(self, trial, status: str, reason: str, failed: bool = False):
+        """End a candidate without training it: PRUNED (the sampler avoids it), or FAIL for a build error."""
         trial.set_user_attr("status", status)
         trial.set_user_attr("reason", reason)
+        if failed:
+            raise CandidateFailed(f"{status}: {reason}")
         raise optuna.TrialPruned(f"{status}: {reason}")
+
+    def _beyond_target(self, trial) -> bool:
+        if not self.target:
+            return False
+        from search.study import in_play
+
+        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number and in_play(t))
+        return ahead >= self.target
 
     @staticmethod
     def _find_duplicate(trial, h: str):

@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -38,6 +39,8 @@ log = logging.getLogger("search")
 DEFAULT_STORAGE = "sqlite:///results/studies.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STUCK_AFTER = 20  # consecutive untrainable candidates (over budget, infeasible) after which a study gives up
+FAILED_AFTER = 5  # consecutive candidates that failed (at build or in training) after which a study gives up
+COUNTED_FAILURES = ("error", "build_error")  # FAIL statuses that count towards the target (not killed workers)
 
 
 class StudyError(ValueError):
@@ -70,7 +73,60 @@ def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages
         raise StudyError(f"storage {url}: cannot be opened ({str(e).splitlines()[0][:200]})") from None
 
 
+class PerTrialSeeding(optuna.samplers.BaseSampler):
+    """A sampler whose random streams are re-seeded from (study seed, trial number) before every trial.
+
+    Every worker builds its sampler from the study's seed. Seeded once per process, workers would all
+    draw the same stream and train the same candidates side by side, and a resumed study would repeat
+    trial 0. Trial numbers are unique across workers (the storage hands them out), so each trial gets a
+    stream of its own, and a seeded study run one trial at a time is reproducible.
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, seed: int):
+        self.base, self.seed = base, seed
+
+    def __str__(self) -> str:
+        return f"{type(self.base).__name__}(seeded per trial from {self.seed})"
+
+    def before_trial(self, study, trial) -> None:
+        seed = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+        _seed_streams(self.base, seed)
+        self.base.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+def _seed_streams(sampler, seed: int) -> None:
+    """Seed every numpy stream a sampler (and the samplers inside it) draws from."""
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    for value in vars(sampler).values():
+        if isinstance(value, LazyRandomState):
+            value.rng.seed(seed)
+        elif isinstance(value, optuna.samplers.BaseSampler):
+            _seed_streams(value, seed)
+
+
 def make_sampler(name: str, seed: int | None, n_startup: int):
+    """The study's sampler; with a seed, re-seeded per trial (:class:`PerTrialSeeding`)."""
+    base = _base_sampler(name, seed, n_startup)
+    return base if seed is None else PerTrialSeeding(base, seed)
+
+
+def _base_sampler(name: str, seed: int | None, n_startup: int):
     if name == "tpe":
         # multivariate + group: the space is conditional (branches exist only for some layer counts);
         # constant_liar: parallel workers do not all sample next to the same running trial
@@ -221,10 +277,19 @@ def requeue_dead_trials(study: optuna.Study) -> list[int]:
     return requeued
 
 
+def counts(t) -> bool:
+    """A trial that counts towards the target: complete, pruned, or failed on its own (not a killed worker's)."""
+    return t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("status") in COUNTED_FAILURES)
+
+
+def in_play(t) -> bool:
+    """Counted, or on its way to be: running, or waiting to run (enqueued, re-queued)."""
+    return counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
 def count_finished(study: optuna.Study) -> int:
-    """Trials that count towards the target: complete, pruned, and failed with an error (not killed ones)."""
-    trials = study.get_trials(deepcopy=False)
-    return sum(1 for t in trials if t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("status") == "error"))
+    """Trials that count towards the target."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
 
 
 def run_study(name: str, storage: str | None = None, timeout: float | None = None, progress: bool = True,
@@ -247,6 +312,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
     objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=str(Path(settings.runs_dir) / name),
+                          target=settings.trials,
                           objectives=tuple(settings.objectives), max_total_stride=max_stride,
                           max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
                           trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,
@@ -258,16 +324,23 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         return study
 
     def stop_at_target(study, trial):
-        if count_finished(study) >= settings.trials:
+        # running trials count too: when they finish the target is met, so asking for another would overshoot it
+        if sum(1 for t in study.get_trials(deepcopy=False) if in_play(t)) >= settings.trials:
             study.stop()
 
     stuck: list[str] = []
+    failing: list[str] = []
 
     def stop_if_stuck(study, trial):
         # over-budget/infeasible candidates cost nothing, so a space that yields only those would spin to its target
-        tail = study.get_trials(deepcopy=False)[-STUCK_AFTER:]
+        done = [t for t in study.get_trials(deepcopy=False) if counts(t)]
+        tail = done[-STUCK_AFTER:]
         if len(tail) == STUCK_AFTER and all(t.user_attrs.get("status") in ("over_budget", "infeasible") for t in tail):
             stuck.append(tail[-1].user_attrs.get("reason", ""))
+            study.stop()
+        tail = done[-FAILED_AFTER:]
+        if len(tail) == FAILED_AFTER and all(t.user_attrs.get("status") in COUNTED_FAILURES for t in tail):
+            failing.append(tail[-1].user_attrs.get("reason", ""))  # a bug or a broken file: stop, don't burn the target
             study.stop()
 
     def tell(study, trial):
@@ -285,6 +358,9 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
                        callbacks=[tell, stop_at_target, stop_if_stuck], catch=(Exception,), show_progress_bar=False)  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if failing:
+        raise StudyError(f"study '{name}': the last {FAILED_AFTER} candidates failed (last: {failing[0]}); "
+                         f"see the trials' 'reason' with `stt-search compare {name}`")  # fmt: skip
     if stuck:
         raise StudyError(f"study '{name}': the last {STUCK_AFTER} candidates from {settings.space_name} could not be "
                          f"trained (last: {stuck[0]}); loosen --max-params/--max-gflops or narrow the space")  # fmt: skip

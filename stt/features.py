@@ -128,7 +128,7 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
             frontend = build_frontend(frontend, str(pick_device(device)))
         cache.mkdir(parents=True, exist_ok=True)
         rows, computed = [], 0
-        bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=not progress)
+        bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=None if progress else True)  # None: off when not a terminal
         for k, shard in enumerate(shards):
             ids = [u.id for u in shard]
             if not _shard_ok(cache, k, ids, frontend.feature_size):

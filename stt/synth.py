@@ -226,7 +226,7 @@ def prepare_synth(out: str | Path, settings: SynthSettings, workers: int | None 
         for split in SPLITS:
             target = settings.split_hours(split) * 3600
             jobs, total = [], 0.0
-            bar = tqdm(total=round(target), unit="s", desc=f"synth {split}", disable=not progress)
+            bar = tqdm(total=round(target), unit="s", desc=f"synth {split}", disable=None if progress else True)  # None: off when not a terminal
             stream = _plan(split, settings, words, variants[split], train_texts if split != "train" else set())
             size = GROUP * max(4, 2 * workers)  # which utterances are kept does not depend on it: plan order
             chunk = [next(stream) for _ in range(size)]

@@ -146,3 +146,69 @@ def test_bad_input_is_one_line_and_non_zero(workdir, capsys):
     assert "branch.kernels: unknown key" in capsys.readouterr().err
     assert search_main(["launch", "--space", "space.yaml", "--data", "nodata", "--study", "c", "--storage", storage]) == 2
     assert "nodata" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+def test_workers_seeded_alike_propose_different_candidates_and_a_seeded_study_replays(sampler):
+    import hashlib
+
+    from search.space import load_space, sample_config
+    from search.study import make_sampler
+
+    space = load_space("small.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def run(workers: int) -> list[str]:
+        storage = optuna.storages.InMemoryStorage()
+        study = optuna.create_study(storage=storage, sampler=make_sampler(sampler, 0, 3))
+        # every worker process builds its own sampler from the study's seed, as `stt-search worker` does
+        views = [optuna.load_study(study_name=study.study_name, storage=storage, sampler=make_sampler(sampler, 0, 3))
+                 for _ in range(workers)]  # fmt: skip
+        hashes = []
+        for round_ in range(12 // workers):
+            asked = [(v, v.ask()) for v in views]  # all ask before any tells: they run side by side
+            for v, trial in asked:
+                run_cfg = sample_config(trial, space, 4)
+                hashes.append(hashlib.sha256(json.dumps(run_cfg.to_dict(), sort_keys=True).encode()).hexdigest())
+            for v, trial in asked:
+                v.tell(trial, float(int(hashes[-1][:6], 16) % 100) / 100)  # any deterministic value
+        return hashes
+
+    parallel = run(3)
+    assert len(set(parallel)) == 12, "two workers trained the same candidate"
+    assert run(1) == run(1)  # one worker, same seed: the same candidates in the same order
+
+
+def test_target_counts_running_trials_and_the_later_racer_steps_aside(workdir):
+    from search.objective import Objective
+    from search.space import load_space
+
+    study = optuna.create_study()
+    first, second, third = study.ask(), study.ask(), study.ask()  # three workers started at once
+    objective = Objective(space=load_space("small.yaml"), data_dir="data", runs_dir="runs", target=2)
+    assert not objective._beyond_target(first) and not objective._beyond_target(second)
+    assert objective._beyond_target(third)
+    assert objective(third) != objective(third)  # nan: Optuna fails it; it does not count
+    assert third.user_attrs["status"] == "beyond_target"
+
+
+@pytest.mark.slow
+def test_candidates_that_fail_at_build_count_and_five_in_a_row_stop_the_study(workdir, monkeypatch, capfd):
+    from search.space import SpaceError
+
+    def broken(trial, space, max_stride):
+        trial.suggest_int("width", 8, 64)
+        raise SpaceError("space.yaml: branch.kernel: 4 cannot keep 'same' length")
+
+    monkeypatch.setattr("search.objective.sample_config", broken)
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    code = search_main(["launch", "--space", "space.yaml", "--data", "data", "--study", "bad", "--trials", "50",
+                        "--storage", storage, "--sampler", "random"])  # fmt: skip
+    err = capfd.readouterr().err  # file-descriptor level: Optuna's log handler holds the original stderr
+    assert code == 2 and "the last 5 candidates failed (last: SpaceError: space.yaml: branch.kernel: 4" in err
+    assert "Traceback" not in err  # one line per candidate, not a traceback each
+    df = trials_frame("bad", storage)
+    assert len(df) == 5 and (df["state"] == "FAIL").all() and (df["status"] == "build_error").all()
+    from search.study import count_finished
+
+    assert count_finished(optuna.load_study(study_name="bad", storage=storage)) == 5  # they count towards the target
