@@ -19,14 +19,15 @@ def _launch(args) -> int:
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
         epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
     )  # fmt: skip
-    study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device)
+    study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device,
+                   isolate=not args.in_process)  # fmt: skip
     return _after_run(study, args)
 
 
 def _resume(args) -> int:
     from search.study import run_study
 
-    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device)
+    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process)
     return _after_run(study, args)
 
 
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def device(sp):
         sp.add_argument("--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)")
+        sp.add_argument("--in-process", action="store_true",
+                        help="train trials in this process instead of one child process each (debugging; memory grows)")
 
     la = sub.add_parser("launch", help="create a study and run it")
     la.add_argument("--space", required=True, help="search space YAML (spaces/small.yaml, spaces/seed.yaml)")

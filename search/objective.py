@@ -17,6 +17,7 @@ the same run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from search.isolation import ChildDied, ChildFailed, ChildInfeasible, train_in_child
 from search.space import Space, sample_config
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.train import InfeasibleError, Trainer
@@ -53,6 +55,7 @@ class Objective:
     feature_size: int = 80
     device: str | None = None
     target: int | None = None  # the study's target: a trial started beyond it (workers racing) is not trained
+    isolate: bool = True  # train each trial in a child process (memory and CUDA state return after every trial)
     progress: bool = False
     log: list = field(default_factory=list)
     _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
@@ -125,12 +128,6 @@ class Objective:
         run_dir = trial.user_attrs.get("run_dir") or str(Path(self.runs_dir) / f"trial_{trial.number}")
         trial.set_user_attr("run_dir", run_dir)
         resume = (Path(run_dir) / "last.pt").exists()
-        try:
-            trainer = Trainer(run, self.data(run.frontend), run_dir, device=self.device, max_seconds=self.trial_seconds,
-                              progress=self.progress)  # fmt: skip
-        except InfeasibleError as e:
-            return self._stop(trial, "infeasible", str(e))
-
         multi = len(self.objectives) > 1
 
         def on_epoch(epoch, metrics):
@@ -140,27 +137,39 @@ class Objective:
             return "prune" if trial.should_prune() else None
 
         try:
-            res = trainer.fit(resume=resume, on_epoch=on_epoch)
+            res = self._train(trial, run, run_dir, resume, on_epoch)
+        except (InfeasibleError, ChildInfeasible) as e:
+            return self._stop(trial, "infeasible", str(e))
         except KeyboardInterrupt:
             trial.set_user_attr("status", "interrupted")
             raise
         except optuna.TrialPruned:
             raise
-        except Exception as e:  # a bug or a broken file: the trial fails with the reason, the study goes on
+        except Exception as e:  # a bug, a broken file, a killed child: the trial fails with the reason, the study goes on
             trial.set_user_attr("status", "error")
-            trial.set_user_attr("reason", f"{type(e).__name__}: {e}"[:500])
+            trial.set_user_attr("reason", (str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}")[:500])
             raise
         for k in METRIC_ATTRS:
-            if hasattr(res, k):
-                trial.set_user_attr(k, getattr(res, k))
+            if k in res:
+                trial.set_user_attr(k, res[k])
         trial.set_user_attr("resumed", resume)
-        if res.status in ("diverged", "oom"):
-            return self._stop(trial, res.status, res.reason)
-        if res.status == "pruned":
-            raise optuna.TrialPruned(res.reason)
-        if res.dev_wer is None:
+        if res["status"] in ("diverged", "oom"):
+            return self._stop(trial, res["status"], res["reason"])
+        if res["status"] == "pruned":
+            raise optuna.TrialPruned(res["reason"])
+        if res["dev_wer"] is None:
             return self._stop(trial, "no_epoch", "no epoch finished")
         return self._values(trial.user_attrs)
+
+    def _train(self, trial, run, run_dir: str, resume: bool, on_epoch) -> dict:
+        """Train in a child process (``isolate``), or here; returns the TrainResult as a dict."""
+        if self.isolate:
+            job = {"run": run.to_dict(), "data_dir": self.data_dir, "run_dir": run_dir, "device": self.device,
+                   "max_seconds": self.trial_seconds, "resume": resume, "progress": self.progress, "trial": trial.number}  # fmt: skip
+            return train_in_child(job, on_epoch)
+        trainer = Trainer(run, self.data(run.frontend), run_dir, device=self.device, max_seconds=self.trial_seconds,
+                          progress=self.progress)  # fmt: skip
+        return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
 
     def _stop(self, trial, status: str, reason: str, failed: bool = False):
         """End a candidate without training it: PRUNED (the sampler avoids it), or FAIL for a build error."""

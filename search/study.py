@@ -217,7 +217,7 @@ def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
 
 
 def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None,
-           device: str | None = None) -> optuna.Study:  # fmt: skip
+           device: str | None = None, isolate: bool = True) -> optuna.Study:  # fmt: skip
     """Create a study (an existing name is an error: use resume) and run it to its target."""
     space = load_space_text(settings)
     st = open_storage(storage)
@@ -233,7 +233,7 @@ def launch(name: str, settings: StudySettings, storage: str | None = None, timeo
     study = optuna.create_study(study_name=name, storage=st, directions=_directions(settings.objectives))
     for k, v in settings.to_attrs().items():
         study.set_user_attr(k, v)
-    return run_study(name, storage, timeout=timeout, device=device)
+    return run_study(name, storage, timeout=timeout, device=device, isolate=isolate)
 
 
 def load_space_text(settings: StudySettings) -> Space:
@@ -292,9 +292,21 @@ def count_finished(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
 
 
+def rss_mb() -> float:
+    """This process's resident memory (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def run_study(name: str, storage: str | None = None, timeout: float | None = None, progress: bool = True,
-              device: str | None = None) -> optuna.Study:  # fmt: skip
-    """Run (or continue) a stored study until it has its target number of finished trials."""
+              device: str | None = None, isolate: bool = True) -> optuna.Study:  # fmt: skip
+    """Run (or continue) a stored study until it has its target number of finished trials.
+
+    ``isolate``: train each trial in a child process (the default; see search.isolation).
+    """
     st = open_storage(storage)
     try:
         study = optuna.load_study(study_name=name, storage=st)
@@ -312,7 +324,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
     objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=str(Path(settings.runs_dir) / name),
-                          target=settings.trials,
+                          target=settings.trials, isolate=isolate,
                           objectives=tuple(settings.objectives), max_total_stride=max_stride,
                           max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
                           trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,
@@ -347,8 +359,8 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         ua = trial.user_attrs
         wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
         why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
-        log.info("trial %d %s%s%s  [%d/%d finished]", trial.number, trial.state.name.lower(), wer, why,
-                 count_finished(study), settings.trials)  # fmt: skip
+        log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, trial.state.name.lower(), wer,
+                 why, count_finished(study), settings.trials, rss_mb())  # fmt: skip
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit

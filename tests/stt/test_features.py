@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -71,30 +70,33 @@ def test_cached_features_equal_the_frontend_and_are_memory_mapped(corpus):
 
 
 _KILLABLE = textwrap.dedent("""
-    import sys, time
+    import sys
     import stt.features as F
     from stt.frontends import Fbank
     F.SHARD_SECONDS = 3.0
-    class Slow(Fbank):
-        def __call__(self, wav):
-            time.sleep(0.05)
-            return super().__call__(wav)
-    F.prepare_split(sys.argv[1], "train", Slow(), progress=False)
+    write = F._write_shard
+    def write_then_report(cache, k, feats, size):
+        write(cache, k, feats, size)
+        print(f"shard {k} written", flush=True)
+        if k == 2:
+            sys.stdin.readline()  # hold here, mid-prepare, until killed
+    F._write_shard = write_then_report
+    F.prepare_split(sys.argv[1], "train", Fbank(), progress=False)
 """)
 
 
 @pytest.mark.slow
 def test_killed_prepare_leaves_a_cache_the_next_call_completes(corpus, monkeypatch):
     monkeypatch.setattr(features, "SHARD_SECONDS", 3.0)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus)])
-    deadline = time.time() + 60
-    shards = []
-    while time.time() < deadline and len(shards) < 3:
-        shards = list((corpus / ".stt-cache").glob("train-*/shard_*.npy"))
-        time.sleep(0.02)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("shard 2 written"):
+            break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(shards) >= 3, "prepare never got going"
+    shards = list((corpus / ".stt-cache").glob("train-*/shard_*.npy"))
+    assert len(shards) == 3, "prepare did not stop after its third shard"
     assert not list((corpus / ".stt-cache").glob("train-*/index.json"))
     CountingFbank.calls = 0
     rep = prepare_split(corpus, "train", CountingFbank(), progress=False)
