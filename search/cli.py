@@ -12,13 +12,16 @@ log = logging.getLogger("search")
 
 
 def _launch(args) -> int:
-    from search.study import launch, settings_from_space
+    from search.study import create_study, launch, settings_from_space
 
     settings = settings_from_space(
         args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
         epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
     )  # fmt: skip
+    if args.workers > 1:
+        study = create_study(args.study, settings, args.storage)
+        return _run_workers(study, args)
     study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device,
                    isolate=not args.in_process)  # fmt: skip
     return _after_run(study, args)
@@ -27,18 +30,74 @@ def _launch(args) -> int:
 def _resume(args) -> int:
     from search.study import run_study
 
-    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process)
+    if args.workers > 1:
+        return _run_workers(None, args)
+    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
+                      data_dir=args.data, runs_dir=args.runs_dir)  # fmt: skip
     return _after_run(study, args)
+
+
+def _worker(args) -> int:
+    """One worker: join the study and train its trials until the target is met (no leaderboard)."""
+    from search.study import DEFAULT_STORAGE, count_finished, read_settings, redact, run_study
+
+    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
+                      data_dir=args.data, runs_dir=args.runs_dir)  # fmt: skip
+    print(f"worker done: study '{study.study_name}' has {count_finished(study)}/{read_settings(study).trials} trials "
+          f"finished; storage {redact(args.storage or DEFAULT_STORAGE)}")  # fmt: skip
+    return 0
+
+
+def worker_devices(workers: int, device: str | None, per_device: int) -> list[str | None]:
+    """One device per local worker: round robin over the visible GPUs, ``per_device`` workers each."""
+    import torch
+
+    if device or not torch.cuda.is_available():
+        return [device] * workers
+    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [gpus[(i // per_device) % len(gpus)] for i in range(workers)]
+
+
+def _run_workers(study, args) -> int:
+    """``--workers N``: N local `stt-search worker` processes on one study; waits for all of them."""
+    import subprocess
+
+    from search.study import DEFAULT_STORAGE, open_storage
+
+    storage = args.storage or DEFAULT_STORAGE
+    # resume's --data/--runs-dir are this host's mounts, passed on; launch's are in the study already
+    data, runs = (args.data, args.runs_dir) if args.command == "resume" else (None, None)
+    procs = []
+    for i, dev in enumerate(worker_devices(args.workers, args.device, args.trials_per_device)):
+        cmd = [sys.executable, "-m", "search.cli", "worker", "--study", args.study, "--storage", storage]
+        for flag, value in (("--device", dev), ("--timeout", args.timeout), ("--data", data), ("--runs-dir", runs)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        if args.in_process:
+            cmd.append("--in-process")
+        procs.append(subprocess.Popen(cmd))
+        log.info("worker %d: pid %d on %s", i, procs[-1].pid, dev or "the default device")
+    codes = [p.wait() for p in procs]
+    import optuna
+
+    study = optuna.load_study(study_name=args.study, storage=open_storage(storage))
+    rc = _after_run(study, args)
+    failed = [c for c in codes if c != 0]
+    if failed:
+        print(f"stt-search {args.command}: {len(failed)} of {len(codes)} workers exited with an error", file=sys.stderr)
+        return failed[0]
+    return rc
 
 
 def _after_run(study, args) -> int:
     from search.compare import leaderboard, trials_frame
-    from search.study import DEFAULT_STORAGE, count_finished, read_settings
+    from search.study import DEFAULT_STORAGE, count_finished, read_settings, redact
 
     df = trials_frame(study.study_name, args.storage)
     print(leaderboard(df))
     target = read_settings(study).trials
-    print(f"study '{study.study_name}': {count_finished(study)}/{target} trials finished; storage {args.storage or DEFAULT_STORAGE}")
+    print(f"study '{study.study_name}': {count_finished(study)}/{target} trials finished; "
+          f"storage {redact(args.storage or DEFAULT_STORAGE)}")  # fmt: skip
     return 0
 
 
@@ -66,7 +125,7 @@ def _compare(args) -> int:
 def _demo(args) -> int:
     """The main job: corpus (synthesised if absent) -> short study -> leaderboard -> exported best config."""
     from search.export import export
-    from search.study import DEFAULT_STORAGE, open_storage, run_study, settings_from_space, launch
+    from search.study import DEFAULT_STORAGE, launch, open_storage, redact, run_study, settings_from_space
     from stt.synth import SynthSettings, prepare_synth
 
     t0 = time.time()
@@ -90,7 +149,7 @@ def _demo(args) -> int:
     path, t = export(args.study, out, storage)
     print(f"best config (trial {t.number}, dev WER {100 * t.user_attrs['dev_wer']:.1f}%): {path}")
     print(f"train it:   stt train --config {path} --data {data}")
-    print(f"database:   {storage or DEFAULT_STORAGE}   [{(time.time() - t0) / 60:.1f} min]")
+    print(f"database:   {redact(storage or DEFAULT_STORAGE)}   [{(time.time() - t0) / 60:.1f} min]")
     return 0
 
 
@@ -103,10 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     def storage(sp):
         sp.add_argument("--storage", default=None, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... for many hosts)")
 
-    def device(sp):
+    def device(sp, workers=True):
         sp.add_argument("--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)")
         sp.add_argument("--in-process", action="store_true",
                         help="train trials in this process instead of one child process each (debugging; memory grows)")
+        if workers:
+            sp.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this one)")
+            sp.add_argument("--trials-per-device", type=int, default=1,
+                            help="with --workers and several GPUs: workers per GPU (default 1)")
+
+    def mounts(sp):
+        sp.add_argument("--data", default=None, help="where this host mounts the study's data folder (default: the study's)")
+        sp.add_argument("--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)")
 
     la = sub.add_parser("launch", help="create a study and run it")
     la.add_argument("--space", required=True, help="search space YAML (spaces/small.yaml, spaces/seed.yaml)")
@@ -134,7 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     re.add_argument("--timeout", type=float, default=None)
     storage(re)
     device(re)
+    mounts(re)
     re.set_defaults(func=_resume)
+
+    wo = sub.add_parser("worker", help="join a study from any machine and train its trials until the target is met")
+    wo.add_argument("--study", required=True)
+    wo.add_argument("--timeout", type=float, default=None)
+    storage(wo)
+    device(wo, workers=False)
+    mounts(wo)
+    wo.set_defaults(func=_worker)
 
     ex = sub.add_parser("export", help="write a trial's run config (default: the best) as YAML for `stt train`")
     ex.add_argument("--study", required=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from search.study import DEFAULT_STORAGE, StudyError, open_storage
+from search.study import DEFAULT_STORAGE, StudyError, open_storage, redact
 
 
 def _architecture(config_json: str | None) -> dict:
@@ -41,7 +41,7 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
     try:
         study = optuna.load_study(study_name=study_name, storage=st)
     except KeyError:
-        raise StudyError(f"no study '{study_name}' in {storage or DEFAULT_STORAGE}") from None
+        raise StudyError(f"no study '{study_name}' in {redact(storage or DEFAULT_STORAGE)}") from None
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs

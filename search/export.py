@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search.study import DEFAULT_STORAGE, StudyError, open_storage
+from search.study import DEFAULT_STORAGE, StudyError, open_storage, redact
 from stt.run_config import load_run_config
 
 
@@ -34,7 +34,7 @@ def export(study_name: str, out: str | Path, storage: str | None = None, trial: 
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
-        raise StudyError(f"no study '{study_name}' in {storage or DEFAULT_STORAGE}") from None
+        raise StudyError(f"no study '{study_name}' in {redact(storage or DEFAULT_STORAGE)}") from None
     t = pick_trial(study, trial)
     run = load_run_config(json.loads(t.user_attrs["config"]))
     out = Path(out)
@@ -45,7 +45,8 @@ def export(study_name: str, out: str | Path, storage: str | None = None, trial: 
               f"# train it: stt train --config {out.name} --data DATA\n")  # fmt: skip
     tmp.write_text(header + run.to_yaml())
     if weights:
-        src = Path(t.user_attrs.get("run_dir", "")) / "best.pt"
+        # run directories are stored relative to the study's runs root (absolute ones join to themselves)
+        src = Path(study.user_attrs.get("runs_dir", ".")) / t.user_attrs.get("run_dir", "") / "best.pt"
         if not src.exists():
             tmp.unlink()
             raise StudyError(f"trial {t.number}: no weights at {src}")

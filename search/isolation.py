@@ -14,13 +14,17 @@ the trial never shares its run directory with a live orphan.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import traceback
+from pathlib import Path
 from typing import Callable
 
 _ctx = None
@@ -100,6 +104,33 @@ def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> di
     raise ChildDied(f"training process {child.pid} exited with status {code} before sending a result")
 
 
+@contextlib.contextmanager
+def hold_run_dir(run_dir: str | Path):
+    """An exclusive lock on a run directory for as long as a trial trains in it.
+
+    A stale-heartbeat re-queue can start a copy of a trial while its first worker still lives (a network
+    partition): the second one must not write the same checkpoints, so it fails at once, naming the dir.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise RunDirBusy(f"run directory {run_dir} is in use by another training process "
+                             f"({fh.read().strip() or 'unknown'})") from None  # fmt: skip
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{socket.gethostname()}:{os.getpid()}\n")
+        fh.flush()
+        yield
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process trains in this run directory."""
+
+
 def _child_main(job: dict, conn, lifeline) -> None:
     """The child: open the data, train, send epochs and the result back."""
 
@@ -131,7 +162,8 @@ def _child_main(job: dict, conn, lifeline) -> None:
         data = open_training_data(job["data_dir"], run.frontend, progress=False, device=device)
         trainer = Trainer(run, data, job["run_dir"], device=device, max_seconds=job.get("max_seconds"),
                           progress=job.get("progress", False))  # fmt: skip
-        result = trainer.fit(resume=job.get("resume", False), on_epoch=on_epoch)
+        with hold_run_dir(job["run_dir"]):
+            result = trainer.fit(resume=job.get("resume", False), on_epoch=on_epoch)
         conn.send(("result", dataclasses.asdict(result)))
     except InfeasibleError as e:
         conn.send(("infeasible", str(e)))

@@ -28,13 +28,23 @@ from pathlib import Path
 import optuna
 import torch
 
-from search.isolation import ChildDied, ChildFailed, ChildInfeasible, train_in_child
+from search.isolation import ChildDied, ChildFailed, ChildInfeasible, hold_run_dir, train_in_child
 from search.space import Space, sample_config
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.train import InfeasibleError, Trainer
 
 METRIC_ATTRS = ("params", "gflops_per_second", "dev_wer", "dev_cer", "test_wer", "test_cer", "epochs", "wall_seconds",
                 "audio_seconds_per_second", "device", "precision", "version", "run_dir", "status", "reason")  # fmt: skip
+
+
+def _resumable(run_dir: Path, config_hash: str) -> bool:
+    """A checkpoint to continue from, written for this very config (not another study's trial of the same number)."""
+    if not (run_dir / "last.pt").exists():
+        return False
+    try:
+        return json.loads((run_dir / "trial.json").read_text())["config_hash"] == config_hash
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 class CandidateFailed(RuntimeError):
@@ -45,7 +55,8 @@ class CandidateFailed(RuntimeError):
 class Objective:
     space: Space
     data_dir: str
-    runs_dir: str  # trial run directories go in RUNS_DIR/trial_N
+    runs_dir: str  # the runs root: a trial trains in RUNS_DIR/<run_key>/trial_N (stored relative to the root)
+    run_key: str = ""  # the study's folder under the root: its name and the first 8 hex digits of its uid
     objectives: tuple = ("wer",)  # "wer" and optionally "params" / "gflops"
     max_total_stride: int = 4
     max_params: float | None = None
@@ -124,10 +135,16 @@ class Objective:
                 raise optuna.TrialPruned(f"duplicate of pruned trial {dup.number}")
             return self._values(dup.user_attrs)
 
-        # a re-queued trial inherits its user attributes, so it finds its run directory and resumes there
-        run_dir = trial.user_attrs.get("run_dir") or str(Path(self.runs_dir) / f"trial_{trial.number}")
-        trial.set_user_attr("run_dir", run_dir)
-        resume = (Path(run_dir) / "last.pt").exists()
+        # a re-queued trial inherits its user attributes, so it finds its run directory and resumes there; the
+        # path is kept relative to the runs root, which each worker may mount elsewhere (--runs-dir)
+        rel = trial.user_attrs.get("run_dir") or f"{self.run_key}/trial_{trial.number}"
+        trial.set_user_attr("run_dir", rel)
+        run_dir = Path(self.runs_dir) / rel
+        resume = _resumable(run_dir, h)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "trial.json").write_text(json.dumps({"study": trial.study.study_name, "trial": trial.number,
+                                                        "config_hash": h}))  # fmt: skip
+        run_dir = str(run_dir)
         multi = len(self.objectives) > 1
 
         def on_epoch(epoch, metrics):
@@ -150,7 +167,7 @@ class Objective:
             trial.set_user_attr("reason", (str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}")[:500])
             raise
         for k in METRIC_ATTRS:
-            if k in res:
+            if k in res and k != "run_dir":  # the trial keeps its run directory relative to the runs root
                 trial.set_user_attr(k, res[k])
         trial.set_user_attr("resumed", resume)
         if res["status"] in ("diverged", "oom"):
@@ -169,7 +186,8 @@ class Objective:
             return train_in_child(job, on_epoch)
         trainer = Trainer(run, self.data(run.frontend), run_dir, device=self.device, max_seconds=self.trial_seconds,
                           progress=self.progress)  # fmt: skip
-        return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
+        with hold_run_dir(run_dir):
+            return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
 
     def _stop(self, trial, status: str, reason: str, failed: bool = False):
         """End a candidate without training it: PRUNED (the sampler avoids it), or FAIL for a build error."""

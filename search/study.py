@@ -21,8 +21,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
+import sqlite3
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +58,19 @@ def _stable_enough():
         yield
 
 
+def redact(url: str) -> str:
+    """A storage URL fit to print: the password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages.BaseStorage:
     url = url or DEFAULT_STORAGE
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
+        # write-ahead log: readers never block the writer, so local workers sharing one file do not lock up
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
     try:
         with _stable_enough():
             return optuna.storages.RDBStorage(
@@ -70,7 +81,7 @@ def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages
                 engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
             )
     except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
-        raise StudyError(f"storage {url}: cannot be opened ({str(e).splitlines()[0][:200]})") from None
+        raise StudyError(f"storage {redact(url)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})") from None
 
 
 class PerTrialSeeding(optuna.samplers.BaseSampler):
@@ -219,10 +230,16 @@ def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
 def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None,
            device: str | None = None, isolate: bool = True) -> optuna.Study:  # fmt: skip
     """Create a study (an existing name is an error: use resume) and run it to its target."""
+    create_study(name, settings, storage)
+    return run_study(name, storage, timeout=timeout, device=device, isolate=isolate)
+
+
+def create_study(name: str, settings: StudySettings, storage: str | None = None) -> optuna.Study:
+    """Check everything (space, names, data) and create the study with its settings; trains nothing."""
     space = load_space_text(settings)
     st = open_storage(storage)
     if name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}:
-        raise StudyError(f"study '{name}' already exists in {storage or DEFAULT_STORAGE}; continue it with "
+        raise StudyError(f"study '{name}' already exists in {redact(storage or DEFAULT_STORAGE)}; continue it with "
                          f"`stt-search resume --study {name}` or choose another --study")  # fmt: skip
     _directions(settings.objectives)
     if settings.pruner != "none" and len(settings.objectives) > 1:
@@ -230,10 +247,16 @@ def launch(name: str, settings: StudySettings, storage: str | None = None, timeo
     make_sampler(settings.sampler, settings.seed, 1)  # validate names before creating anything
     make_pruner(settings.pruner, 1)
     _feasibility(settings.data_dir, space.spec.get("frontend", "fbank"))  # fails early on bad data, before the study exists
+    # absolute paths: a resume from another folder must find the same data and runs (a host that mounts
+    # them elsewhere passes --data/--runs-dir); a uid: a study re-created under an old name never
+    # resumes the old study's checkpoints
+    settings.data_dir = str(Path(settings.data_dir).resolve())
+    settings.runs_dir = str(Path(settings.runs_dir).resolve())
     study = optuna.create_study(study_name=name, storage=st, directions=_directions(settings.objectives))
     for k, v in settings.to_attrs().items():
         study.set_user_attr(k, v)
-    return run_study(name, storage, timeout=timeout, device=device, isolate=isolate)
+    study.set_user_attr("uid", uuid.uuid4().hex)
+    return study
 
 
 def load_space_text(settings: StudySettings) -> Space:
@@ -301,19 +324,31 @@ def rss_mb() -> float:
         return 0.0
 
 
+def run_key(study: optuna.Study) -> str:
+    """The study's folder under the runs root: its name and uid (older studies: the name alone)."""
+    uid = study.user_attrs.get("uid")
+    return f"{study.study_name}-{uid[:8]}" if uid else study.study_name
+
+
 def run_study(name: str, storage: str | None = None, timeout: float | None = None, progress: bool = True,
-              device: str | None = None, isolate: bool = True) -> optuna.Study:  # fmt: skip
+              device: str | None = None, isolate: bool = True, data_dir: str | None = None,
+              runs_dir: str | None = None) -> optuna.Study:  # fmt: skip
     """Run (or continue) a stored study until it has its target number of finished trials.
 
-    ``isolate``: train each trial in a child process (the default; see search.isolation).
+    Args:
+        isolate: train each trial in a child process (the default; see search.isolation).
+        data_dir, runs_dir: where this worker finds the data and the runs root, when they are mounted
+            elsewhere than where the study was launched (the study's own paths otherwise).
     """
     st = open_storage(storage)
     try:
         study = optuna.load_study(study_name=name, storage=st)
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
-        raise StudyError(f"no study '{name}' in {storage or DEFAULT_STORAGE} (studies there: {', '.join(names) or 'none'})") from None
+        raise StudyError(f"no study '{name}' in {redact(storage or DEFAULT_STORAGE)} (studies there: {', '.join(names) or 'none'})") from None
     settings = StudySettings.from_attrs(study.user_attrs)
+    settings.data_dir = data_dir or settings.data_dir
+    settings.runs_dir = runs_dir or settings.runs_dir
     space = load_space_text(settings)
     frontend = space.spec.get("frontend", "fbank")
     max_stride, feature_size = _feasibility(settings.data_dir, frontend)
@@ -323,14 +358,14 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     requeued = requeue_dead_trials(study)
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
-    objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=str(Path(settings.runs_dir) / name),
+    objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=settings.runs_dir, run_key=run_key(study),
                           target=settings.trials, isolate=isolate,
                           objectives=tuple(settings.objectives), max_total_stride=max_stride,
                           max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
                           trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,
                           progress=progress)  # fmt: skip
     remaining = settings.trials - count_finished(study)
-    log.info("study '%s' in %s: %d of %d trials finished, max total stride %d", name, storage or DEFAULT_STORAGE,
+    log.info("study '%s' in %s: %d of %d trials finished, max total stride %d", name, redact(storage or DEFAULT_STORAGE),
              count_finished(study), settings.trials, max_stride)  # fmt: skip
     if remaining <= 0:
         return study

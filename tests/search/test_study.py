@@ -108,14 +108,18 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(workdir):
     cmd = [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", "k",
            "--trials", "3", "--sampler", "random", "--pruner", "none", "--seed", "2", "--storage", storage]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = workdir / "results" / "runs" / "k" / "trial_1"
     for line in proc.stderr:  # the worker logs each epoch after its checkpoint is on disk
         if line.startswith("trial 1: epoch 1 "):
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait()
+    study = optuna.load_study(study_name="k", storage=storage)
+    before = study.trials
+    # stored relative to the study's runs root, which the study records as an absolute path
+    assert before[1].user_attrs["run_dir"] == f"k-{study.user_attrs['uid'][:8]}/trial_1"
+    victim = workdir / "results" / "runs" / before[1].user_attrs["run_dir"]
+    assert study.user_attrs["runs_dir"] == str(workdir / "results" / "runs")
     assert (victim / "last.pt").exists(), "trial 1 never checkpointed"
-    before = optuna.load_study(study_name="k", storage=storage).trials
     assert before[1].state.name == "RUNNING" and before[0].state.name == "COMPLETE"
     assert search_main(["resume", "--study", "k", "--storage", storage]) == 0
     trials = optuna.load_study(study_name="k", storage=storage).trials
@@ -124,7 +128,7 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(workdir):
     assert trials[1].state.name == "FAIL"
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == trials[1].params
-    assert retry[0].user_attrs["run_dir"] == str(victim.relative_to(workdir)) and retry[0].user_attrs["resumed"] is True
+    assert retry[0].user_attrs["run_dir"] == before[1].user_attrs["run_dir"] and retry[0].user_attrs["resumed"] is True
     assert retry[0].user_attrs["epochs"] == 4
     epochs = [json.loads(x)["epoch"] for x in (victim / "metrics.jsonl").read_text().splitlines()]
     assert epochs[0] == 1 and epochs[-1] == 4
@@ -233,3 +237,64 @@ def test_candidates_that_fail_at_build_count_and_five_in_a_row_stop_the_study(wo
     from search.study import count_finished
 
     assert count_finished(optuna.load_study(study_name="bad", storage=storage)) == 5  # they count towards the target
+
+
+@pytest.mark.slow
+def test_three_local_workers_share_one_sqlite_study_exactly(workdir):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data",
+                           "--study", "w3", "--trials", "6", "--seed", "0", "--pruner", "none", "--workers", "3",
+                           "--storage", storage], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "database is locked" not in proc.stderr
+    trials = optuna.load_study(study_name="w3", storage=storage).trials
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 6, [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
+    workers = {t.user_attrs["worker"] for t in counted}
+    assert len(workers) == 3  # all three took part
+    trained = [t.user_attrs["config_hash"] for t in counted if "duplicate_of" not in t.user_attrs]
+    assert len(trained) == len(set(trained)), "a config was trained twice"
+    assert "6/6 trials finished" in proc.stdout
+
+
+def test_a_recreated_study_never_resumes_the_old_ones_checkpoints(tmp_path):
+    from search.objective import _resumable
+
+    run_dir = tmp_path / "s" / "trial_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"checkpoint")
+    (run_dir / "trial.json").write_text(json.dumps({"study": "s", "trial": 0, "config_hash": "aaaa"}))
+    assert _resumable(run_dir, "aaaa") and not _resumable(run_dir, "bbbb")
+    (run_dir / "trial.json").unlink()
+    assert not _resumable(run_dir, "aaaa")  # unknown provenance: start afresh
+
+
+def test_a_run_directory_is_trained_in_by_one_process_at_a_time(tmp_path):
+    from search.isolation import RunDirBusy, hold_run_dir
+
+    with hold_run_dir(tmp_path / "run"):
+        with pytest.raises(RunDirBusy, match=r"run directory .*run is in use by another training process \(.*:\d+\)"):
+            with hold_run_dir(tmp_path / "run"):
+                pass
+    with hold_run_dir(tmp_path / "run"):  # released when its holder is done
+        pass
+
+
+def test_passwords_are_never_printed(workdir, capsys):
+    from search.study import redact
+
+    assert redact("postgresql://alice:s3cr:et@db.example:5432/optuna") == "postgresql://alice:***@db.example:5432/optuna"
+    assert redact("sqlite:///results/studies.db") == "sqlite:///results/studies.db"
+    assert search_main(["resume", "--study", "x", "--storage", "postgresql://alice:hunter2@127.0.0.1:1/none"]) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "alice:***@127.0.0.1:1" in err
+
+
+def test_workers_spread_over_gpus(monkeypatch):
+    from search.cli import worker_devices
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert worker_devices(4, None, 2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert worker_devices(3, None, 1) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices(2, "cpu", 1) == ["cpu", "cpu"]
