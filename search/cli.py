@@ -18,6 +18,7 @@ def _launch(args) -> int:
         args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
         epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
+        heartbeat=args.heartbeat,
     )  # fmt: skip
     if args.workers > 1:
         study = create_study(args.study, settings, args.storage)
@@ -80,12 +81,18 @@ def _run_workers(study, args) -> int:
     codes = [p.wait() for p in procs]
     import optuna
 
+    from search.study import count_finished, read_settings
+
     study = optuna.load_study(study_name=args.study, storage=open_storage(storage))
     rc = _after_run(study, args)
     failed = [c for c in codes if c != 0]
     if failed:
-        print(f"stt-search {args.command}: {len(failed)} of {len(codes)} workers exited with an error", file=sys.stderr)
-        return failed[0]
+        # a lost worker is said; it is an error only when the others could not finish the study without it
+        done = count_finished(study) >= read_settings(study).trials
+        print(f"stt-search {args.command}: {len(failed)} of {len(codes)} workers exited with an error "
+              f"(status {', '.join(map(str, failed))}){'; the others finished the study' if done else ''}",
+              file=sys.stderr)  # fmt: skip
+        return rc if done else 1
     return rc
 
 
@@ -153,6 +160,13 @@ def _demo(args) -> int:
     return 0
 
 
+def _storage_proxy(args) -> int:
+    from search.storage import serve_proxy
+
+    serve_proxy(args.storage, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from search.study import DEFAULT_STORAGE
 
@@ -191,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--max-gflops", type=float, default=None, help="skip candidates above this many forward GFLOPs per audio-second")
     la.add_argument("--epochs", type=int, default=None, help="override the space's train.epochs")
     la.add_argument("--trial-seconds", type=float, default=None, help="wall budget per trial (stops after the epoch that crosses it)")
-    la.add_argument("--runs-dir", default="results/runs", help="trial run directories go in RUNS_DIR/STUDY/trial_N")
+    la.add_argument("--runs-dir", default="results/runs", help="the runs root: trials train in RUNS_DIR/STUDY-UID/trial_N")
+    la.add_argument("--heartbeat", type=int, default=30,
+                    help="seconds between a running trial's heartbeats; a worker silent for 4 is presumed dead and "
+                         "its trial re-queued (database storages)")  # fmt: skip
     storage(la)
     device(la)
     la.set_defaults(func=_launch)
@@ -211,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     device(wo, workers=False)
     mounts(wo)
     wo.set_defaults(func=_worker)
+
+    sp = sub.add_parser("storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)")
+    sp.add_argument("--storage", required=True, help="the database behind the proxy (postgresql://... or sqlite:///...)")
+    sp.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    sp.add_argument("--port", type=int, default=13000)
+    sp.set_defaults(func=_storage_proxy)
 
     ex = sub.add_parser("export", help="write a trial's run config (default: the best) as YAML for `stt train`")
     ex.add_argument("--study", required=True)
@@ -244,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from search.space import SpaceError
+    from search.storage import StorageError
     from search.study import StudyError
     from stt.corpus import CorpusError
     from stt.layer_config import LayerConfigError
@@ -260,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (StudyError, SpaceError, CorpusError, LayerConfigError, FileNotFoundError, FileExistsError) as e:
+    except (StudyError, StorageError, SpaceError, CorpusError, LayerConfigError, FileNotFoundError, FileExistsError) as e:
         print(f"stt-search {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

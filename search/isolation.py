@@ -64,7 +64,7 @@ def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> di
     child.start()
     theirs.close()
     life_keep.close()
-    log.info("trial %s: training in process %d (%s)", job.get("trial"), child.pid, job["run_dir"])
+    log.info("trial %s: training in process %d (worker %d, %s)", job.get("trial"), child.pid, os.getpid(), job["run_dir"])
     try:
         while True:
             try:

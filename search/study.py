@@ -18,15 +18,12 @@ objective resumes it from its last epoch checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
 import signal
 import socket
-import sqlite3
+import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +33,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from search.objective import Objective
+from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
 from search.space import Space, load_space, max_feasible_stride, validate_space
 
 log = logging.getLogger("search")
-DEFAULT_STORAGE = "sqlite:///results/studies.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STUCK_AFTER = 20  # consecutive untrainable candidates (over budget, infeasible) after which a study gives up
 FAILED_AFTER = 5  # consecutive candidates that failed (at build or in training) after which a study gives up
@@ -48,40 +45,6 @@ COUNTED_FAILURES = ("error", "build_error")  # FAIL statuses that count towards 
 
 class StudyError(ValueError):
     """A study that cannot be launched/resumed/exported (one line, names the study or storage)."""
-
-
-@contextlib.contextmanager
-def _stable_enough():
-    """Heartbeats, retries and TPE's grouped sampling are what this module is built on; Optuna still labels them experimental."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-def redact(url: str) -> str:
-    """A storage URL fit to print: the password replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages.BaseStorage:
-    url = url or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write-ahead log: readers never block the writer, so local workers sharing one file do not lock up
-        with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-    try:
-        with _stable_enough():
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=heartbeat,
-                grace_period=heartbeat * 4,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            )
-    except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
-        raise StudyError(f"storage {redact(url)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})") from None
 
 
 class PerTrialSeeding(optuna.samplers.BaseSampler):
@@ -141,7 +104,7 @@ def _base_sampler(name: str, seed: int | None, n_startup: int):
     if name == "tpe":
         # multivariate + group: the space is conditional (branches exist only for some layer counts);
         # constant_liar: parallel workers do not all sample next to the same running trial
-        with _stable_enough():
+        with stable_enough():
             return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=n_startup,
                                               constant_liar=True)  # fmt: skip
     if name == "random":
@@ -187,6 +150,7 @@ class StudySettings:
     trial_seconds: float | None = None
     runs_dir: str = "results/runs"
     startup_trials: int | None = None  # random trials before TPE; None: default_startup_trials(trials)
+    heartbeat: int = 30  # seconds between a running trial's beats; a worker silent for 4 beats is presumed dead
 
     def to_attrs(self) -> dict:
         d = dict(self.__dict__)
@@ -280,7 +244,7 @@ def requeue_dead_trials(study: optuna.Study) -> list[int]:
     retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
     host = socket.gethostname()
     requeued = []
-    with _stable_enough():
+    with stable_enough():
         retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
     for t in study.get_trials(deepcopy=False):
         worker = t.user_attrs.get("worker", "")
@@ -295,7 +259,7 @@ def requeue_dead_trials(study: optuna.Study) -> list[int]:
         if dead or interrupted:
             retry(study, study._storage.get_trial(t._trial_id))
             requeued.append(t.number)
-    with _stable_enough():
+    with stable_enough():
         optuna.storages.fail_stale_trials(study)  # other hosts' trials, once their heartbeat is stale
     return requeued
 
@@ -349,6 +313,9 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     settings = StudySettings.from_attrs(study.user_attrs)
     settings.data_dir = data_dir or settings.data_dir
     settings.runs_dir = runs_dir or settings.runs_dir
+    if settings.heartbeat != 30 and isinstance(st, optuna.storages.RDBStorage):  # every worker beats at the study's pace
+        st = open_storage(storage, heartbeat=settings.heartbeat)
+        study = optuna.load_study(study_name=name, storage=st)
     space = load_space_text(settings)
     frontend = space.spec.get("frontend", "fbank")
     max_stride, feature_size = _feasibility(settings.data_dir, frontend)
@@ -399,10 +366,15 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
+    deadline = None if timeout is None else time.time() + timeout
     try:
-        # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
-        study.optimize(objective, n_trials=remaining + 10 * len(requeued) + 100, timeout=timeout,
-                       callbacks=[tell, stop_at_target, stop_if_stuck], catch=(Exception,), show_progress_bar=False)  # fmt: skip
+        while deadline is None or time.time() < deadline:
+            # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
+            study.optimize(objective, n_trials=settings.trials + 100, callbacks=[tell, stop_at_target, stop_if_stuck],
+                           timeout=None if deadline is None else deadline - time.time(), catch=(Exception,),
+                           show_progress_bar=False)  # fmt: skip
+            if failing or stuck or not _more_to_do(study, settings.trials, st, deadline):
+                break
     finally:
         signal.signal(signal.SIGTERM, previous)
     if failing:
@@ -412,6 +384,31 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         raise StudyError(f"study '{name}': the last {STUCK_AFTER} candidates from {settings.space_name} could not be "
                          f"trained (last: {stuck[0]}); loosen --max-params/--max-gflops or narrow the space")  # fmt: skip
     return study
+
+
+def _more_to_do(study: optuna.Study, target: int, storage, deadline: float | None) -> bool:
+    """After this worker's last trial: wait while other workers' trials run, in case one of them dies.
+
+    The target counts running trials, so a worker stops asking once enough are running; if one of those
+    workers then dies, its trial must still be finished. So a worker lingers until every running trial
+    has finished or been failed as dead (its pid gone on this host, or its heartbeat stale elsewhere) and
+    re-queued, and returns True when a re-queued copy is waiting for it. Storages without heartbeats
+    (the gRPC proxy) cannot tell a dead worker from a slow one: there it does not wait.
+    """
+    interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+    while deadline is None or time.time() < deadline:
+        requeue_dead_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return True
+        if sum(1 for t in trials if counts(t)) >= target:
+            return False
+        if not any(t.state == TrialState.RUNNING for t in trials):
+            return True  # short of the target with nothing running (a racer stepped aside): ask again
+        if not interval:
+            return False
+        time.sleep(min(interval, 5))
+    return False
 
 
 def _interrupt(signum, frame):

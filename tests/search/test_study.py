@@ -298,3 +298,32 @@ def test_workers_spread_over_gpus(monkeypatch):
     assert worker_devices(4, None, 2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
     assert worker_devices(3, None, 1) == ["cuda:0", "cuda:1", "cuda:0"]
     assert worker_devices(2, "cpu", 1) == ["cpu", "cpu"]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_s_trial_is_finished_by_another_live_worker(workdir):
+    import os
+
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 3").replace("[6000]", "[1500]"))
+    cmd = [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", "live",
+           "--trials", "3", "--sampler", "random", "--pruner", "none", "--seed", "5", "--workers", "2",
+           "--storage", storage]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers, victim, lines = {}, None, []
+    for line in proc.stderr:
+        lines.append(line)
+        if ": training in process " in line:  # "trial N: training in process P (worker W, RUN_DIR)"
+            workers[int(line.split(":")[0].split()[1])] = int(line.split("(worker ")[1].split(",")[0])
+        elif victim is None and ": epoch 1 dev WER" in line:  # a trial checkpointed: kill its worker
+            victim = int(line.split(":")[0].split()[1])
+            os.kill(workers[victim], signal.SIGKILL)
+    out = proc.stdout.read()
+    assert proc.wait() == 0, "".join(lines)[-3000:]
+    trials = optuna.load_study(study_name="live", storage=storage).trials
+    assert trials[victim].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].user_attrs["resumed"] is True
+    assert retry[0].user_attrs["worker"] != trials[victim].user_attrs["worker"]  # the survivor finished it
+    assert retry[0].user_attrs["epochs"] == 3 and "3/3 trials finished" in out
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3

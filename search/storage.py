@@ -1,0 +1,133 @@
+"""Where studies live: one URL, three kinds of storage.
+
+* ``sqlite:///results/studies.db`` (the default): one host. In WAL mode, so local workers that share
+  the file do not lock each other out (readers never block the writer).
+* ``postgresql://user:password@host/db``: many hosts. Opened through psycopg 3 with ``pool_pre_ping``
+  (a connection that died while idle is replaced before use), and every storage call that meets a
+  dropped connection or a lock timeout is retried with back-off, so workers ride out a server restart.
+* ``grpc://host:port``: Optuna's gRPC storage proxy (``stt-search storage-proxy``) in front of one of
+  the above, for hundreds of workers: they hold one connection to the proxy instead of one pool each
+  to the database.
+
+Passwords are never printed: every message goes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+log = logging.getLogger("search")
+DEFAULT_STORAGE = "sqlite:///results/studies.db"
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between attempts: rides out a ~30 s outage
+
+
+class StorageError(ValueError):
+    """A storage that cannot be opened (one line, names the URL without its password)."""
+
+
+def redact(url: str) -> str:
+    """A storage URL fit to print: the password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+@contextlib.contextmanager
+def stable_enough():
+    """Heartbeats, retries and TPE's grouped sampling are what the search is built on; Optuna still labels them experimental."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _transient(e: BaseException) -> bool:
+    """A dropped connection, a restarting server or a lock timeout: worth another try."""
+    import sqlalchemy.exc as sa
+
+    cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
+    if isinstance(cause, sa.DBAPIError) and cause.connection_invalidated:
+        return True
+    if isinstance(cause, (sa.OperationalError, sa.InterfaceError)):
+        return True
+    return False
+
+
+def _retrying(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:
+                if delay is None or not _transient(e):
+                    raise
+                log.warning("storage %s: %s; retrying in %.1f s (attempt %d)", redact(self.url),
+                            redact(str(e.__cause__ or e).splitlines()[0][:160]), delay, attempt + 2)  # fmt: skip
+                time.sleep(delay)
+
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose calls are retried with back-off on transient database errors.
+
+    A retried ``create_new_trial`` whose first attempt had committed before the connection dropped leaves
+    an orphan RUNNING trial; the heartbeat fails it later and it never counts towards the target.
+    """
+
+
+for _name, _fn in list(vars(optuna.storages.RDBStorage).items()):
+    if callable(_fn) and not _name.startswith("_") and _name not in ("remove_session", "get_heartbeat_interval",
+                                                                      "get_heartbeat_stale_trial_callback"):
+        setattr(RetryingRDBStorage, _name, _retrying(_fn))
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg://`` (SQLAlchemy would otherwise look for psycopg2)."""
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+
+
+def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages.BaseStorage:
+    """Open a storage URL; ``heartbeat``: seconds between a running trial's beats (RDB storages).
+
+    A trial whose worker stops beating for 4 heartbeats is failed and re-queued by the next worker that
+    asks for a trial; the copy resumes from the trial's last checkpoint.
+    """
+    url = given = url or DEFAULT_STORAGE
+    try:
+        if url.startswith("grpc://"):
+            host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
+            return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
+        kwargs = {}
+        if url.startswith("sqlite:///"):
+            path = Path(url[len("sqlite:///") :])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            kwargs = {"connect_args": {"timeout": 60}}
+        elif url.startswith(("postgres://", "postgresql")):
+            url = normalise_url(url)
+            kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        with stable_enough():
+            return RetryingRDBStorage(url, heartbeat_interval=heartbeat, grace_period=heartbeat * 4,
+                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                                      engine_kwargs=kwargs or None)  # fmt: skip
+    except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
+        raise StorageError(f"storage {redact(given)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})") from None
+
+
+def serve_proxy(url: str, host: str = "localhost", port: int = 13000) -> None:
+    """Serve a storage to gRPC clients (``grpc://HOST:PORT``) until interrupted."""
+    from optuna.storages import run_grpc_proxy_server
+
+    storage = open_storage(url)
+    log.info("storage proxy for %s on grpc://%s:%d", redact(url), host, port)
+    run_grpc_proxy_server(storage, host=host, port=port)

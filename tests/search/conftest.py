@@ -1,0 +1,87 @@
+"""A real PostgreSQL server for the storage tests: initdb in a temporary folder, loopback only, stopped at the end.
+
+CI installs Debian's ``postgresql`` package (``.ci/run``); on a machine without it these tests skip,
+except under CI, where a missing server is a failure.
+"""
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def _bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("pg_ctl")
+    return Path(on_path).parent if on_path else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresServer:
+    def __init__(self, bindir: Path, base: Path, port: int, as_user: list[str]):
+        self.bindir, self.base, self.port, self.as_user = bindir, base, port, as_user
+        self.data, self.sock = base / "data", base / "sock"
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/stt"
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / tool), *args], check=True, capture_output=True, text=True)
+
+    def _ctl(self, action: str, *extra: str) -> None:
+        opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-o", opts, "-w", *extra, action)
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def restart(self) -> None:
+        """Drop every connection and come back (``-m fast``: active sessions are terminated)."""
+        self._ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        self._ctl("stop", "-m", "fast")
+
+    def connections(self) -> int:
+        out = subprocess.run([*self.as_user, str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                              "postgres", "-d", "stt", "-Atc", "select count(*) from pg_stat_activity where datname='stt'"],
+                             check=True, capture_output=True, text=True)  # fmt: skip
+        return int(out.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    bindir = _bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="stt-pg-"))
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: the server runs as the postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+    server = PostgresServer(bindir, base, _free_port(), as_user)
+    server.sock.mkdir()
+    if as_user:
+        shutil.chown(server.sock, "postgres")
+    server._run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    server.start()
+    try:
+        server._run("createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "stt")
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)

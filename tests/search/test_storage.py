@@ -1,0 +1,117 @@
+"""Storages: a real PostgreSQL shared by worker processes (a restart included), the gRPC proxy, SQLite in WAL."""
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from search.storage import normalise_url, open_storage
+
+SPACE = """
+frontend: fbank
+width: [32, 48]
+layers: {low: 1, high: 2}
+layer: {stride: [1, 2], branches: {low: 1, high: 2}, d_ff: [1]}
+branch:
+  type: [conv_block, separable_conv_block, attention_conv_block, conv_attention_conv_block]
+  kernel: [3, 5]
+  dilation: [1, 2]
+  glu: [false, true]
+  heads: [2, 4]
+  dropout: 0.0
+train: {lr: {low: 0.003, high: 0.01, log: true}, batch_frames: [6000], epochs: %d}
+"""
+
+
+@pytest.fixture
+def workdir(tiny_corpus, tmp_path, monkeypatch):
+    shutil.copytree(tiny_corpus, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _launch(study, storage, trials, workers, workdir, epochs=1):
+    """The command that launches ``workers`` local worker processes on a new study."""
+    (workdir / "space.yaml").write_text(SPACE % epochs)
+    return [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", study,
+           "--trials", str(trials), "--seed", "0", "--pruner", "none", "--workers", str(workers), "--storage", storage]  # fmt: skip
+
+
+def _check_exact(study, storage, trials):
+    all_trials = optuna.load_study(study_name=study, storage=open_storage(storage)).trials
+    counted = [t for t in all_trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == trials, [(t.number, t.state.name, t.user_attrs.get("status")) for t in all_trials]
+    trained = [t.user_attrs["config_hash"] for t in counted if "duplicate_of" not in t.user_attrs]
+    assert len(trained) == len(set(trained)), "a config was trained twice"
+    for t in counted:  # every finished trial's config and metrics are in the database
+        assert json.loads(t.user_attrs["config"])["model"]["layers"] and t.user_attrs["dev_wer"] is not None
+        assert t.user_attrs["epochs"] >= 1 and t.user_attrs["params"] > 0
+    return counted
+
+
+def test_postgresql_urls_use_psycopg_3():
+    assert normalise_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert normalise_url("postgres://h/db") == "postgresql+psycopg://h/db"
+    assert normalise_url("postgresql+psycopg://h/db") == "postgresql+psycopg://h/db"
+
+
+def test_sqlite_storage_is_in_wal_mode(tmp_path):
+    open_storage(f"sqlite:///{tmp_path}/s.db")
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.slow
+def test_three_workers_share_a_twelve_trial_postgresql_study(workdir, postgres):
+    cmd = _launch("pg12", postgres.url, 12, 3, workdir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counted = _check_exact("pg12", postgres.url, 12)
+    assert len({t.user_attrs["worker"] for t in counted}) == 3
+    assert "12/12 trials finished" in proc.stdout
+
+
+@pytest.mark.slow
+def test_workers_ride_out_a_postgresql_restart(workdir, postgres):
+    cmd = _launch("pgrestart", postgres.url, 6, 3, workdir, epochs=2)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, restarted = [], False
+    for line in proc.stderr:  # the workers' logs come through the launcher's stderr
+        lines.append(line)
+        if ": epoch 1 dev WER" in line:  # trials are running: take the database away under them
+            postgres.restart()
+            restarted = True
+            break
+    assert restarted, "".join(lines)[-3000:]
+    lines += proc.stderr.readlines()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=900) == 0, "".join(lines)[-3000:]
+    _check_exact("pgrestart", postgres.url, 6)
+    assert "6/6 trials finished" in out
+
+
+@pytest.mark.slow
+def test_workers_through_the_grpc_storage_proxy(workdir):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = f"sqlite:///{workdir}/proxied.db"
+    proxy = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--storage", backend, "--port", str(port)],
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for line in proxy.stderr:  # serving once it says where
+            if "storage proxy for" in line:
+                break
+        url = f"grpc://localhost:{port}"
+        proc = subprocess.run(_launch("viaproxy", url, 3, 2, workdir), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        proxy.terminate()
+        proxy.wait()
+    _check_exact("viaproxy", backend, 3)  # the trials landed in the database behind the proxy
