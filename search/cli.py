@@ -42,8 +42,10 @@ def _worker(args) -> int:
     """One worker: join the study and train its trials until the target is met (no leaderboard)."""
     from search.study import DEFAULT_STORAGE, count_finished, read_settings, redact, run_study
 
+    if args.workers > 1:
+        return _run_workers(None, args)
     study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
-                      data_dir=args.data, runs_dir=args.runs_dir)  # fmt: skip
+                      data_dir=args.data, runs_dir=args.runs_dir, dry_run=args.dry_run)  # fmt: skip
     print(f"worker done: study '{study.study_name}' has {count_finished(study)}/{read_settings(study).trials} trials "
           f"finished; storage {redact(args.storage or DEFAULT_STORAGE)}")  # fmt: skip
     return 0
@@ -67,7 +69,7 @@ def _run_workers(study, args) -> int:
 
     storage = args.storage or DEFAULT_STORAGE
     # resume's --data/--runs-dir are this host's mounts, passed on; launch's are in the study already
-    data, runs = (args.data, args.runs_dir) if args.command == "resume" else (None, None)
+    data, runs = (args.data, args.runs_dir) if args.command in ("resume", "worker") else (None, None)
     procs = []
     for i, dev in enumerate(worker_devices(args.workers, args.device, args.trials_per_device)):
         cmd = [sys.executable, "-m", "search.cli", "worker", "--study", args.study, "--storage", storage]
@@ -176,14 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     def storage(sp):
         sp.add_argument("--storage", default=None, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... for many hosts)")
 
-    def device(sp, workers=True):
+    def device(sp):
         sp.add_argument("--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)")
         sp.add_argument("--in-process", action="store_true",
                         help="train trials in this process instead of one child process each (debugging; memory grows)")
-        if workers:
-            sp.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this one)")
-            sp.add_argument("--trials-per-device", type=int, default=1,
-                            help="with --workers and several GPUs: workers per GPU (default 1)")
+        sp.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this one)")
+        sp.add_argument("--trials-per-device", type=int, default=1,
+                        help="with --workers and several GPUs: workers per GPU (default 1)")
 
     def mounts(sp):
         sp.add_argument("--data", default=None, help="where this host mounts the study's data folder (default: the study's)")
@@ -225,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     wo.add_argument("--study", required=True)
     wo.add_argument("--timeout", type=float, default=None)
     storage(wo)
-    device(wo, workers=False)
+    device(wo)
     mounts(wo)
+    wo.add_argument("--dry-run", type=float, default=None, metavar="SECONDS",
+                    help="load test: sample and build each candidate, wait SECONDS, train nothing")
     wo.set_defaults(func=_worker)
 
     sp = sub.add_parser("storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 
 from search.isolation import ChildDied, ChildFailed, ChildInfeasible, hold_run_dir, train_in_child
 from search.space import Space, sample_config
+from search.trials import in_play, process_namespace
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.train import InfeasibleError, Trainer
 
@@ -67,6 +69,7 @@ class Objective:
     device: str | None = None
     target: int | None = None  # the study's target: a trial started beyond it (workers racing) is not trained
     isolate: bool = True  # train each trial in a child process (memory and CUDA state return after every trial)
+    dry_run: float | None = None  # load tests: sample, build on meta, sleep this long, score by the config hash
     progress: bool = False
     log: list = field(default_factory=list)
     _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
@@ -103,6 +106,7 @@ class Objective:
         trial.set_user_attr("config", json.dumps(run.to_dict()))
         trial.set_user_attr("config_hash", h)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker_ns", process_namespace())  # whether a resumer may judge this pid
 
         try:
             with torch.device("meta"):  # shapes only: counting needs no weights, and the Trainer builds the real model
@@ -124,6 +128,12 @@ class Objective:
                 over.append(f"{gflops:.3f} GFLOPs/s > --max-gflops {self.max_gflops}")
         if over:
             return self._stop(trial, "over_budget", "; ".join(over))
+
+        if self.dry_run is not None:  # the storage's side of a trial without its training
+            time.sleep(self.dry_run)
+            trial.set_user_attr("status", "dry_run")
+            trial.set_user_attr("dev_wer", int(h[:8], 16) / 16**8)
+            return self._values(trial.user_attrs)
 
         dup = self._find_duplicate(trial, h)
         if dup is not None:
@@ -200,8 +210,6 @@ class Objective:
     def _beyond_target(self, trial) -> bool:
         if not self.target:
             return False
-        from search.study import in_play
-
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number and in_play(t))
         return ahead >= self.target
 

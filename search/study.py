@@ -33,14 +33,13 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from search.objective import Objective
+from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
 from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
 from search.space import Space, load_space, max_feasible_stride, validate_space
 
 log = logging.getLogger("search")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STUCK_AFTER = 20  # consecutive untrainable candidates (over budget, infeasible) after which a study gives up
 FAILED_AFTER = 5  # consecutive candidates that failed (at build or in training) after which a study gives up
-COUNTED_FAILURES = ("error", "build_error")  # FAIL statuses that count towards the target (not killed workers)
 
 
 class StudyError(ValueError):
@@ -229,49 +228,35 @@ def load_space_text(settings: StudySettings) -> Space:
     return Space(validate_space(yaml.safe_load(settings.space_text), settings.space_name), settings.space_name, settings.space_text)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def requeue_dead_trials(study: optuna.Study) -> list[int]:
-    """Fail and re-queue RUNNING trials whose worker process on this host is gone, and Ctrl-C'd trials."""
-    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
-    host = socket.gethostname()
+    """Fail and re-queue RUNNING trials whose worker process is gone, and Ctrl-C'd trials.
+
+    "Gone" is decided by pid only for workers in this very pid namespace (same kernel boot, same
+    namespace: containers often share a hostname, and a pid means nothing across namespaces); the
+    others are failed once their heartbeat is stale.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    here = process_namespace()
     requeued = []
     with stable_enough():
         retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
-    for t in study.get_trials(deepcopy=False):
-        worker = t.user_attrs.get("worker", "")
-        w_host, _, pid = worker.rpartition(":")
-        dead = t.state == TrialState.RUNNING and w_host == host and pid.isdigit() and not _pid_alive(int(pid))
+    for t in trials:
+        pid = t.user_attrs.get("worker", "").rpartition(":")[2]
+        dead = (t.state == TrialState.RUNNING and t.user_attrs.get("worker_ns") == here and pid.isdigit()
+                and not pid_alive(int(pid)))  # fmt: skip
         interrupted = t.state == TrialState.FAIL and t.user_attrs.get("status") == "interrupted" and t.number not in retried
         if dead:
             try:
-                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another resumer got there first
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):  # already finished: another resumer got there first
+                continue
         if dead or interrupted:
-            retry(study, study._storage.get_trial(t._trial_id))
+            retry(study, study.get_trials(deepcopy=False)[t.number])  # a trial's number is its index
             requeued.append(t.number)
     with stable_enough():
         optuna.storages.fail_stale_trials(study)  # other hosts' trials, once their heartbeat is stale
     return requeued
-
-
-def counts(t) -> bool:
-    """A trial that counts towards the target: complete, pruned, or failed on its own (not a killed worker's)."""
-    return t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("status") in COUNTED_FAILURES)
-
-
-def in_play(t) -> bool:
-    """Counted, or on its way to be: running, or waiting to run (enqueued, re-queued)."""
-    return counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
 def count_finished(study: optuna.Study) -> int:
@@ -296,7 +281,7 @@ def run_key(study: optuna.Study) -> str:
 
 def run_study(name: str, storage: str | None = None, timeout: float | None = None, progress: bool = True,
               device: str | None = None, isolate: bool = True, data_dir: str | None = None,
-              runs_dir: str | None = None) -> optuna.Study:  # fmt: skip
+              runs_dir: str | None = None, dry_run: float | None = None) -> optuna.Study:  # fmt: skip
     """Run (or continue) a stored study until it has its target number of finished trials.
 
     Args:
@@ -326,7 +311,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
     objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=settings.runs_dir, run_key=run_key(study),
-                          target=settings.trials, isolate=isolate,
+                          target=settings.trials, isolate=isolate, dry_run=dry_run,
                           objectives=tuple(settings.objectives), max_total_stride=max_stride,
                           max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
                           trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,

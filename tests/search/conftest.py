@@ -59,14 +59,12 @@ class PostgresServer:
         return int(out.stdout.strip())
 
 
-@pytest.fixture(scope="session")
-def postgres():
+def start_postgres(base: Path | None = None) -> PostgresServer | None:
+    """initdb and start a loopback server with an empty database ``stt``; None when PostgreSQL is not installed."""
     bindir = _bindir()
     if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="stt-pg-"))
+        return None
+    base = Path(base or tempfile.mkdtemp(prefix="stt-pg-"))
     as_user = []
     if os.geteuid() == 0:  # initdb refuses to run as root: the server runs as the postgres user
         as_user = ["runuser", "-u", "postgres", "--"]
@@ -77,11 +75,25 @@ def postgres():
         shutil.chown(server.sock, "postgres")
     server._run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
     server.start()
+    server._run("createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "stt")
+    return server
+
+
+def stop_postgres(server: PostgresServer) -> None:
     try:
-        server._run("createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "stt")
+        server.stop()
+    finally:
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = start_postgres()
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    try:
         yield server
     finally:
-        try:
-            server.stop()
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+        stop_postgres(server)

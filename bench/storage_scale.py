@@ -1,0 +1,115 @@
+"""Many workers on one study, simulated: N `stt-search worker --dry-run` processes against PostgreSQL,
+once directly and once through the gRPC storage proxy.
+
+    python bench/storage_scale.py [--workers 64] [--trials-per-worker 10] [--sleep 0.2]
+
+A dry-run worker samples and builds each candidate (on the meta device) and waits instead of training,
+so only the storage is under load. It starts its own PostgreSQL server on loopback (Debian's package),
+and reports, per mode: trials/s between the first trial's start and the last one's end, the most
+database connections seen open at once, and duplicates (a config trained twice) and losses (target
+not met, trials left running) - both must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.search.conftest import start_postgres, stop_postgres  # noqa: E402
+
+
+def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, args) -> dict:
+    import optuna
+
+    from search.study import create_study, open_storage, settings_from_space
+
+    study = f"scale-{name}"
+    target = args.workers * args.trials_per_worker
+    settings = settings_from_space(str(ROOT / "spaces" / "small.yaml"), str(data), target, sampler="random",
+                                   pruner="none", seed=0, runs_dir=str(runs))  # fmt: skip
+    create_study(study, settings, db_url)
+    peak, stop = [0], threading.Event()
+
+    def watch():  # open connections to the study database, sampled while the workers run
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], server.connections())
+            except subprocess.CalledProcessError:
+                pass
+            stop.wait(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", url, "--device", "cpu",
+           "--dry-run", str(args.sleep)]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)]
+    errors = [p.communicate()[1] for p in procs]
+    wall = time.time() - t0
+    stop.set()
+    failed = [e[-300:] for p, e in zip(procs, errors) if p.returncode != 0]
+    trials = optuna.load_study(study_name=study, storage=open_storage(db_url)).trials
+    counted = [t for t in trials if t.state.name == "COMPLETE"]
+    hashes = collections.Counter(t.user_attrs.get("config_hash") for t in counted)
+    starts = [t.datetime_start for t in counted if t.datetime_start]
+    ends = [t.datetime_complete for t in counted if t.datetime_complete]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
+    return {
+        "mode": name, "workers": args.workers, "target": target, "complete": len(counted),
+        "trials_per_s": len(counted) / span, "wall_s": wall, "peak_connections": peak[0],
+        "duplicates": sum(n - 1 for n in hashes.values()),
+        "lost": target - len(counted) + sum(t.state.name == "RUNNING" for t in trials),
+        "failed_workers": len(failed), "first_failure": failed[0] if failed else "",
+        "locked_errors": sum(e.count("database is locked") for e in errors),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=64)
+    p.add_argument("--trials-per-worker", type=int, default=10)
+    p.add_argument("--sleep", type=float, default=0.2, help="seconds each dry-run trial waits")
+    p.add_argument("--port", type=int, default=13917, help="gRPC proxy port")
+    args = p.parse_args()
+    server = start_postgres()
+    if server is None:
+        sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
+    proxy = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "corpus"
+            from stt.synth import SynthSettings, prepare_synth
+
+            prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2,
+                          progress=False)  # fmt: skip
+            rows = [run_mode("direct", server.url, server.url, server, data, Path(tmp) / "runs", args)]
+            proxy = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--storage", server.url,
+                                      "--port", str(args.port)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+            for line in proxy.stderr:
+                if "storage proxy for" in line:
+                    break
+            rows.append(run_mode("grpc-proxy", f"grpc://localhost:{args.port}", server.url, server, data,
+                                 Path(tmp) / "runs", args))  # fmt: skip
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
+        stop_postgres(server)
+    print(f"{'mode':11s} {'workers':>7s} {'complete':>9s} {'trials/s':>9s} {'peak conns':>10s} {'dups':>5s} {'lost':>5s} "
+          f"{'failed workers':>14s}")  # fmt: skip
+    for r in rows:
+        print(f"{r['mode']:11s} {r['workers']:7d} {r['complete']:5d}/{r['target']:<4d}{r['trials_per_s']:9.1f} "
+              f"{r['peak_connections']:10d} {r['duplicates']:5d} {r['lost']:5d} {r['failed_workers']:14d}")  # fmt: skip
+        if r["first_failure"]:
+            print(f"  first failure ({r['mode']}): {r['first_failure']}")
+
+
+if __name__ == "__main__":
+    main()
