@@ -35,34 +35,41 @@ def _architecture(config_json: str | None) -> dict:
     return row
 
 
-def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
-    """One row per trial: state, metrics, status and the flattened architecture."""
-    st = open_storage(storage)
+_USER_COLUMNS = ("status", "reason", "dev_wer", "dev_cer", "test_wer", "test_cer", "params", "gflops_per_second",
+                 "epochs", "wall_seconds", "audio_seconds_per_second", "device", "precision", "version", "run_dir",
+                 "duplicate_of", "config_hash", "worker")  # fmt: skip
+
+
+def load(study_name: str, storage: str | None = None) -> optuna.Study:
     try:
-        study = optuna.load_study(study_name=study_name, storage=st)
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
         raise StudyError(f"no study '{study_name}' in {redact(storage or DEFAULT_STORAGE)}") from None
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        ua = t.user_attrs
-        row = {
-            "study": study_name, "trial": t.number, "state": t.state.name,
-            "value": t.values[0] if t.values else None,
-            "status": ua.get("status") or t.state.name.lower(), "reason": ua.get("reason", ""),
-            "dev_wer": ua.get("dev_wer"), "dev_cer": ua.get("dev_cer"), "test_wer": ua.get("test_wer"),
-            "test_cer": ua.get("test_cer"), "params": ua.get("params"), "gflops_per_second": ua.get("gflops_per_second"),
-            "epochs": ua.get("epochs", len(t.intermediate_values)), "wall_seconds": ua.get("wall_seconds"),
-            "audio_seconds_per_second": ua.get("audio_seconds_per_second"), "device": ua.get("device"),
-            "version": ua.get("version"), "run_dir": ua.get("run_dir"), "duplicate_of": ua.get("duplicate_of"),
-            "retry_of": t.system_attrs.get("failed_trial"), "config_hash": ua.get("config_hash"),
-            "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
-        }  # fmt: skip
-        if t.values and len(t.values) > 1:
-            for i, v in enumerate(t.values):
-                row[f"value_{i}"] = v
-        row.update(_architecture(ua.get("config")))
-        rows.append(row)
-    return pd.DataFrame(rows)
+
+
+def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
+    """One row per trial: Optuna's ``trials_dataframe`` plus metrics, status and the flattened architecture."""
+    study = load(study_name, storage)
+    raw = study.trials_dataframe(attrs=("number", "state", "values", "datetime_start", "datetime_complete",
+                                        "user_attrs", "system_attrs"), multi_index=False)  # fmt: skip
+    if raw.empty:
+        return pd.DataFrame(columns=["study", "trial", "state", "value", *_USER_COLUMNS])
+    df = pd.DataFrame({"study": study_name, "trial": raw["number"], "state": raw["state"]})
+    values = [c for c in raw.columns if c == "value" or c.startswith("values_")]
+    df["value"] = raw[values[0]] if values else None
+    if len(values) > 1:
+        for i, c in enumerate(values):
+            df[f"value_{i}"] = raw[c]
+    for c in _USER_COLUMNS:
+        df[c] = raw[f"user_attrs_{c}"] if f"user_attrs_{c}" in raw else None
+    df["status"] = df["status"].where(df["status"].notna(), raw["state"].str.lower())
+    df["reason"] = df["reason"].fillna("")
+    df["epochs"] = df["epochs"].where(df["epochs"].notna(), [len(t.intermediate_values) for t in study.trials])
+    df["retry_of"] = raw["system_attrs_failed_trial"] if "system_attrs_failed_trial" in raw else None
+    df["datetime_start"], df["datetime_complete"] = raw["datetime_start"], raw["datetime_complete"]
+    arch = pd.DataFrame([_architecture(c) for c in (raw["user_attrs_config"] if "user_attrs_config" in raw
+                                                      else [None] * len(raw))], index=df.index)  # fmt: skip
+    return pd.concat([df, arch], axis=1)
 
 
 def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
@@ -101,17 +108,19 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "trials.csv", index=False)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, g in df.groupby("study"):
-        for status, gg in g.groupby("status"):
-            ax.scatter(gg["trial"], gg["dev_wer"] * 100, label=f"{name}: {status}", s=25)
-        done = g.dropna(subset=["dev_wer"]).sort_values("trial")
-        ax.plot(done["trial"], done["dev_wer"].cummin() * 100, lw=1)
-    ax.set(xlabel="trial", ylabel="dev WER (%)", title="history (line: best so far)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=100)
-    plt.close(fig)
+    import warnings
+
+    from optuna.visualization import matplotlib as ovm
+
+    loaded = [load(n, storage) for n in studies]
+    with warnings.catch_warnings():  # Optuna labels its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = ovm.plot_optimization_history(loaded if len(loaded) > 1 else loaded[0],
+                                           target=lambda t: t.values[0], target_name="dev WER")  # fmt: skip
+    ax.figure.set_size_inches(7, 4)
+    ax.figure.tight_layout()
+    ax.figure.savefig(out / "history.png", dpi=100)
+    plt.close(ax.figure)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, g in df.groupby("study"):
         ax.scatter(g["params"], g["dev_wer"] * 100, label=name, s=25)
@@ -123,9 +132,8 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
     fig.savefig(out / "wer_vs_params.png", dpi=100)
     plt.close(fig)
     importances = {}
-    for name in studies:
+    for name, study in zip(studies, loaded):
         try:
-            study = optuna.load_study(study_name=name, storage=open_storage(storage))
             importances[name] = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
         except (RuntimeError, ValueError, ZeroDivisionError) as e:  # too few complete trials
             importances[name] = {"(not enough complete trials)": str(e)[:80]}

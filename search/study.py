@@ -322,17 +322,22 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     if remaining <= 0:
         return study
 
-    def stop_at_target(study, trial):
-        # running trials count too: when they finish the target is met, so asking for another would overshoot it
-        if sum(1 for t in study.get_trials(deepcopy=False) if in_play(t)) >= settings.trials:
-            study.stop()
-
     stuck: list[str] = []
     failing: list[str] = []
 
-    def stop_if_stuck(study, trial):
+    def after_trial(study, trial):
+        """Log the trial; stop at the target, or when candidates keep failing. One read of the trial list."""
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if counts(t)]
+        ua = trial.user_attrs
+        wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
+        why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
+        log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, trial.state.name.lower(), wer,
+                 why, len(done), settings.trials, rss_mb())  # fmt: skip
+        # running trials count too: when they finish the target is met, so asking for another would overshoot it
+        if sum(1 for t in trials if in_play(t)) >= settings.trials:
+            study.stop()
         # over-budget/infeasible candidates cost nothing, so a space that yields only those would spin to its target
-        done = [t for t in study.get_trials(deepcopy=False) if counts(t)]
         tail = done[-STUCK_AFTER:]
         if len(tail) == STUCK_AFTER and all(t.user_attrs.get("status") in ("over_budget", "infeasible") for t in tail):
             stuck.append(tail[-1].user_attrs.get("reason", ""))
@@ -342,20 +347,13 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
             failing.append(tail[-1].user_attrs.get("reason", ""))  # a bug or a broken file: stop, don't burn the target
             study.stop()
 
-    def tell(study, trial):
-        ua = trial.user_attrs
-        wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
-        why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
-        log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, trial.state.name.lower(), wer,
-                 why, count_finished(study), settings.trials, rss_mb())  # fmt: skip
-
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
     deadline = None if timeout is None else time.time() + timeout
     try:
         while deadline is None or time.time() < deadline:
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
-            study.optimize(objective, n_trials=settings.trials + 100, callbacks=[tell, stop_at_target, stop_if_stuck],
+            study.optimize(objective, n_trials=settings.trials + 100, callbacks=[after_trial],
                            timeout=None if deadline is None else deadline - time.time(), catch=(Exception,),
                            show_progress_bar=False)  # fmt: skip
             if failing or stuck or not _more_to_do(study, settings.trials, st, deadline):

@@ -243,18 +243,18 @@ def test_candidates_that_fail_at_build_count_and_five_in_a_row_stop_the_study(wo
 def test_three_local_workers_share_one_sqlite_study_exactly(workdir):
     storage = f"sqlite:///{workdir}/db.sqlite"
     proc = subprocess.run([sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data",
-                           "--study", "w3", "--trials", "6", "--seed", "0", "--pruner", "none", "--workers", "3",
+                           "--study", "w3", "--trials", "12", "--seed", "0", "--pruner", "none", "--workers", "3",
                            "--storage", storage], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stderr
     trials = optuna.load_study(study_name="w3", storage=storage).trials
     counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(counted) == 6, [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
+    assert len(counted) == 12, [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
     workers = {t.user_attrs["worker"] for t in counted}
     assert len(workers) == 3  # all three took part
     trained = [t.user_attrs["config_hash"] for t in counted if "duplicate_of" not in t.user_attrs]
     assert len(trained) == len(set(trained)), "a config was trained twice"
-    assert "6/6 trials finished" in proc.stdout
+    assert "12/12 trials finished" in proc.stdout
 
 
 def test_a_recreated_study_never_resumes_the_old_ones_checkpoints(tmp_path):
