@@ -115,11 +115,12 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
     loaded = [load(n, storage) for n in studies]
     with warnings.catch_warnings():  # Optuna labels its matplotlib plots experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = ovm.plot_optimization_history(loaded if len(loaded) > 1 else loaded[0],
-                                           target=lambda t: t.values[0], target_name="dev WER")  # fmt: skip
+        # single-objective studies get Optuna's best-so-far line; a Pareto study is plotted by its first objective
+        single = all(len(st.directions) == 1 for st in loaded)
+        ax = ovm.plot_optimization_history(loaded if len(loaded) > 1 else loaded[0], target_name="dev WER",
+                                           target=None if single else (lambda t: t.values[0]))  # fmt: skip
     ax.figure.set_size_inches(7, 4)
-    ax.figure.tight_layout()
-    ax.figure.savefig(out / "history.png", dpi=100)
+    ax.figure.savefig(out / "history.png", dpi=100, bbox_inches="tight")
     plt.close(ax.figure)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, g in df.groupby("study"):
