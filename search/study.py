@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import time
 import uuid
 from dataclasses import dataclass
