@@ -21,31 +21,34 @@ def _launch(args) -> int:
         heartbeat=args.heartbeat,
     )  # fmt: skip
     if args.workers > 1:
-        study = create_study(args.study, settings, args.storage)
-        return _run_workers(study, args)
+        create_study(args.study, settings, args.storage)
+        return _run_workers(args)
     study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device,
                    isolate=not args.in_process)  # fmt: skip
     return _after_run(study, args)
 
 
-def _resume(args) -> int:
+def _join(args, **extra):
+    """Work on an existing study from this process (resume and worker alike), with this host's mounts."""
     from search.study import run_study
 
+    return run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
+                     data_dir=args.data, runs_dir=args.runs_dir, **extra)  # fmt: skip
+
+
+def _resume(args) -> int:
     if args.workers > 1:
-        return _run_workers(None, args)
-    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
-                      data_dir=args.data, runs_dir=args.runs_dir)  # fmt: skip
-    return _after_run(study, args)
+        return _run_workers(args)
+    return _after_run(_join(args), args)
 
 
 def _worker(args) -> int:
     """One worker: join the study and train its trials until the target is met (no leaderboard)."""
-    from search.study import DEFAULT_STORAGE, count_finished, read_settings, redact, run_study
+    from search.study import DEFAULT_STORAGE, count_finished, read_settings, redact
 
     if args.workers > 1:
-        return _run_workers(None, args)
-    study = run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
-                      data_dir=args.data, runs_dir=args.runs_dir, dry_run=args.dry_run)  # fmt: skip
+        return _run_workers(args)
+    study = _join(args, dry_run=args.dry_run)
     print(f"worker done: study '{study.study_name}' has {count_finished(study)}/{read_settings(study).trials} trials "
           f"finished; storage {redact(args.storage or DEFAULT_STORAGE)}")  # fmt: skip
     return 0
@@ -61,7 +64,7 @@ def worker_devices(workers: int, device: str | None, per_device: int) -> list[st
     return [gpus[(i // per_device) % len(gpus)] for i in range(workers)]
 
 
-def _run_workers(study, args) -> int:
+def _run_workers(args) -> int:
     """``--workers N``: N local `stt-search worker` processes on one study; waits for all of them."""
     import subprocess
 
@@ -214,20 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     device(la)
     la.set_defaults(func=_launch)
 
+    def joins(sp):  # the options of a command that works on an existing study
+        sp.add_argument("--study", required=True)
+        sp.add_argument("--timeout", type=float, default=None)
+        storage(sp)
+        device(sp)
+        mounts(sp)
+
     re = sub.add_parser("resume", help="continue a study towards its target (re-queues trials of dead workers)")
-    re.add_argument("--study", required=True)
-    re.add_argument("--timeout", type=float, default=None)
-    storage(re)
-    device(re)
-    mounts(re)
+    joins(re)
     re.set_defaults(func=_resume)
 
     wo = sub.add_parser("worker", help="join a study from any machine and train its trials until the target is met")
-    wo.add_argument("--study", required=True)
-    wo.add_argument("--timeout", type=float, default=None)
-    storage(wo)
-    device(wo)
-    mounts(wo)
+    joins(wo)
     wo.add_argument("--dry-run", type=float, default=None, metavar="SECONDS",
                     help="load test: sample and build each candidate, wait SECONDS, train nothing")
     wo.set_defaults(func=_worker)
