@@ -270,17 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _not_interrupted(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 def main(argv: list[str] | None = None) -> int:
-    from search.space import SpaceError
-    from search.storage import StorageError
-    from search.study import StudyError
-    from stt.corpus import CorpusError
-    from stt.layer_config import LayerConfigError
+    from stt.errors import STTError, one_line
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a trial stopped by Ctrl-C as a failure with its whole traceback; the one line below says it
+    optuna.logging.get_logger("optuna").addFilter(_not_interrupted)
     import warnings
 
     # Optuna flags heartbeats/retries as experimental and importance estimates on few trials; the CLI says what matters
@@ -289,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (StudyError, StorageError, SpaceError, CorpusError, LayerConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"stt-search {args.command}: error: {e}", file=sys.stderr)
+    except STTError as e:
+        print(f"stt-search {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stt-search {args.command}: interrupted; the current trial is marked and `stt-search resume` continues it",

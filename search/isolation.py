@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -26,6 +25,8 @@ import threading
 import traceback
 from pathlib import Path
 from typing import Callable
+
+from stt.files import locked
 
 _ctx = None
 log = logging.getLogger("search")
@@ -112,18 +113,18 @@ def hold_run_dir(run_dir: str | Path):
     partition): the second one must not write the same checkpoints, so it fails at once, naming the dir.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+") as fh:
+    lock = run_dir / ".lock"
+    held = contextlib.ExitStack()
+    try:
+        fd = held.enter_context(locked(lock, wait=False))
+    except BlockingIOError:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            raise RunDirBusy(f"run directory {run_dir} is in use by another training process "
-                             f"({fh.read().strip() or 'unknown'})") from None  # fmt: skip
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{socket.gethostname()}:{os.getpid()}\n")
-        fh.flush()
+            holder = lock.read_text().strip()
+        except OSError:
+            holder = ""
+        raise RunDirBusy(f"run directory {run_dir} is in use by another training process ({holder or 'unknown'})") from None
+    with held:
+        os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
         yield
 
 

@@ -44,9 +44,10 @@ import yaml
 from stt.blocks import BLOCKS
 from stt.layer_config import load_layer_config
 from stt.run_config import RunConfig, TrainConfig
+from stt.errors import ConfigError
 
 
-class SpaceError(ValueError):
+class SpaceError(ConfigError):
     """An invalid space file (the message names the file and key)."""
 
 

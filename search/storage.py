@@ -26,12 +26,14 @@ from pathlib import Path
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from stt.errors import StudyError
+
 log = logging.getLogger("search")
 DEFAULT_STORAGE = "sqlite:///results/studies.db"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between attempts: rides out a ~30 s outage
 
 
-class StorageError(ValueError):
+class StorageError(StudyError):
     """A storage that cannot be opened (one line, names the URL without its password)."""
 
 
@@ -115,13 +117,33 @@ def open_storage(url: str | None = None, heartbeat: int = 30) -> optuna.storages
             kwargs = {"connect_args": {"timeout": 60}}
         elif url.startswith(("postgres://", "postgresql")):
             url = normalise_url(url)
-            kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-        with stable_enough():
-            return RetryingRDBStorage(url, heartbeat_interval=heartbeat, grace_period=heartbeat * 4,
-                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                                      engine_kwargs=kwargs or None)  # fmt: skip
+            # A worker keeps one connection; the heartbeat thread borrows a second only while it beats.
+            # SQLAlchemy's default (5 kept + 10 overflow) made 64 workers exceed the server's 100 clients.
+            kwargs = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": 4, "connect_args": {"connect_timeout": 10}}
+        return _open_rdb(url, heartbeat, kwargs, wait=not url.startswith("sqlite"))
     except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
         raise StorageError(f"storage {redact(given)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})") from None
+
+
+# A server that answers these will not change its mind: say so at once instead of retrying for half a minute.
+_FINAL = ("authentication failed", "does not exist", "no password supplied", "permission denied")
+
+
+def _open_rdb(url: str, heartbeat: int, engine_kwargs: dict, wait: bool) -> RetryingRDBStorage:
+    """Open; with ``wait``, with the same back-off as every later call, so a server that is full ("too many
+    clients") or restarting when a worker starts is waited for instead of failing the worker."""
+    for attempt, delay in enumerate((*(RETRY_DELAYS if wait else ()), None)):
+        try:
+            with stable_enough():
+                return RetryingRDBStorage(url, heartbeat_interval=heartbeat, grace_period=heartbeat * 4,
+                                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                                          engine_kwargs=engine_kwargs or None)  # fmt: skip
+        except Exception as e:
+            if delay is None or not _transient(e) or any(m in str(e).lower() for m in _FINAL):
+                raise
+            log.warning("storage %s: %s; opening again in %.1f s (attempt %d)", redact(url),
+                        redact(str(e.__cause__ or e).splitlines()[0][:160]), delay, attempt + 2)  # fmt: skip
+            time.sleep(delay)
 
 
 def serve_proxy(url: str, host: str = "localhost", port: int = 13000) -> None:

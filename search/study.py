@@ -35,14 +35,11 @@ from search.objective import Objective
 from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
 from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
 from search.space import Space, load_space, max_feasible_stride, validate_space
+from stt.errors import StudyError  # noqa: F401 (re-exported: search.study.StudyError)
 
 log = logging.getLogger("search")
 STUCK_AFTER = 20  # consecutive untrainable candidates (over budget, infeasible) after which a study gives up
 FAILED_AFTER = 5  # consecutive candidates that failed (at build or in training) after which a study gives up
-
-
-class StudyError(ValueError):
-    """A study that cannot be launched/resumed/exported (one line, names the study or storage)."""
 
 
 class PerTrialSeeding(optuna.samplers.BaseSampler):

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from stt.errors import DataError
+
 SAMPLE_RATE = 16000
 log = logging.getLogger(__name__)
 _told = set()
 
 
-class AudioError(ValueError):
+class AudioError(DataError):
     """Missing, unreadable or empty audio (the message names the file)."""
 
 

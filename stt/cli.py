@@ -6,9 +6,7 @@ import argparse
 import logging
 import sys
 
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit status 2."""
+from stt.errors import one_line
 
 
 def _cmd_describe(args) -> None:
@@ -49,14 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stt.layer_config import LayerConfigError
+    from stt.errors import STTError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)
-    except (UserError, LayerConfigError, FileNotFoundError) as e:
-        print(f"stt {args.command}: error: {e}", file=sys.stderr)
+    except STTError as e:
+        print(f"stt {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stt {args.command}: interrupted", file=sys.stderr)

@@ -13,12 +13,7 @@ def _cmd_synth(args) -> int:
 
     t0 = time.time()
     settings = SynthSettings(hours=args.hours, vocab=args.vocab, seed=args.seed)
-    try:
-        summary = prepare_synth(args.out, settings, workers=args.workers, progress=not args.quiet)
-    except FileExistsError as e:
-        from stt.cli import UserError
-
-        raise UserError(str(e)) from None
+    summary = prepare_synth(args.out, settings, workers=args.workers, progress=not args.quiet)
     for split, s in summary["splits"].items():
         print(f"{split:6s} {s['utterances']:6d} utterances  {s['hours']:.3f} h")
     print(f"synthetic corpus ({summary['vocab_words']} words, seed {args.seed}) in {args.out}  [{time.time() - t0:.1f} s]")
@@ -26,15 +21,10 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_features(args) -> int:
-    from stt.cli import UserError
-    from stt.corpus import CorpusError
+    from stt.errors import DataError
     from stt.features import prepare_features
-    from stt.frontends import FrontendError
 
-    try:
-        reports = prepare_features(args.data, args.frontend, splits=args.splits, progress=not args.quiet)
-    except (CorpusError, FrontendError) as e:
-        raise UserError(str(e)) from None
+    reports = prepare_features(args.data, args.frontend, splits=args.splits, progress=not args.quiet)
     usable = 0
     for r in reports:
         for s in r.skipped[: args.show_skipped]:
@@ -45,7 +35,7 @@ def _cmd_features(args) -> int:
         print(f"{r.split}: kept {r.kept}, skipped {len(r.skipped)}, {r.hours:.3f} h ({state}) -> {r.cache_dir}")
         usable += r.kept
     if usable == 0:
-        raise UserError(f"{args.data}: nothing usable left after skipping {sum(len(r.skipped) for r in reports)} utterances")
+        raise DataError(f"{args.data}: nothing usable left after skipping {sum(len(r.skipped) for r in reports)} utterances")
     return 0
 
 

@@ -6,18 +6,10 @@ import sys
 from pathlib import Path
 
 
-def _user_error(e):
-    from stt.cli import UserError
-
-    return UserError(str(e))
-
-
 def _cmd_train(args) -> int:
-    from stt.corpus import CorpusError
     from stt.data import open_training_data
-    from stt.frontends import FrontendError
     from stt.run_config import load_run_config
-    from stt.train import InfeasibleError, Trainer
+    from stt.train import Trainer
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "lr": args.lr}.items() if v is not None}
     run = load_run_config(args.config, overrides=overrides)
@@ -25,12 +17,9 @@ def _cmd_train(args) -> int:
         run.frontend = args.frontend
     out = Path(args.out or Path("results") / "runs" / Path(args.config).stem)
     splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
-    try:
-        data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
-        trainer = Trainer(run, data, out, device=args.device, max_seconds=args.max_seconds,
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every)  # fmt: skip
-    except (InfeasibleError, CorpusError, FrontendError) as e:
-        raise _user_error(e) from None
+    data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
+    trainer = Trainer(run, data, out, device=args.device, max_seconds=args.max_seconds,
+                      checkpoint_every=args.checkpoint_every, log_every=args.log_every)  # fmt: skip
     print(f"training {trainer.model.config!r} on {trainer.device} ({trainer.precision}{', compiled' if trainer.compiled else ''}); "
           f"run directory {out}", file=sys.stderr)  # fmt: skip
     res = trainer.fit(resume=args.resume)

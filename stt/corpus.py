@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stt.audio import AudioError, audio_duration
+from stt.errors import DataError
 
 AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3")
 CACHE_DIR = ".stt-cache"  # lives inside the data folder; never scanned as a split
@@ -46,7 +47,7 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A data folder or manifest that cannot be read (the message names it)."""
 
 

@@ -15,6 +15,8 @@ import contextlib
 
 import torch
 
+from stt.errors import ConfigError
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -28,7 +30,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
     """bf16 autocast: asked for, or ``auto`` on CUDA (the CPU's bf16 kernels are slower than its fp32 ones)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
     if device.type not in ("cuda", "cpu"):
         return False  # meta and others have no autocast; they run fp32
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")

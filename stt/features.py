@@ -20,11 +20,8 @@ Layout, under ``DATA/.stt-cache/``::
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +31,8 @@ from stt.audio import AudioError, read_audio
 from stt.corpus import CACHE_DIR, Skipped, Utterance, find_splits, manifest_hash, read_split
 from stt.device import pick_device
 from stt.frontends import Frontend, build_frontend, frontend_identity
+from stt.errors import DataError
+from stt.files import TMP_PREFIX, atomic_path, locked, make_dir, write_text
 from stt.text import LetterTokenizer, TextError
 
 log = logging.getLogger(__name__)
@@ -48,17 +47,6 @@ class PrepareReport:
     skipped: list[Skipped]
     hours: float
     computed: int  # utterances run through the frontend by this call (0: the cache was complete)
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _plan_shards(utts: list[Utterance]) -> list[list[Utterance]]:
@@ -113,7 +101,9 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
     identity = frontend.identity if isinstance(frontend, Frontend) else frontend_identity(frontend)
     cache = cache_dir_for(data_dir, split, encodable, identity)
     hours = sum(u.duration for u in encodable) / 3600
-    with _locked(cache.with_name(cache.name + ".lock")):
+    with locked(cache.with_name(cache.name + ".lock")):
+        for orphan in cache.glob(f"{TMP_PREFIX}*"):  # a killed writer's; no other writer runs while we hold the lock
+            orphan.unlink(missing_ok=True)
         index = cache / "index.json"
         shards = _plan_shards(encodable)
         if index.exists():
@@ -126,7 +116,7 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
             return PrepareReport(split, cache, 0, skipped, 0.0, 0)
         if isinstance(frontend, str):
             frontend = build_frontend(frontend, str(pick_device(device)))
-        cache.mkdir(parents=True, exist_ok=True)
+        make_dir(cache)
         rows, computed = [], 0
         bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=None if progress else True)  # None: off when not a terminal
         for k, shard in enumerate(shards):
@@ -148,9 +138,7 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
             "split": split, "frontend": identity, "feature_size": frontend.feature_size,
             "frames_per_second": frontend.frames_per_second, "hours": hours, "utterances": rows,
         }  # fmt: skip
-        tmp = cache / "index.json.tmp"
-        tmp.write_text(json.dumps(info))
-        tmp.replace(index)
+        write_text(index, json.dumps(info))
     return PrepareReport(split, cache, len(rows), skipped, hours, computed)
 
 
@@ -169,19 +157,16 @@ def _compute(shard: list[Utterance], frontend: Frontend) -> tuple[list, list[Ski
 def _write_shard(cache: Path, k: int, feats: list, feature_size: int) -> None:
     total = sum(f.shape[0] for _, f in feats)
     npy, meta = cache / f"shard_{k:05d}.npy", cache / f"shard_{k:05d}.json"
-    tmp = cache / f".shard_{k:05d}.{os.getpid()}.npy"
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(max(total, 0), feature_size))
-    off = 0
-    for _, f in feats:
-        arr[off : off + len(f)] = f
-        off += len(f)
-    arr.flush()
-    del arr
-    # the metadata goes first: a shard file is only trusted beside metadata that matches its shape
-    mtmp = meta.with_suffix(f".{os.getpid()}.tmp")
-    mtmp.write_text(json.dumps({"ids": [i for i, _ in feats], "frames": [len(f) for _, f in feats]}))
-    mtmp.replace(meta)
-    os.replace(tmp, npy)
+    with atomic_path(npy) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(max(total, 0), feature_size))
+        off = 0
+        for _, f in feats:
+            arr[off : off + len(f)] = f
+            off += len(f)
+        arr.flush()
+        del arr
+        # the metadata goes first: a shard file is only trusted beside metadata that matches its shape
+        write_text(meta, json.dumps({"ids": [i for i, _ in feats], "frames": [len(f) for _, f in feats]}))
 
 
 class FeatureCache:
@@ -191,7 +176,7 @@ class FeatureCache:
         self.dir = Path(cache_dir)
         index = self.dir / "index.json"
         if not index.exists():
-            raise FileNotFoundError(f"{self.dir}: no complete feature cache (run `stt prepare features`)")
+            raise DataError(f"{self.dir}: no complete feature cache (run `stt prepare features`)")
         info = json.loads(index.read_text())
         self.split = info["split"]
         self.frontend = info["frontend"]

@@ -7,6 +7,8 @@ code version, checkpoint bytes): the feature cache is keyed by it.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import functools
 import hashlib
 import math
@@ -16,9 +18,11 @@ import numpy as np
 import torch
 
 from stt.audio import SAMPLE_RATE
+from stt.checkpoint import load_checkpoint
+from stt.errors import CheckpointError, DataError
 
 
-class FrontendError(ValueError):
+class FrontendError(DataError):
     """A frontend that cannot be built (bad spec or checkpoint; the message names it)."""
 
 
@@ -80,6 +84,28 @@ class Fbank(Frontend):
         return (feats - feats.mean(0)) / (feats.std(0, unbiased=False) + 1e-5)
 
 
+def _fairseq_globals() -> list:
+    """What fairseq pickles beside tensors: its args, and numpy scalars in the training state."""
+    core = getattr(np, "_core", None) or np.core
+    classes = [argparse.Namespace, core.multiarray.scalar, np.dtype]
+    classes += [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+                if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]  # fmt: skip
+    return classes
+
+
+_FAIRSEQ_GLOBALS = _fairseq_globals()
+
+
+def _conv_layers(path: Path, text) -> list[tuple[int, int, int]]:
+    """fairseq stores ``conv_feature_layers`` as a Python literal: read it as one, never run it."""
+    try:
+        layers = ast.literal_eval(text) if isinstance(text, str) else text
+        layers = [(int(c), int(k), int(s)) for c, k, s in layers]
+    except (ValueError, SyntaxError, TypeError) as e:
+        raise FrontendError(f"{path}: args.conv_feature_layers is not a list of (dim, kernel, stride) ({e})") from None
+    return layers
+
+
 class Wav2Vec(Frontend):
     """fairseq wav2vec 1.0: ``feature_aggregator(feature_extractor(wav))``, frozen.
 
@@ -95,11 +121,11 @@ class Wav2Vec(Frontend):
             from fairseq.models.wav2vec import Wav2VecModel
         except ImportError as e:
             raise FrontendError(f"the wav2vec frontend needs fairseq: pip install '.[wav2vec]' ({e})") from None
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise FrontendError(f"{path}: cannot load as a torch checkpoint ({e})") from None
-        if not isinstance(ckpt, dict) or "args" not in ckpt or "model" not in ckpt or ckpt["args"] is None:
+        try:  # weights_only, with the plain classes a fairseq checkpoint holds: nothing in the file runs
+            ckpt = load_checkpoint(path, allow=_FAIRSEQ_GLOBALS)
+        except CheckpointError as e:
+            raise FrontendError(f"wav2vec checkpoint {e}") from None
+        if "args" not in ckpt or "model" not in ckpt or not isinstance(ckpt["args"], argparse.Namespace):
             keys = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
             raise FrontendError(f"{path}: not a wav2vec 1.0 checkpoint (expected keys 'args' and 'model', found {keys}; "
                                 "wav2vec 2.0 checkpoints are not supported)")  # fmt: skip
@@ -115,8 +141,9 @@ class Wav2Vec(Frontend):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = device
-        self.strides = [s for _, _, s in eval(args.conv_feature_layers)]  # fairseq stores it as a Python literal
-        self.kernels = [k for _, k, _ in eval(args.conv_feature_layers)]
+        layers = _conv_layers(path, args.conv_feature_layers)
+        self.strides = [s for _, _, s in layers]
+        self.kernels = [k for _, k, _ in layers]
         self.frames_per_second = SAMPLE_RATE / math.prod(self.strides)
         with torch.no_grad():
             self.feature_size = self(np.zeros(SAMPLE_RATE, np.float32)).shape[1]

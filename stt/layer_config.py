@@ -29,9 +29,10 @@ from typing import Any
 import yaml
 
 from stt.blocks import BLOCKS, block_stride, same_pad
+from stt.errors import ConfigError
 
 
-class LayerConfigError(ValueError):
+class LayerConfigError(ConfigError):
     """A layer config that cannot build; the message names the path and the problem."""
 
 

@@ -43,6 +43,8 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers (features are memory-mapped; 0 is fine on CPU)
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_type(f"train.{f.name}", getattr(self, f.name), f.type)
         _check_choice("train.schedule", self.schedule, ("onecycle", "cosine"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check_choice("train.compile", self.compile, (True, False, "auto"))
@@ -54,6 +56,17 @@ class TrainConfig:
             raise LayerConfigError(f"train.lr: must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
             raise LayerConfigError(f"train.warmup: must be in [0, 1), got {self.warmup}")
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_type(key: str, value, annotation: str) -> None:
+    """YAML and flags give strings, numbers and booleans; each key takes exactly its own kind."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    allowed = tuple(t for k in kinds for t in _TYPES[k])
+    if isinstance(value, bool) and "bool" not in kinds or not isinstance(value, allowed):
+        raise LayerConfigError(f"{key}: {value!r} is not {' or '.join('a number' if k == 'float' else f'a {k}' for k in kinds)}")
 
 
 def _check_choice(key, value, choices):
@@ -87,10 +100,9 @@ class RunConfig:
         return text
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_yaml())
-        tmp.replace(path)
+        from stt.files import write_text
+
+        write_text(path, self.to_yaml())
 
 
 _TOP_KEYS = ("frontend", "model", "train")
@@ -134,5 +146,7 @@ def load_run_config(src, overrides: dict | None = None) -> RunConfig:
     frontend = obj.get("frontend", "fbank")
     if not isinstance(frontend, str) or not (frontend == "fbank" or frontend.startswith("wav2vec:")):
         raise LayerConfigError(f"{prefix}frontend: {frontend!r}; expected fbank or wav2vec:CHECKPOINT")
-    return RunConfig(layers=layers, input_proj=input_proj, residual=bool(model.get("residual", True)),
-                     frontend=frontend, train=tc)  # fmt: skip
+    residual = model.get("residual", True)
+    if not isinstance(residual, bool):  # bool("false") is True: a string must not turn residuals on
+        raise LayerConfigError(f"{prefix}model.residual: {residual!r} is not one of true, false")
+    return RunConfig(layers=layers, input_proj=input_proj, residual=residual, frontend=frontend, train=tc)

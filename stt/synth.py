@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stt.errors import ConfigError, DataError
+
 ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 # variants whose sound is not speech-like enough to learn from (robots, croaks, whispers)
 _UNUSABLE = re.compile(r"robo|klatt|demonic|croak|whisper|tweaky|storm|anikarobot|unirobot|gene|michel|mr serious", re.I)
@@ -66,7 +68,7 @@ def vocabulary(n: int) -> list[str]:
             words.append(w)
             if len(words) == n:
                 return words
-    raise ValueError(f"--vocab {n}: only {len(words)} usable words in the frequency list")
+    raise ConfigError(f"--vocab {n}: only {len(words)} usable words in the frequency list")
 
 
 def voice_variants(data_path: str | None = None) -> list[str]:
@@ -211,9 +213,9 @@ def prepare_synth(out: str | Path, settings: SynthSettings, workers: int | None 
     if stamp.exists():
         if json.loads(stamp.read_text())["settings"] == json.loads(json.dumps(asdict(settings))):
             return json.loads(stamp.read_text())
-        raise FileExistsError(f"{out}: holds a synthetic corpus with other settings ({stamp}); choose another --out")
+        raise DataError(f"{out}: holds a synthetic corpus with other settings ({stamp}); choose another --out")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: exists and is not a synthetic corpus; choose another --out")
+        raise DataError(f"{out}: exists and is not a synthetic corpus; choose another --out")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     words = vocabulary(settings.vocab)

@@ -20,6 +20,8 @@ import re
 import unicodedata
 from pathlib import Path
 
+from stt.errors import DataError
+
 BLANK = "<blank>"
 LETTERS = [BLANK, " ", "'"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
@@ -28,7 +30,7 @@ _DASHES = re.compile(r"[-‐‑‒–—]")
 _REMOVED = re.compile(r"[.,;:!?\"“”()\[\]{}]")
 
 
-class TextError(ValueError):
+class TextError(DataError):
     """A transcript with characters outside the tokenizer (the message names the utterance)."""
 
 
@@ -66,8 +68,14 @@ class LetterTokenizer:
         return "".join(self.symbols[i] for i in ids if i != self.blank)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"symbols": self.symbols}))
+        from stt.files import write_text
+
+        write_text(path, json.dumps({"symbols": self.symbols}))
 
     @classmethod
     def load(cls, path: str | Path) -> "LetterTokenizer":
-        return cls(json.loads(Path(path).read_text())["symbols"])
+        try:
+            symbols = json.loads(Path(path).read_text())["symbols"]
+            return cls(symbols)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise TextError(f"{path}: not a tokenizer file (expected {{\"symbols\": [...]}} starting with the blank; {e})") from None

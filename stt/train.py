@@ -30,7 +30,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,11 +48,14 @@ from stt.metrics import Scores
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.run_config import RunConfig, TrainConfig, load_run_config
 from stt.text import LetterTokenizer
+from stt.checkpoint import load_checkpoint, save_checkpoint
+from stt.errors import CheckpointError, ConfigError
+from stt.files import make_dir, write_text
 
 log = logging.getLogger(__name__)
 
 
-class InfeasibleError(ValueError):
+class InfeasibleError(ConfigError):
     """The model's output frame rate is too low for the corpus's letters (CTC cannot align)."""
 
 
@@ -244,31 +246,32 @@ class Trainer:
                                "scheduler": self.sched.state_dict(), "state": st.to_dict()})  # fmt: skip
 
     def _restore(self, path: Path) -> None:
-        # weights_only: a checkpoint is data; the state is made of numbers, lists and tensors only
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"])
-        self.state = TrainState.from_dict(ck["state"])
+        ck = load_checkpoint(path, keys=("model", "optimizer", "scheduler", "state"))
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.sched.load_state_dict(ck["scheduler"])
+            self.state = TrainState.from_dict(ck["state"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: does not fit this run's config ({str(e).splitlines()[0][:160]}); "
+                                  "train afresh with --overwrite") from None  # fmt: skip
         if self.state.rng_cpu is not None:
             torch.set_rng_state(self.state.rng_cpu)
         if self.state.rng_cuda is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(self.state.rng_cuda)
 
     def _write_run_files(self):
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_dir(self.out)
         self.run.save(self.out / "config.yaml")
         self.data.tokenizer.save(self.out / "tokenizer.json")
         train = self.data.train
-        (self.out / "frontend.json").write_text(json.dumps({
+        write_text(self.out / "frontend.json", json.dumps({
             "spec": self.run.frontend, "identity": train.frontend, "feature_size": train.feature_size,
             "frames_per_second": train.frames_per_second, "splits": self.data.split_names,
         }, indent=1))  # fmt: skip
 
     def _save(self, name: str, state: dict) -> None:
-        tmp = self.out / f".{name}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / name)
+        save_checkpoint(state, self.out / name)
 
     def _elapsed(self) -> float:
         return self._wall_base + time.time() - self._t_start
@@ -411,15 +414,13 @@ class Trainer:
         result.wall_seconds = self._elapsed()
         result.audio_seconds_per_second = st.audio_seconds / max(st.train_seconds, 1e-9)
         if st.best_epoch > 0 and result.status not in ("interrupted",):
-            best = torch.load(self.out / "best.pt", map_location="cpu", weights_only=True)
+            best = load_checkpoint(self.out / "best.pt", keys=("model", "epoch", "dev_wer", "dev_cer"))
             result.best_epoch, result.dev_wer, result.dev_cer = best["epoch"], best["dev_wer"], best["dev_cer"]
             if "test" in self.data.caches and result.status not in ("pruned", "diverged", "oom"):  # not worth the time
                 self.model.load_state_dict(best["model"])
                 test = self._evaluate("test")
                 result.test_wer, result.test_cer = test.wer, test.cer
-        tmp = self.out / ".result.json.tmp"
-        tmp.write_text(json.dumps(asdict(result), indent=1))
-        os.replace(tmp, self.out / "result.json")
+        write_text(self.out / "result.json", json.dumps(asdict(result), indent=1))
         log.info("run %s: %s%s -> %s", result.status, f"dev WER {100 * result.dev_wer:.1f}% " if result.dev_wer is not None else "",
                  f"test WER {100 * result.test_wer:.1f}%" if result.test_wer is not None else "", self.out)  # fmt: skip
         return result
@@ -440,17 +441,33 @@ class LoadedRun:
 def load_run(run_dir: str | Path, which: str = "best", device: str | None = None) -> LoadedRun:
     """A trained run directory -> model (eval mode) with its config, tokenizer and frontend."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
     for name in ("config.yaml", "tokenizer.json", "frontend.json", f"{which}.pt"):
         if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir}: not a trained run directory (missing {name})")
+            raise CheckpointError(f"{run_dir}: not a trained run directory (missing {name})")
+    state = load_checkpoint(run_dir / f"{which}.pt", keys=("model",))  # first: the file that travels most
     run = load_run_config(run_dir / "config.yaml")
     tok = LetterTokenizer.load(run_dir / "tokenizer.json")
-    fe = json.loads((run_dir / "frontend.json").read_text())
+    fe = _read_json(run_dir / "frontend.json", ("spec", "feature_size"))
+    result = _read_json(run_dir / "result.json", ()) if (run_dir / "result.json").exists() else None
     dev = pick_device(device)
     model = STTModel(run.layers, input_size=fe["feature_size"], input_proj=run.input_proj, output_size=len(tok),
                      residual=run.residual).to(dev)  # fmt: skip
-    state = torch.load(run_dir / f"{which}.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{run_dir / f'{which}.pt'}: weights do not fit {run_dir / 'config.yaml'} "
+                              f"({str(e).splitlines()[0][:160]})") from None  # fmt: skip
     model.eval()
-    result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else None
     return LoadedRun(model, run, tok, fe, result)
+
+
+def _read_json(path: Path, keys: tuple[str, ...]) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise CheckpointError(f"{path}: expected an object with keys {', '.join(keys)}")
+    return data

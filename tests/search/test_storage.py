@@ -1,6 +1,7 @@
 """Storages: a real PostgreSQL shared by worker processes (a restart included), the gRPC proxy, SQLite in WAL."""
 
 import json
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -103,3 +104,49 @@ def test_workers_through_the_grpc_storage_proxy(workdir):
         proxy.terminate()
         proxy.wait()
     _check_exact("viaproxy", backend, 3)  # the trials landed in the database behind the proxy
+
+
+def test_a_worker_waits_for_a_full_postgresql_server_instead_of_failing(postgres, caplog):
+    """64 workers once met PostgreSQL's 100-client limit and 30 of them died at open; now they wait their turn."""
+    import threading
+
+    import psycopg
+
+    hogs = []
+    try:
+        while True:  # take every connection the server will give
+            try:
+                hogs.append(psycopg.connect(postgres.url, connect_timeout=10))
+            except psycopg.OperationalError as e:
+                assert "too many clients" in str(e)
+                break
+            assert len(hogs) < 1000
+        waiting = threading.Event()
+
+        class Signal(logging.Handler):
+            def emit(self, record):
+                if "opening again" in record.getMessage():
+                    waiting.set()
+
+        handler = Signal()
+        logging.getLogger("search").addHandler(handler)
+        opened = {}
+        worker = threading.Thread(target=lambda: opened.setdefault("storage", open_storage(postgres.url)))
+        worker.start()
+        assert waiting.wait(timeout=60), "open_storage neither waited nor succeeded"
+    finally:
+        for con in hogs:  # the server has room again
+            con.close()
+    worker.join(timeout=120)
+    logging.getLogger("search").removeHandler(handler)
+    assert "storage" in opened
+    opened["storage"].get_all_studies()  # and it works
+
+
+def test_a_wrong_database_fails_at_once_with_one_line(postgres):
+    from search.storage import StorageError
+
+    url = postgres.url.replace("/stt", "/nosuchdb").replace("postgres@", "postgres:secret@")
+    with pytest.raises(StorageError) as e:
+        open_storage(url)
+    assert "nosuchdb" in str(e.value) and "secret" not in str(e.value) and "\n" not in str(e.value)

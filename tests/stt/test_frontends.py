@@ -36,8 +36,32 @@ def _tiny_wav2vec_checkpoint(path):
     args = argparse.Namespace(arch="wav2vec", **fields)
     torch.manual_seed(0)
     model = Wav2VecModel.build_model(args, task=None)
-    torch.save({"args": args, "model": model.state_dict()}, path)
+    # beside the weights, fairseq keeps its training state, with numpy scalars in it
+    state = {"optimizer_history": [{"criterion_name": "Wav2vecCriterion", "num_updates": np.int64(400000)}],
+             "extra_state": {"val_loss": np.float64(2.25), "train_iterator": {"epoch": 3}}}  # fmt: skip
+    torch.save({"args": args, "model": model.state_dict(), **state}, path)
     return model.eval()
+
+
+def test_a_wav2vec_checkpoint_that_runs_code_is_refused_and_the_code_never_runs(tmp_path):
+    """Before: torch.load(weights_only=False) ran the payload while building the frontend."""
+    _tiny_wav2vec_checkpoint(tmp_path / "good.pt")
+    ck = torch.load(tmp_path / "good.pt", weights_only=False)
+    ck["extra_state"]["payload"] = _Payload(tmp_path / "pwned")
+    torch.save(ck, tmp_path / "evil.pt")
+    with pytest.raises(FrontendError, match=r"evil\.pt: refused to load: it would call posix\.system"):
+        build_frontend(f"wav2vec:{tmp_path / 'evil.pt'}")
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_wav2vec_checkpoint_loads_through_fairseq_and_matches_direct_forward(tmp_path):
@@ -63,7 +87,7 @@ def test_wrong_checkpoints_are_named(tmp_path):
         build_frontend(f"wav2vec:{bad}")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"nope")
-    with pytest.raises(FrontendError, match=r"junk\.pt: cannot load"):
+    with pytest.raises(FrontendError, match=r"junk\.pt: not a readable checkpoint"):
         build_frontend(f"wav2vec:{junk}")
     with pytest.raises(FrontendError, match="needs a checkpoint"):
         build_frontend("wav2vec")
