@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -116,7 +117,7 @@ def _after_run(study, args) -> int:
 def _export(args) -> int:
     from search.export import export
 
-    out, t = export(args.study, args.output, args.storage, args.trial, args.weights)
+    out, t = export(args.study, args.output, args.storage, args.trial, args.weights, args.runs_dir)
     print(f"trial {t.number} (dev WER {100 * t.user_attrs.get('dev_wer', float('nan')):.1f}%) -> {out}")
     return 0
 
@@ -128,7 +129,7 @@ def _compare(args) -> int:
 
     df = pd.concat([trials_frame(n, args.storage) for n in args.studies], ignore_index=True)
     print(leaderboard(df, args.top))
-    out = Path(args.out or Path("results") / "compare" / "-".join(args.studies))
+    out = Path(args.out or Path("results") / "compare" / re.sub(r"[^\w.-]+", "_", "-".join(args.studies)).lstrip("."))
     html = write_report(df, out, args.studies, args.storage)
     print(f"report: {html}\ncsv:    {out / 'trials.csv'}")
     return 0
@@ -137,7 +138,7 @@ def _compare(args) -> int:
 def _demo(args) -> int:
     """The main job: corpus (synthesised if absent) -> short study -> leaderboard -> exported best config."""
     from search.export import export
-    from search.study import DEFAULT_STORAGE, launch, open_storage, redact, run_study, settings_from_space
+    from search.study import DEFAULT_STORAGE, existing_studies, launch, redact, run_study, settings_from_space
     from stt.synth import SynthSettings, prepare_synth
 
     t0 = time.time()
@@ -145,11 +146,8 @@ def _demo(args) -> int:
     if not (data / "synth.json").exists():
         print(f"synthesising the built-in corpus ({args.hours} h) into {data} ...", flush=True)
         prepare_synth(data, SynthSettings(hours=args.hours))
-    import optuna
-
     storage = args.storage
-    names = {s.study_name for s in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)}
-    if args.study in names:
+    if "uid" in existing_studies(storage).get(args.study, {}):  # a complete study: resume it
         print(f"study '{args.study}' exists: resuming it", flush=True)
         study = run_study(args.study, storage, timeout=args.budget)
     else:
@@ -174,8 +172,9 @@ def _storage_proxy(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from search.study import DEFAULT_STORAGE
+    from stt.cli import OneLineParser, nonnegative_int, positive_float, positive_int
 
-    p = argparse.ArgumentParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
+    p = OneLineParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
     sub = p.add_subparsers(dest="command", required=True)
 
     def storage(sp):
@@ -185,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)")
         sp.add_argument("--in-process", action="store_true",
                         help="train trials in this process instead of one child process each (debugging; memory grows)")
-        sp.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this one)")
-        sp.add_argument("--trials-per-device", type=int, default=1,
+        sp.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1: this one)")
+        sp.add_argument("--trials-per-device", type=positive_int, default=1,
                         help="with --workers and several GPUs: workers per GPU (default 1)")
 
     def mounts(sp):
@@ -194,23 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)")
 
     la = sub.add_parser("launch", help="create a study and run it")
-    la.add_argument("--space", required=True, help="search space YAML (spaces/small.yaml, spaces/seed.yaml)")
+    la.add_argument("--space", required=True, help="a shipped space by name (small, seed) or a search space YAML")
     la.add_argument("--data", required=True, help="data folder (features are prepared if missing)")
     la.add_argument("--study", required=True, help="study name")
-    la.add_argument("--trials", type=int, default=20, help="target number of finished trials")
-    la.add_argument("--timeout", type=float, default=None, help="stop launching trials after S seconds (resume continues)")
+    la.add_argument("--trials", type=positive_int, default=20, help="target number of finished trials")
+    la.add_argument("--timeout", type=positive_float, default=None, help="stop launching trials after S seconds (resume continues)")
     la.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2"])
     la.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
-    la.add_argument("--startup-trials", type=int, default=None,
+    la.add_argument("--startup-trials", type=nonnegative_int, default=None,
                     help="random trials before TPE models the space (default: a third of --trials, 3 to 10)")
     la.add_argument("--seed", type=int, default=None)
     la.add_argument("--objectives", default="wer", help="wer, or wer,params / wer,gflops for a Pareto front")
-    la.add_argument("--max-params", type=float, default=None, help="skip (prune) candidates with more parameters")
-    la.add_argument("--max-gflops", type=float, default=None, help="skip candidates above this many forward GFLOPs per audio-second")
-    la.add_argument("--epochs", type=int, default=None, help="override the space's train.epochs")
-    la.add_argument("--trial-seconds", type=float, default=None, help="wall budget per trial (stops after the epoch that crosses it)")
+    la.add_argument("--max-params", type=positive_float, default=None, help="skip (prune) candidates with more parameters")
+    la.add_argument("--max-gflops", type=positive_float, default=None, help="skip candidates above this many forward GFLOPs per audio-second")
+    la.add_argument("--epochs", type=positive_int, default=None, help="override the space's train.epochs")
+    la.add_argument("--trial-seconds", type=positive_float, default=None, help="wall budget per trial (stops after the epoch that crosses it)")
     la.add_argument("--runs-dir", default="results/runs", help="the runs root: trials train in RUNS_DIR/STUDY-UID/trial_N")
-    la.add_argument("--heartbeat", type=int, default=30,
+    la.add_argument("--heartbeat", type=positive_int, default=30,
                     help="seconds between a running trial's heartbeats; a worker silent for 4 is presumed dead and "
                          "its trial re-queued (database storages)")  # fmt: skip
     storage(la)
@@ -219,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def joins(sp):  # the options of a command that works on an existing study
         sp.add_argument("--study", required=True)
-        sp.add_argument("--timeout", type=float, default=None)
+        sp.add_argument("--timeout", type=positive_float, default=None)
         storage(sp)
         device(sp)
         mounts(sp)
@@ -245,23 +244,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--trial", type=int, default=None)
     ex.add_argument("-o", "--output", required=True)
     ex.add_argument("--weights", action="store_true", help="also copy the trial's best.pt beside the YAML")
+    ex.add_argument("--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)")
     storage(ex)
     ex.set_defaults(func=_export)
 
     co = sub.add_parser("compare", help="leaderboard, CSV and HTML/PNG report of one or more studies")
     co.add_argument("studies", nargs="+")
-    co.add_argument("--top", type=int, default=10)
+    co.add_argument("--top", type=positive_int, default=10)
     co.add_argument("--out", default=None, help="report folder (default results/compare/NAMES)")
     storage(co)
     co.set_defaults(func=_compare)
 
     de = sub.add_parser("demo", help="the main job: synthesise the corpus if absent, run a short CPU study, export the best")
     de.add_argument("--data", default="data/synth")
-    de.add_argument("--hours", type=float, default=1.0)
-    de.add_argument("--space", default="spaces/small.yaml")
+    de.add_argument("--hours", type=positive_float, default=1.0)
+    de.add_argument("--space", default="small", help="a shipped space by name (small, seed) or a space YAML")
     de.add_argument("--study", default="demo")
-    de.add_argument("--trials", type=int, default=10)
-    de.add_argument("--budget", type=float, default=15 * 60, help="seconds in which trials may start (default 15 min)")
+    de.add_argument("--trials", type=positive_int, default=10)
+    de.add_argument("--budget", type=positive_float, default=15 * 60, help="seconds in which trials may start (default 15 min)")
     de.add_argument("--seed", type=int, default=0)
     de.add_argument("--runs-dir", default="results/runs")
     de.add_argument("--export", default="results/demo-best.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import optuna
 import pandas as pd
 
 from search.study import DEFAULT_STORAGE, StudyError, open_storage, redact
+from stt.files import atomic_path, make_dir, write_text
 
 
 def _architecture(config_json: str | None) -> dict:
@@ -106,8 +108,9 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "trials.csv", index=False)
+    if not df["dev_wer"].notna().any():
+        raise StudyError(f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
+                         "(`stt-search resume` continues a study)")  # fmt: skip
     import warnings
 
     from optuna.visualization import matplotlib as ovm
@@ -120,7 +123,9 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
         ax = ovm.plot_optimization_history(loaded if len(loaded) > 1 else loaded[0], target_name="dev WER",
                                            target=None if single else (lambda t: t.values[0]))  # fmt: skip
     ax.figure.set_size_inches(7, 4)
-    ax.figure.savefig(out / "history.png", dpi=100, bbox_inches="tight")
+    make_dir(out)
+    with atomic_path(out / "history.png") as tmp:
+        ax.figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
     plt.close(ax.figure)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, g in df.groupby("study"):
@@ -130,7 +135,8 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
     ax.set(xscale="log", xlabel="parameters", ylabel="dev WER (%)", title="WER vs parameters")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "wer_vs_params.png", dpi=100)
+    with atomic_path(out / "wer_vs_params.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     importances = {}
     for name, study in zip(studies, loaded):
@@ -138,15 +144,20 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
             importances[name] = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
         except (RuntimeError, ValueError, ZeroDivisionError) as e:  # too few complete trials
             importances[name] = {"(not enough complete trials)": str(e)[:80]}
+    # study names, parameter names and stored strings come from a database: text, never markup
+    esc = html.escape
     imp_html = "".join(
-        f"<h3>{n}</h3><table>" + "".join(f"<tr><td>{k}</td><td>{v if isinstance(v, str) else f'{v:.3f}'}</td></tr>"
-                                          for k, v in list(imp.items())[:15]) + "</table>"
+        f"<h3>{esc(n)}</h3><table>" + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v) if isinstance(v, str) else f'{v:.3f}'}</td></tr>"
+                                               for k, v in list(imp.items())[:15]) + "</table>"
         for n, imp in importances.items()
     )  # fmt: skip
-    html = (f"<html><head><meta charset='utf-8'><title>stt-search: {', '.join(studies)}</title></head><body>"
-            f"<h1>Studies {', '.join(studies)}</h1><h2>Leaderboard</h2><pre>{leaderboard(df, 20)}</pre>"
+    names = esc(", ".join(studies))
+    page = (f"<html><head><meta charset='utf-8'><title>stt-search: {names}</title></head><body>"
+            f"<h1>Studies {names}</h1><h2>Leaderboard</h2><pre>{esc(leaderboard(df, 20))}</pre>"
             "<h2>History</h2><img src='history.png'><h2>WER vs parameters</h2><img src='wer_vs_params.png'>"
             f"<h2>Parameter importances (dev WER)</h2>{imp_html}<p>All trials: <a href='trials.csv'>trials.csv</a></p>"
             "</body></html>")  # fmt: skip
-    (out / "report.html").write_text(html)
+    with atomic_path(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_text(out / "report.html", page)  # last: a report.html means the whole report is there
     return out / "report.html"

@@ -10,6 +10,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.study import DEFAULT_STORAGE, StudyError, open_storage, redact
+from stt.checkpoint import load_checkpoint
+from stt.files import atomic_path, make_dir, write_text
 from stt.run_config import load_run_config
 
 
@@ -29,7 +31,7 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
 
 
 def export(study_name: str, out: str | Path, storage: str | None = None, trial: int | None = None,
-           weights: bool = False) -> tuple[Path, optuna.trial.FrozenTrial]:  # fmt: skip
+           weights: bool = False, runs_dir: str | None = None) -> tuple[Path, optuna.trial.FrozenTrial]:  # fmt: skip
     """Write the trial's run config to ``out`` (atomically); with ``weights``, copy its best.pt beside it."""
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
@@ -38,18 +40,30 @@ def export(study_name: str, out: str | Path, storage: str | None = None, trial: 
     t = pick_trial(study, trial)
     run = load_run_config(json.loads(t.user_attrs["config"]))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     header = (f"# exported from study '{study_name}', trial {t.number}: dev WER "
               f"{t.user_attrs.get('dev_wer', float('nan')):.4f}, {t.user_attrs.get('params', 0):,} parameters\n"
               f"# train it: stt train --config {out.name} --data DATA\n")  # fmt: skip
-    tmp.write_text(header + run.to_yaml())
-    if weights:
-        # run directories are stored relative to the study's runs root (absolute ones join to themselves)
-        src = Path(study.user_attrs.get("runs_dir", ".")) / t.user_attrs.get("run_dir", "") / "best.pt"
-        if not src.exists():
-            tmp.unlink()
-            raise StudyError(f"trial {t.number}: no weights at {src}")
-        shutil.copy2(src, out.with_suffix(".pt"))
-    tmp.replace(out)
+    src = _weights(study, t, runs_dir) if weights else None  # every check before the first write
+    make_dir(out.parent)
+    if src is not None:
+        with atomic_path(out.with_suffix(".pt")) as tmp:
+            shutil.copyfile(src, tmp)
+    write_text(out, header + run.to_yaml())
     return out, t
+
+
+def _weights(study: optuna.Study, t: optuna.trial.FrozenTrial, runs_dir: str | None) -> Path:
+    """The trial's best.pt, only from inside the study's runs root, and only if it is a checkpoint of ours.
+
+    The database names the run directory; a database from elsewhere must not make export copy an
+    arbitrary file (``../../home/user/.ssh/id_rsa``) or pass on a file that is not a checkpoint.
+    """
+    root = Path(runs_dir or study.user_attrs.get("runs_dir", ".")).resolve()
+    src = (root / t.user_attrs.get("run_dir", "") / "best.pt").resolve()
+    if not src.is_relative_to(root):
+        raise StudyError(f"trial {t.number}: its run_dir {t.user_attrs.get('run_dir')!r} points outside the runs "
+                         f"root {root}; refusing to copy {src}")  # fmt: skip
+    if not src.exists():
+        raise StudyError(f"trial {t.number}: no weights at {src} (a host that mounts the runs root elsewhere passes --runs-dir)")
+    load_checkpoint(src, keys=("model",))  # loads nothing executable; a file that is not ours fails here, named
+    return src

@@ -32,6 +32,7 @@ import torch
 from search.isolation import ChildDied, ChildFailed, ChildInfeasible, hold_run_dir, train_in_child
 from search.space import Space, sample_config
 from search.trials import in_play, process_namespace
+from stt.files import make_dir, write_text
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.train import InfeasibleError, Trainer
 
@@ -150,10 +151,12 @@ class Objective:
         rel = trial.user_attrs.get("run_dir") or f"{self.run_key}/trial_{trial.number}"
         trial.set_user_attr("run_dir", rel)
         run_dir = Path(self.runs_dir) / rel
+        if not run_dir.resolve().is_relative_to(Path(self.runs_dir).resolve()):  # a database from elsewhere
+            return self._stop(trial, "error", f"run_dir {rel!r} points outside the runs root {self.runs_dir}", failed=True)
         resume = _resumable(run_dir, h)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "trial.json").write_text(json.dumps({"study": trial.study.study_name, "trial": trial.number,
-                                                        "config_hash": h}))  # fmt: skip
+        make_dir(run_dir)
+        write_text(run_dir / "trial.json", json.dumps({"study": trial.study.study_name, "trial": trial.number,
+                                                       "config_hash": h}))  # fmt: skip
         run_dir = str(run_dir)
         multi = len(self.objectives) > 1
 

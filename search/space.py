@@ -35,6 +35,7 @@ kernel/dilation pairs that cannot keep "same" length get an odd kernel.
 
 from __future__ import annotations
 
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ import yaml
 
 from stt.blocks import BLOCKS
 from stt.layer_config import load_layer_config
-from stt.run_config import RunConfig, TrainConfig
+from stt.run_config import RunConfig, TrainConfig, check_type
 from stt.errors import ConfigError
 
 
@@ -73,38 +74,78 @@ class Space:
         return node
 
 
-def _check_dist(value, where: str, kind: str) -> None:
+# what each searched key's values must be (train.* keys take their TrainConfig field's type)
+_KINDS = {
+    "width": "count", "layers": "count", "max_total_stride": "count", "frontend": "text",
+    "layer.stride": "count", "layer.branches": "count", "layer.d_ff": "positive",
+    "branch.type": "text", "branch.kernel": "count", "branch.dilation": "count", "branch.heads": "count",
+    "branch.glu": "flag", "branch.dropout": "fraction",
+}  # fmt: skip
+_KIND_CHECKS = {
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "positive": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+    "fraction": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_dist(value, where: str, key: str) -> None:
     if isinstance(value, list):
         if not value:
             raise SpaceError(f"{where}: an empty list of choices")
-        return
-    if isinstance(value, dict):
+        candidates = value
+    elif isinstance(value, dict):
         extra = set(value) - {"low", "high", "log"}
         if extra or "low" not in value or "high" not in value:
             raise SpaceError(f"{where}: a range needs exactly low, high (and optional log); got {sorted(value)}")
+        candidates = [value["low"], value["high"]]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in candidates):
+            raise SpaceError(f"{where}: a range's low and high must be numbers, got {candidates}")
         if value["low"] > value["high"]:
             raise SpaceError(f"{where}: low {value['low']} > high {value['high']}")
-        return
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return
-    raise SpaceError(f"{where}: expected a list, a {{low, high}} range or a scalar, got {type(value).__name__}")
+        if not isinstance(value.get("log", False), bool):
+            raise SpaceError(f"{where}.log: {value['log']!r} is not true or false")
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        candidates = [value]
+    else:
+        raise SpaceError(f"{where}: expected a list, a {{low, high}} range or a scalar, got {type(value).__name__}")
+    for v in candidates:
+        if key.startswith("train."):
+            try:
+                check_type(key, v, TrainConfig.__dataclass_fields__[key[len("train.") :]].type)
+            except ConfigError as e:
+                raise SpaceError(f"{where}: {str(e).split(': ', 1)[1]}") from None
+        elif key in _KINDS:
+            ok, expected = _KIND_CHECKS[_KINDS[key]]
+            if not ok(v):
+                raise SpaceError(f"{where}: {v!r} is not {expected}")
 
 
 def load_space(src: str | Path) -> Space:
     """Read and check a space file; errors name the file and the key."""
     path = Path(src)
     if not path.exists():
-        shipped = Path(__file__).resolve().parent.parent / "spaces" / path.name
-        if path.parent == Path(".") and shipped.exists():
-            path = shipped
-        else:
-            raise SpaceError(f"{src}: no such space file")
+        # a shipped space by name: small, small.yaml, or the checkout's spaces/small.yaml from any folder
+        name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+        shipped = resources.files("spaces") / name
+        if path.parent in (Path("."), Path("spaces")) and shipped.is_file():
+            text = shipped.read_text()
+            return Space(validate_space(_parse(text, f"spaces/{name}"), f"spaces/{name}"), Path(name).stem, text)
+        raise SpaceError(f"{src}: no such space file (shipped spaces: {', '.join(shipped_spaces())})")
     text = path.read_text()
+    return Space(validate_space(_parse(text, str(path)), str(path)), path.stem, text)
+
+
+def _parse(text: str, label: str):
     try:
-        spec = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
-    return Space(validate_space(spec, str(path)), path.stem, text)
+        raise SpaceError(f"{label}: not valid YAML: {e}".replace("\n", " ")) from None
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("spaces").iterdir() if p.name.endswith(".yaml"))
 
 
 def validate_space(spec: Any, label: str = "space") -> dict:
@@ -122,7 +163,7 @@ def validate_space(spec: Any, label: str = "space") -> dict:
         for k, v in value.items():
             if k not in sub:
                 raise SpaceError(f"{label}: {key}.{k}: unknown key; valid: {', '.join(sub)}")
-            _check_dist(v, f"{label}: {key}.{k}", k)
+            _check_dist(v, f"{label}: {key}.{k}", f"{key}.{k}")
     for key in ("width", "layers"):
         if key not in spec:
             raise SpaceError(f"{label}: {key}: missing")

@@ -186,6 +186,17 @@ def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
     return stride, cache.feature_size
 
 
+def existing_studies(storage: str | None) -> dict[str, dict]:
+    """The studies in a storage, name -> user attributes; none (and nothing created) when its file does not exist yet."""
+    try:
+        st = open_storage(storage)
+    except StorageError as e:
+        if "no such file" in str(e):
+            return {}
+        raise
+    return {s.study_name: s.user_attrs for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+
+
 def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None,
            device: str | None = None, isolate: bool = True) -> optuna.Study:  # fmt: skip
     """Create a study (an existing name is an error: use resume) and run it to its target."""
@@ -196,10 +207,15 @@ def launch(name: str, settings: StudySettings, storage: str | None = None, timeo
 def create_study(name: str, settings: StudySettings, storage: str | None = None) -> optuna.Study:
     """Check everything (space, names, data) and create the study with its settings; trains nothing."""
     space = load_space_text(settings)
-    st = open_storage(storage)
-    if name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}:
+    found = existing_studies(storage)
+    if name in found and "uid" in found[name]:
         raise StudyError(f"study '{name}' already exists in {redact(storage or DEFAULT_STORAGE)}; continue it with "
                          f"`stt-search resume --study {name}` or choose another --study")  # fmt: skip
+    for flag, value in (("--trials", settings.trials), ("--epochs", settings.epochs), ("--trial-seconds", settings.trial_seconds),
+                        ("--heartbeat", settings.heartbeat), ("--max-params", settings.max_params),
+                        ("--max-gflops", settings.max_gflops), ("--startup-trials", settings.startup_trials)):  # fmt: skip
+        if value is not None and not value > (-1 if flag == "--startup-trials" else 0):
+            raise StudyError(f"{flag} {value}: expected a number {'>= 0' if flag == '--startup-trials' else '> 0'}")
     _directions(settings.objectives)
     if settings.pruner != "none" and len(settings.objectives) > 1:
         log.info("multi-objective study: pruning is off (Optuna cannot prune multi-objective trials)")
@@ -211,10 +227,14 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None)
     # resumes the old study's checkpoints
     settings.data_dir = str(Path(settings.data_dir).resolve())
     settings.runs_dir = str(Path(settings.runs_dir).resolve())
+    st = open_storage(storage, create=True)  # every check has passed: only now may the database appear
+    if name in found:  # no uid: a launch killed while it created the study; nothing ran in it
+        log.info("study '%s' was left half-created by a stopped launch: creating it afresh", name)
+        optuna.delete_study(study_name=name, storage=st)
     study = optuna.create_study(study_name=name, storage=st, directions=_directions(settings.objectives))
     for k, v in settings.to_attrs().items():
         study.set_user_attr(k, v)
-    study.set_user_attr("uid", uuid.uuid4().hex)
+    study.set_user_attr("uid", uuid.uuid4().hex)  # last: a study with a uid is complete (see run_study)
     return study
 
 
@@ -291,6 +311,9 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
         raise StudyError(f"no study '{name}' in {redact(storage or DEFAULT_STORAGE)} (studies there: {', '.join(names) or 'none'})") from None
+    if "uid" not in study.user_attrs:
+        raise StudyError(f"study '{name}' was never fully created (its launch was stopped while creating it); "
+                         "run the same `stt-search launch` again")  # fmt: skip
     settings = StudySettings.from_attrs(study.user_attrs)
     settings.data_dir = data_dir or settings.data_dir
     settings.runs_dir = runs_dir or settings.runs_dir

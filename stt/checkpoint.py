@@ -22,8 +22,13 @@ from stt.files import atomic_path
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """``torch.save`` to a temporary name, then rename: a killed save leaves the previous checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(state, fh)  # through a Python file, so a full disk is an OSError with its errno
+        except RuntimeError as e:  # torch's writer re-raises the file's error as its own
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | Path, keys: Iterable[str] = (), allow: Iterable[type] = ()) -> dict:

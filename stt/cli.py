@@ -9,6 +9,41 @@ import sys
 from stt.errors import one_line
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line naming it, not the whole usage block (``--help`` still shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--epochs 0`` is an error, not "use the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 1")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = positive_int(text) if text.strip() != "0" else 0
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g}: expected a number > 0")
+    return value
+
+
 def _cmd_describe(args) -> None:
     from stt.model import STTModel, describe
     from stt.run_config import load_run_config
@@ -30,12 +65,12 @@ def _cmd_describe(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stt", description="CTC speech recognisers from nested block configs.")
+    p = OneLineParser(prog="stt", description="CTC speech recognisers from nested block configs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("describe", help="parameters, stride, receptive field and GFLOPs of a config")
     d.add_argument("config", help="a layer config or run config YAML (or a shipped name such as seed_base.yaml)")
-    d.add_argument("--input-size", type=int, default=None, help="feature size (default 80, the fbank frontend's; the design note used 512-d wav2vec)")
+    d.add_argument("--input-size", type=positive_int, default=None, help="feature size (default 80, the fbank frontend's; the design note used 512-d wav2vec)")
     d.add_argument("--print-model", action="store_true", help="also print the module tree")
     d.set_defaults(func=_cmd_describe)
 

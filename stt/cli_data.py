@@ -40,15 +40,17 @@ def _cmd_features(args) -> int:
 
 
 def add_commands(sub) -> None:
+    from stt.cli import nonnegative_int, positive_float, positive_int
+
     p = sub.add_parser("prepare", help="synthesise the built-in corpus, or compute a feature cache")
     psub = p.add_subparsers(dest="what", required=True)
 
     s = psub.add_parser("synth", help="English speech synthesised offline with espeak-ng (LibriSpeech layout)")
     s.add_argument("--out", required=True, help="output folder (created; train/, dev/, test/ inside)")
-    s.add_argument("--hours", type=float, default=1.0, help="hours of training speech; dev and test get 10%% each (default 1)")
-    s.add_argument("--vocab", type=int, default=200, help="vocabulary: the N most frequent English words (default 200; >= 2000 for benchmarks)")
+    s.add_argument("--hours", type=positive_float, default=1.0, help="hours of training speech; dev and test get 10%% each (default 1)")
+    s.add_argument("--vocab", type=positive_int, default=200, help="vocabulary: the N most frequent English words (default 200; >= 2000 for benchmarks)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=None, help="synthesis processes (default: all cores)")
+    s.add_argument("--workers", type=positive_int, default=None, help="synthesis processes (default: all cores)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
 
@@ -56,6 +58,6 @@ def add_commands(sub) -> None:
     f.add_argument("--data", required=True, help="data folder (LibriSpeech layout or SPLIT.tsv/.jsonl manifests)")
     f.add_argument("--frontend", default="fbank", help="fbank (default) or wav2vec:PATH/TO/wav2vec_large.pt")
     f.add_argument("--splits", nargs="*", default=None, help="only these splits (default: all found)")
-    f.add_argument("--show-skipped", type=int, default=20, help="list at most this many skipped files per split")
+    f.add_argument("--show-skipped", type=nonnegative_int, default=20, help="list at most this many skipped files per split")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_cmd_features)

@@ -8,18 +8,27 @@ from pathlib import Path
 
 def _cmd_train(args) -> int:
     from stt.data import open_training_data
+    from stt.errors import CheckpointError
     from stt.run_config import load_run_config
-    from stt.train import Trainer
+    from stt.train import InfeasibleError, Trainer
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "lr": args.lr}.items() if v is not None}
     run = load_run_config(args.config, overrides=overrides)
     if args.frontend:
         run.frontend = args.frontend
     out = Path(args.out or Path("results") / "runs" / Path(args.config).stem)
+    previous = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if previous and not (args.resume or args.overwrite):  # a finished run's best.pt is not silently replaced
+        shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
+        raise CheckpointError(f"{out}: holds a previous run ({shown}); continue it with --resume, "
+                              "or replace it with --overwrite")  # fmt: skip
     splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
     data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
-    trainer = Trainer(run, data, out, device=args.device, max_seconds=args.max_seconds,
-                      checkpoint_every=args.checkpoint_every, log_every=args.log_every)  # fmt: skip
+    try:
+        trainer = Trainer(run, data, out, device=args.device, max_seconds=args.max_seconds,
+                          checkpoint_every=args.checkpoint_every, log_every=args.log_every)  # fmt: skip
+    except InfeasibleError as e:  # a property of the config on this corpus: name the file
+        raise InfeasibleError(f"{args.config}: {e}") from None
     print(f"training {trainer.model.config!r} on {trainer.device} ({trainer.precision}{', compiled' if trainer.compiled else ''}); "
           f"run directory {out}", file=sys.stderr)  # fmt: skip
     res = trainer.fit(resume=args.resume)
@@ -82,19 +91,22 @@ def _cmd_transcribe(args) -> int:
 
 
 def add_commands(sub) -> None:
+    from stt.cli import nonnegative_int, positive_float, positive_int
+
     t = sub.add_parser("train", help="train one run config with CTC")
     t.add_argument("--config", required=True, help="run config YAML (layers + train settings), e.g. an export")
     t.add_argument("--data", required=True, help="data folder (features are prepared on first use)")
     t.add_argument("--frontend", default=None, help="override the config's frontend (fbank | wav2vec:CKPT)")
-    t.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    t.add_argument("--lr", type=float, default=None, help="override train.lr")
+    t.add_argument("--epochs", type=positive_int, default=None, help="override train.epochs")
+    t.add_argument("--lr", type=positive_float, default=None, help="override train.lr")
     t.add_argument("--seed", type=int, default=None, help="override train.seed")
     t.add_argument("--out", default=None, help="run directory (default results/runs/CONFIG_NAME)")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    t.add_argument("--max-seconds", type=float, default=None, help="stop after the epoch that crosses this wall time")
-    t.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps within an epoch")
-    t.add_argument("--log-every", type=int, default=50,
+    t.add_argument("--max-seconds", type=positive_float, default=None, help="stop after the epoch that crosses this wall time")
+    t.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="also checkpoint every N steps within an epoch")
+    t.add_argument("--log-every", type=positive_int, default=50,
                    help="read the loss every N steps (a GPU sync); logs a line then when stderr is no terminal")
     for role in ("train", "dev", "test"):
         t.add_argument(f"--{role}-split", default=None, help=f"split name for {role} (default: the one named/prefixed '{role}')")
@@ -105,7 +117,7 @@ def add_commands(sub) -> None:
     e.add_argument("--data", required=True)
     e.add_argument("--split", default="test")
     e.add_argument("--weights", default="best", choices=["best", "last"])
-    e.add_argument("--errors", type=int, default=0, help="list the N worst utterances")
+    e.add_argument("--errors", type=nonnegative_int, default=0, help="list the N worst utterances")
     e.add_argument("--device", default=None)
     e.set_defaults(func=_cmd_eval)
 

@@ -88,7 +88,12 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
-    where = find_splits(data_dir)[split]
+    splits = find_splits(data_dir)
+    if split not in splits:
+        from stt.corpus import CorpusError
+
+        raise CorpusError(f"{data_dir}: split '{split}' not found; available: {', '.join(sorted(splits)) or 'none'}")
+    where = splits[split]
     utts, skipped = read_split(where)
     tok = LetterTokenizer()
     encodable = []

@@ -44,7 +44,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check_type(f"train.{f.name}", getattr(self, f.name), f.type)
+            check_type(f"train.{f.name}", getattr(self, f.name), f.type)
         _check_choice("train.schedule", self.schedule, ("onecycle", "cosine"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check_choice("train.compile", self.compile, (True, False, "auto"))
@@ -59,14 +59,18 @@ class TrainConfig:
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
-def _check_type(key: str, value, annotation: str) -> None:
-    """YAML and flags give strings, numbers and booleans; each key takes exactly its own kind."""
+def check_type(key: str, value, annotation: str) -> None:
+    """YAML and flags give strings, numbers and booleans; each key takes exactly its own kind.
+
+    ``annotation`` is a dataclass field's type as written (``"int"``, ``"float"``, ``"bool | str"``).
+    """
     kinds = [k.strip() for k in annotation.split("|")]
     allowed = tuple(t for k in kinds for t in _TYPES[k])
     if isinstance(value, bool) and "bool" not in kinds or not isinstance(value, allowed):
-        raise LayerConfigError(f"{key}: {value!r} is not {' or '.join('a number' if k == 'float' else f'a {k}' for k in kinds)}")
+        raise LayerConfigError(f"{key}: {value!r} is not {' or '.join(_KIND_NAMES[k] for k in kinds)}")
 
 
 def _check_choice(key, value, choices):

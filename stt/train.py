@@ -280,10 +280,12 @@ class Trainer:
     def fit(self, resume: bool = False, on_epoch: Callable[[int, dict], str | None] | None = None) -> TrainResult:
         """Train; ``on_epoch(epoch, metrics)`` may return ``"prune"`` to stop (status ``pruned``)."""
         self._t_start = time.time()
-        self._write_run_files()
         last = self.out / "last.pt"
-        if resume and last.exists():
-            self._restore(last)
+        resuming = resume and last.exists()
+        if resuming:
+            self._restore(last)  # before anything is written: a checkpoint that fails to load changes nothing
+        self._write_run_files()
+        if resuming:
             log.info("resuming %s at epoch %d, batch %d", self.out, self.state.epoch + 1, self.state.step_in_epoch)
         elif resume:
             log.info("no checkpoint in %s: starting from scratch", self.out)

@@ -49,7 +49,7 @@ def test_postgresql_urls_use_psycopg_3():
 
 
 def test_sqlite_storage_is_in_wal_mode(tmp_path):
-    open_storage(f"sqlite:///{tmp_path}/s.db")
+    open_storage(f"sqlite:///{tmp_path}/s.db", create=True)
     with sqlite3.connect(tmp_path / "s.db") as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -157,8 +157,12 @@ def test_a_killed_training_process_fails_its_trial_and_the_worker_goes_on(workdi
     assert trials[1].user_attrs["reason"] == f"training process {killed} was killed by SIGKILL (the kernel's OOM killer sends SIGKILL: out of memory?)"
 
 
-def test_bad_input_is_one_line_and_non_zero(workdir, capsys):
+def test_bad_input_is_one_line_and_non_zero(workdir, capsys, monkeypatch):
+    monkeypatch.setattr("search.storage.RETRY_DELAYS", (0.01,))  # a server that is not there is waited for briefly
     storage = f"sqlite:///{workdir}/db.sqlite"
+    assert search_main(["resume", "--study", "ghost", "--storage", storage]) == 2
+    assert "db.sqlite: no such file" in capsys.readouterr().err and not (workdir / "db.sqlite").exists()
+    optuna.create_study(study_name="other", storage=storage)
     assert search_main(["resume", "--study", "ghost", "--storage", storage]) == 2
     assert "no study 'ghost'" in capsys.readouterr().err
     assert search_main(["resume", "--study", "x", "--storage", "postgresql://nobody@127.0.0.1:1/none"]) == 2

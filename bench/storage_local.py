@@ -1,0 +1,77 @@
+"""Several workers on one host: SQLite in WAL mode vs Optuna's journal file, which locks up less?
+
+    python bench/storage_local.py [--workers 8] [--trials-per-worker 10] [--sleep 0.05]
+
+Each mode runs N `stt-search worker --dry-run` processes (sample, build on the meta device, wait, no
+training) on one study and reports trials/s, "database is locked" errors, failed workers, duplicates
+(a config sampled twice) and losses (target not met, trials left running). The wait is short on purpose:
+the storage, not the trial, is the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run_mode(name: str, url: str, data: Path, runs: Path, args) -> dict:
+    import optuna
+
+    from search.study import create_study, open_storage, settings_from_space
+
+    study = f"local-{name}"
+    target = args.workers * args.trials_per_worker
+    settings = settings_from_space(str(ROOT / "spaces" / "small.yaml"), str(data), target, sampler="random",
+                                   pruner="none", seed=0, runs_dir=str(runs))  # fmt: skip
+    create_study(study, settings, url)
+    cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", url, "--device", "cpu",
+           "--dry-run", str(args.sleep)]  # fmt: skip
+    t0 = time.time()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)]
+    errors = [p.communicate()[1] for p in procs]
+    wall = time.time() - t0
+    trials = optuna.load_study(study_name=study, storage=open_storage(url)).trials
+    counted = [t for t in trials if t.state.name == "COMPLETE"]
+    hashes = collections.Counter(t.user_attrs.get("config_hash") for t in counted)
+    starts = [t.datetime_start for t in counted if t.datetime_start]
+    ends = [t.datetime_complete for t in counted if t.datetime_complete]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
+    return {
+        "mode": name, "target": target, "complete": len(counted), "trials_per_s": len(counted) / span, "wall_s": wall,
+        "locked": sum(e.count("database is locked") for e in errors),
+        "failed_workers": sum(p.returncode != 0 for p in procs),
+        "duplicates": sum(n - 1 for n in hashes.values()),
+        "lost": target - len(counted) + sum(t.state.name == "RUNNING" for t in trials),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--trials-per-worker", type=int, default=10)
+    p.add_argument("--sleep", type=float, default=0.05, help="seconds each dry-run trial waits")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "corpus"
+        from stt.synth import SynthSettings, prepare_synth
+
+        prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2,
+                      progress=False)  # fmt: skip
+        rows = [run_mode("sqlite-wal", f"sqlite:///{tmp}/studies.db", data, Path(tmp) / "runs", args),
+                run_mode("journal", f"journal:///{tmp}/studies.log", data, Path(tmp) / "runs", args)]  # fmt: skip
+    print(f"{'storage':11s} {'complete':>9s} {'trials/s':>9s} {'wall s':>7s} {'locked':>7s} {'failed':>7s} {'dups':>5s} {'lost':>5s}")
+    for r in rows:
+        print(f"{r['mode']:11s} {r['complete']:5d}/{r['target']:<4d}{r['trials_per_s']:9.2f} {r['wall_s']:7.1f} "
+              f"{r['locked']:7d} {r['failed_workers']:7d} {r['duplicates']:5d} {r['lost']:5d}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
