@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 RUN = """
 frontend: fbank
-train: {epochs: 3, lr: 0.005, batch_frames: 3000, seed: 0}
+train: {epochs: 20, lr: 0.005, batch_frames: 3000, seed: 0}  # long enough that most kills land mid-training
 model:
   layers:
     - - - [conv_block, {in_chan: 32, out_chan: 32, kernel: 5, stride: 2}]
@@ -49,7 +49,7 @@ width: [16, 24]
 layers: {low: 1, high: 2}
 layer: {stride: [1, 2], branches: 1, d_ff: [1]}
 branch: {type: [conv_block, separable_conv_block], kernel: [3, 5], dilation: [1], glu: [false], heads: [2], dropout: 0.0}
-train: {epochs: 2, batch_frames: [3000]}
+train: {epochs: 1, batch_frames: [3000]}
 """
 
 STT = [sys.executable, "-m", "stt.cli"]
@@ -92,7 +92,7 @@ def try_train(tmp: Path, data: Path, i: int, delay: float) -> str:
     if r.returncode != 0:
         raise AssertionError(f"--resume after the kill failed:\n{r.stderr[-1500:]}")
     result = json.loads((out / "result.json").read_text())
-    if result["status"] != "completed" or result["epochs"] != 3:
+    if result["status"] != "completed" or result["epochs"] != 20:
         raise AssertionError(f"result after resume: {result['status']}, {result['epochs']} epochs")
     from stt.checkpoint import load_checkpoint
 
@@ -151,7 +151,7 @@ def try_launch(tmp: Path, data: Path, i: int, delay: float) -> str:
 
     db = f"sqlite:///{tmp}/launch_{i}.db"
     launch = [*SEARCH, "launch", "--space", str(tmp / "space.yaml"), "--data", str(data), "--study", "k", "--trials", "2",
-              "--pruner", "none", "--seed", str(i), "--storage", db, "--runs-dir", str(tmp / f"runs_{i}")]  # fmt: skip
+              "--pruner", "none", "--seed", str(abs(hash(str(i))) % 1000), "--storage", db, "--runs-dir", str(tmp / f"runs_{i}")]  # fmt: skip
     if not killed_at(launch, delay):
         return "finished before the kill"
     r = run([*SEARCH, "resume", "--study", "k", "--storage", db])
@@ -187,13 +187,15 @@ def main():
         tmp = Path(t)
         from stt.synth import SynthSettings, prepare_synth
 
-        audio = tmp / "audio"
-        prepare_synth(audio, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False)
-        data = tmp / "data"
-        shutil.copytree(audio, data)
+        data = tmp / "data"  # train and launch: a tiny corpus, so that a run is mostly training, not start-up
+        prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False)
+        audio = tmp / "audio"  # prepare: more audio, so that computing features is a good part of its time
+        prepare_synth(audio, SynthSettings(hours=0.06, vocab=30, seed=4, min_words=2, max_words=5), workers=2, progress=False)
         (tmp / "run.yaml").write_text(RUN)
         (tmp / "space.yaml").write_text(SPACE)
-        reference = _features(data, complete=False)  # prepares the shared cache: train and launch read it
+        _features(data, complete=False)  # prepares the shared cache: train and launch read it
+        reference = _features(audio, complete=False) if "prepare" in args.what else {}
+        shutil.rmtree(audio / ".stt-cache", ignore_errors=True)  # each prepare try starts from audio only
         for what in args.what.split(","):
             if what == "train":
                 full = timed([*STT, "train", "--config", str(tmp / "run.yaml"), "--data", str(data), "--out", str(tmp / "ref_run")])
@@ -215,6 +217,9 @@ def main():
                 delay = rng.uniform(0.0, full)
                 try:
                     how = go(i, delay)
+                    while how == "finished before the kill":  # it ran faster than the unkilled run: kill sooner
+                        delay = rng.uniform(0.0, delay)
+                        how = go(f"{i}b{delay:.3f}", delay)
                 except AssertionError as e:
                     how = "FAILED"
                     failures.append(f"try {i} (killed at {delay:.2f} s): {e}")

@@ -152,7 +152,7 @@ def _demo(args) -> int:
         study = run_study(args.study, storage, timeout=args.budget)
     else:
         settings = settings_from_space(args.space, str(data), args.trials, sampler="tpe", pruner="median", seed=args.seed,
-                                       runs_dir=args.runs_dir)  # fmt: skip
+                                       runs_dir=args.runs_dir, epochs=args.epochs)  # fmt: skip
         study = launch(args.study, settings, storage, timeout=args.budget)
     _after_run(study, args)
     out = Path(args.export)
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--trials", type=positive_int, default=10)
     de.add_argument("--budget", type=positive_float, default=15 * 60, help="seconds in which trials may start (default 15 min)")
     de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--epochs", type=positive_int, default=None, help="override the space's train.epochs (a quick look)")
     de.add_argument("--runs-dir", default="results/runs")
     de.add_argument("--export", default="results/demo-best.yaml")
     storage(de)
@@ -281,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Optuna logs a trial stopped by Ctrl-C as a failure with its whole traceback; the one line below says it
-    optuna.logging.get_logger("optuna").addFilter(_not_interrupted)
+    # Optuna logs a trial stopped by Ctrl-C as a failure with its whole traceback; the one line below says it.
+    # On its handlers: a logger's own filters do not see records from its children (optuna.study._optimize).
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_not_interrupted)
     import warnings
 
     # Optuna flags heartbeats/retries as experimental and importance estimates on few trials; the CLI says what matters

@@ -284,14 +284,16 @@ def test_a_run_directory_is_trained_in_by_one_process_at_a_time(tmp_path):
         pass
 
 
-def test_passwords_are_never_printed(workdir, capsys):
+def test_passwords_are_never_printed(workdir, capsys, caplog, monkeypatch):
     from search.study import redact
 
+    monkeypatch.setattr("search.storage.RETRY_DELAYS", (0.01, 0.01))  # the retries log the URL too
     assert redact("postgresql://alice:s3cr:et@db.example:5432/optuna") == "postgresql://alice:***@db.example:5432/optuna"
     assert redact("sqlite:///results/studies.db") == "sqlite:///results/studies.db"
     assert search_main(["resume", "--study", "x", "--storage", "postgresql://alice:hunter2@127.0.0.1:1/none"]) == 2
     err = capsys.readouterr().err
     assert "hunter2" not in err and "alice:***@127.0.0.1:1" in err
+    assert "opening again" in caplog.text and "hunter2" not in caplog.text
 
 
 def test_workers_spread_over_gpus(monkeypatch):
