@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 RUN = """
 frontend: fbank
-train: {epochs: 20, lr: 0.005, batch_frames: 3000, seed: 0}  # long enough that most kills land mid-training
+train: {epochs: 100, lr: 0.005, batch_frames: 3000, seed: 0}  # long enough that most kills land mid-training
 model:
   layers:
     - - - [conv_block, {in_chan: 32, out_chan: 32, kernel: 5, stride: 2}]
@@ -92,7 +92,7 @@ def try_train(tmp: Path, data: Path, i: int, delay: float) -> str:
     if r.returncode != 0:
         raise AssertionError(f"--resume after the kill failed:\n{r.stderr[-1500:]}")
     result = json.loads((out / "result.json").read_text())
-    if result["status"] != "completed" or result["epochs"] != 20:
+    if result["status"] != "completed" or result["epochs"] != 100:
         raise AssertionError(f"result after resume: {result['status']}, {result['epochs']} epochs")
     from stt.checkpoint import load_checkpoint
 

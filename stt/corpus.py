@@ -175,4 +175,6 @@ def manifest_hash(utts: list[Utterance], root: str | Path) -> str:
 
 
 def write_manifest_jsonl(utts: list[Utterance], path: str | Path) -> None:
-    Path(path).write_text("".join(json.dumps(asdict(u)) + "\n" for u in utts))
+    from stt.files import write_text
+
+    write_text(path, "".join(json.dumps(asdict(u)) + "\n" for u in utts))

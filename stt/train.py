@@ -395,8 +395,8 @@ class Trainer:
             "audio_seconds_per_second": st.audio_seconds / max(st.train_seconds, 1e-9), "elapsed": self._elapsed(),
         }  # fmt: skip
         st.history.append(metrics)
-        with open(self.out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
+        # rewritten whole from the history (not appended): after a kill and a resume it holds each epoch once
+        write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
         if dev.wer < st.best_wer:
             st.best_wer, st.best_epoch, st.stale = dev.wer, st.epoch, 0
             self._save("best.pt", {"model": self.model.state_dict(), "epoch": st.epoch, "dev_wer": dev.wer,

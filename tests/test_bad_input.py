@@ -250,6 +250,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(row, world, monkeypatc
     assert rc == 2, (out, err)
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
+    if os.environ.get("STT_PRINT_ROWS"):  # the table for a note: STT_PRINT_ROWS=1 pytest -s tests/test_bad_input.py
+        with capsys.disabled():
+            print(f"[row] {row.id}: {last.replace(str(w), 'W')}")
     assert re.search(row.message, last), last
     assert last.startswith(f"{argv[0]} {argv[1]}: error: ") or last.startswith(f"{argv[0]} {argv[1]} {argv[2]}: error: ")
     assert not (w / "PAYLOAD_RAN").exists(), "the payload ran"
