@@ -90,6 +90,9 @@ class Objective:
         return out[0] if len(out) == 1 else out
 
     def __call__(self, trial: optuna.Trial):
+        # first: a resumer judges a RUNNING trial by its worker; a trial without one is an orphan (see requeue_dead_trials)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker_ns", process_namespace())  # whether a resumer may judge this pid
         if self._beyond_target(trial):
             # two workers asked at once for the last place: the later-numbered trial steps aside (FAIL, not
             # counted), so the target is met exactly; the study's target callback then stops this worker
@@ -106,8 +109,6 @@ class Objective:
         h = hashlib.sha256(json.dumps(run.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
         trial.set_user_attr("config", json.dumps(run.to_dict()))
         trial.set_user_attr("config_hash", h)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("worker_ns", process_namespace())  # whether a resumer may judge this pid
 
         try:
             with torch.device("meta"):  # shapes only: counting needs no weights, and the Trainer builds the real model

@@ -18,6 +18,8 @@ objective resumes it from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -35,7 +37,7 @@ from search.objective import Objective
 from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
 from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
 from search.space import Space, load_space, max_feasible_stride, validate_space
-from stt.errors import StudyError  # noqa: F401 (re-exported: search.study.StudyError)
+from stt.errors import StudyError
 
 log = logging.getLogger("search")
 STUCK_AFTER = 20  # consecutive untrainable candidates (over budget, infeasible) after which a study gives up
@@ -244,12 +246,14 @@ def load_space_text(settings: StudySettings) -> Space:
     return Space(validate_space(yaml.safe_load(settings.space_text), settings.space_name), settings.space_name, settings.space_text)
 
 
-def requeue_dead_trials(study: optuna.Study) -> list[int]:
+def requeue_dead_trials(study: optuna.Study, orphan_after: float = 120.0) -> list[int]:
     """Fail and re-queue RUNNING trials whose worker process is gone, and Ctrl-C'd trials.
 
     "Gone" is decided by pid only for workers in this very pid namespace (same kernel boot, same
     namespace: containers often share a hostname, and a pid means nothing across namespaces); the
-    others are failed once their heartbeat is stale.
+    others are failed once their heartbeat is stale. A RUNNING trial that names no worker
+    ``orphan_after`` seconds after it started was asked for by a worker killed before it wrote a
+    line (or a heartbeat): it trained nothing and is failed, not counted, so a new trial takes its place.
     """
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials}
@@ -257,7 +261,14 @@ def requeue_dead_trials(study: optuna.Study) -> list[int]:
     requeued = []
     with stable_enough():
         retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    now = datetime.datetime.now()
     for t in trials:
+        if (t.state == TrialState.RUNNING and "worker" not in t.user_attrs and t.datetime_start is not None
+                and (now - t.datetime_start).total_seconds() > orphan_after):  # fmt: skip
+            with contextlib.suppress(ValueError, RuntimeError):  # finished meanwhile: another resumer
+                optuna.Trial(study, t._trial_id).set_user_attr("status", "orphaned")
+                study.tell(t.number, state=TrialState.FAIL)
+            continue
         pid = t.user_attrs.get("worker", "").rpartition(":")[2]
         dead = (t.state == TrialState.RUNNING and t.user_attrs.get("worker_ns") == here and pid.isdigit()
                 and not pid_alive(int(pid)))  # fmt: skip
@@ -326,7 +337,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     epochs = settings.epochs or space.spec.get("train", {}).get("epochs", 12)
     study.sampler = make_sampler(settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials))
     study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12)
-    requeued = requeue_dead_trials(study)
+    requeued = requeue_dead_trials(study, orphan_after=settings.heartbeat * 4)
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
     objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=settings.runs_dir, run_key=run_key(study),
@@ -375,7 +386,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
             study.optimize(objective, n_trials=settings.trials + 100, callbacks=[after_trial],
                            timeout=None if deadline is None else deadline - time.time(), catch=(Exception,),
                            show_progress_bar=False)  # fmt: skip
-            if failing or stuck or not _more_to_do(study, settings.trials, st, deadline):
+            if failing or stuck or not _more_to_do(study, settings.trials, st, deadline, settings.heartbeat * 4):
                 break
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -388,7 +399,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     return study
 
 
-def _more_to_do(study: optuna.Study, target: int, storage, deadline: float | None) -> bool:
+def _more_to_do(study: optuna.Study, target: int, storage, deadline: float | None, orphan_after: float = 120.0) -> bool:
     """After this worker's last trial: wait while other workers' trials run, in case one of them dies.
 
     The target counts running trials, so a worker stops asking once enough are running; if one of those
@@ -399,7 +410,7 @@ def _more_to_do(study: optuna.Study, target: int, storage, deadline: float | Non
     """
     interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
     while deadline is None or time.time() < deadline:
-        requeue_dead_trials(study)
+        requeue_dead_trials(study, orphan_after)
         trials = study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials):
             return True

@@ -16,21 +16,24 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (``--epochs 0`` is an error, not "use the default")."""
+def _integer(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= {low}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--epochs 0`` is an error, not "use the default")."""
+    return _integer(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """An argparse type: an integer >= 0."""
-    value = positive_int(text) if text.strip() != "0" else 0
-    return value
+    return _integer(text, 0)
 
 
 def positive_float(text: str) -> float:

@@ -333,3 +333,20 @@ def test_a_sigkilled_worker_s_trial_is_finished_by_another_live_worker(workdir):
     assert retry[0].user_attrs["worker"] != trials[victim].user_attrs["worker"]  # the survivor finished it
     assert retry[0].user_attrs["epochs"] == 3 and "3/3 trials finished" in out
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+
+
+def test_a_trial_whose_worker_died_before_naming_itself_is_failed_once_it_is_old(tmp_path):
+    """Found by bench/kill_recovery.py: a launch SIGKILLed between Optuna's ask and the objective's first
+    write left a RUNNING trial with no worker and no heartbeat; every resume then waited for it forever."""
+    from search.study import open_storage, requeue_dead_trials
+
+    study = optuna.create_study(study_name="o", storage=open_storage(f"sqlite:///{tmp_path}/o.db", create=True))
+    orphan = study.ask()
+    named = study.ask()
+    named.set_user_attr("worker", "otherhost:1")  # judged by its heartbeat, not here
+    assert requeue_dead_trials(study, orphan_after=3600) == []
+    assert [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]  # young: its worker may still be writing
+    requeue_dead_trials(study, orphan_after=0)
+    trials = study.trials
+    assert trials[orphan.number].state.name == "FAIL" and trials[orphan.number].user_attrs["status"] == "orphaned"
+    assert trials[named.number].state.name == "RUNNING"
