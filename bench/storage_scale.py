@@ -77,6 +77,7 @@ def main():
     p.add_argument("--trials-per-worker", type=int, default=10)
     p.add_argument("--sleep", type=float, default=0.2, help="seconds each dry-run trial waits")
     p.add_argument("--port", type=int, default=13917, help="gRPC proxy port")
+    p.add_argument("--modes", default="direct,grpc-proxy", help="which of direct, grpc-proxy to run")
     args = p.parse_args()
     server = start_postgres()
     if server is None:
@@ -89,7 +90,11 @@ def main():
 
             prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2,
                           progress=False)  # fmt: skip
-            rows = [run_mode("direct", server.url, server.url, server, data, Path(tmp) / "runs", args)]
+            rows = []
+            if "direct" in args.modes:
+                rows.append(run_mode("direct", server.url, server.url, server, data, Path(tmp) / "runs", args))
+            if "grpc-proxy" not in args.modes:
+                return _print(rows)
             proxy = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--storage", server.url,
                                       "--port", str(args.port)], stderr=subprocess.PIPE, text=True)  # fmt: skip
             for line in proxy.stderr:
@@ -102,6 +107,10 @@ def main():
             proxy.terminate()
             proxy.wait()
         stop_postgres(server)
+    _print(rows)
+
+
+def _print(rows: list[dict]) -> None:
     print(f"{'mode':11s} {'workers':>7s} {'complete':>9s} {'trials/s':>9s} {'peak conns':>10s} {'dups':>5s} {'lost':>5s} "
           f"{'failed workers':>14s}")  # fmt: skip
     for r in rows:

@@ -15,7 +15,7 @@ from stt.files import atomic_path, make_dir, write_text
 
 def _architecture(config_json: str | None) -> dict:
     """Flattened architecture columns from a stored run config."""
-    if not config_json:
+    if not isinstance(config_json, str) or not config_json:  # a trial that stopped before its config: NaN in pandas
         return {}
     from stt.layer_config import load_layer_config
 
