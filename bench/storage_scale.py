@@ -27,9 +27,7 @@ from tests.search.conftest import start_postgres, stop_postgres  # noqa: E402
 
 
 def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, args) -> dict:
-    import optuna
-
-    from search.study import create_study, open_storage, settings_from_space
+    from search.study import create_study, settings_from_space
 
     study = f"scale-{name}"
     target = args.workers * args.trials_per_worker
@@ -55,20 +53,27 @@ def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, a
     wall = time.time() - t0
     stop.set()
     failed = [e[-300:] for p, e in zip(procs, errors) if p.returncode != 0]
-    trials = optuna.load_study(study_name=study, storage=open_storage(db_url)).trials
+    return {"mode": name, "workers": args.workers, "wall_s": wall, "peak_connections": peak[0],
+            "failed_workers": len(failed), "first_failure": failed[0] if failed else "",
+            "locked_errors": sum(e.count("database is locked") for e in errors), **tally(study, db_url, target)}  # fmt: skip
+
+
+def tally(study: str, url: str, target: int) -> dict:
+    """What a dry-run study left: completions, trials/s from the first start to the last end, duplicate
+    configs, and losses (target not met, trials left running)."""
+    import optuna
+
+    from search.study import open_storage
+
+    trials = optuna.load_study(study_name=study, storage=open_storage(url)).trials
     counted = [t for t in trials if t.state.name == "COMPLETE"]
     hashes = collections.Counter(t.user_attrs.get("config_hash") for t in counted)
     starts = [t.datetime_start for t in counted if t.datetime_start]
     ends = [t.datetime_complete for t in counted if t.datetime_complete]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
-    return {
-        "mode": name, "workers": args.workers, "target": target, "complete": len(counted),
-        "trials_per_s": len(counted) / span, "wall_s": wall, "peak_connections": peak[0],
-        "duplicates": sum(n - 1 for n in hashes.values()),
-        "lost": target - len(counted) + sum(t.state.name == "RUNNING" for t in trials),
-        "failed_workers": len(failed), "first_failure": failed[0] if failed else "",
-        "locked_errors": sum(e.count("database is locked") for e in errors),
-    }
+    return {"target": target, "complete": len(counted), "trials_per_s": len(counted) / span,
+            "duplicates": sum(n - 1 for n in hashes.values()),
+            "lost": target - len(counted) + sum(t.state.name == "RUNNING" for t in trials)}  # fmt: skip
 
 
 def main():

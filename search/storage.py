@@ -64,18 +64,23 @@ def _transient(e: BaseException) -> bool:
     return False
 
 
+def _with_retries(call, url: str, doing: str = "retrying", final: tuple[str, ...] = ()):
+    """``call()``, retried with back-off while it fails with a transient error (none of ``final`` in it)."""
+    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        try:
+            return call()
+        except Exception as e:
+            if delay is None or not _transient(e) or any(m in str(e).lower() for m in final):
+                raise
+            log.warning("storage %s: %s; %s in %.1f s (attempt %d)", redact(url),
+                        redact(str(e.__cause__ or e).splitlines()[0][:160]), doing, delay, attempt + 2)  # fmt: skip
+            time.sleep(delay)
+
+
 def _retrying(method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
-            try:
-                return method(self, *args, **kwargs)
-            except Exception as e:
-                if delay is None or not _transient(e):
-                    raise
-                log.warning("storage %s: %s; retrying in %.1f s (attempt %d)", redact(self.url),
-                            redact(str(e.__cause__ or e).splitlines()[0][:160]), delay, attempt + 2)  # fmt: skip
-                time.sleep(delay)
+        return _with_retries(lambda: method(self, *args, **kwargs), self.url)
 
     return call
 
@@ -155,18 +160,14 @@ def _file_storage(url: str, scheme: str, create: bool) -> Path:
 def _open_rdb(url: str, heartbeat: int, engine_kwargs: dict, wait: bool) -> RetryingRDBStorage:
     """Open; with ``wait``, with the same back-off as every later call, so a server that is full ("too many
     clients") or restarting when a worker starts is waited for instead of failing the worker."""
-    for attempt, delay in enumerate((*(RETRY_DELAYS if wait else ()), None)):
-        try:
-            with stable_enough():
-                return RetryingRDBStorage(url, heartbeat_interval=heartbeat, grace_period=heartbeat * 4,
-                                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                                          engine_kwargs=engine_kwargs or None)  # fmt: skip
-        except Exception as e:
-            if delay is None or not _transient(e) or any(m in str(e).lower() for m in _FINAL):
-                raise
-            log.warning("storage %s: %s; opening again in %.1f s (attempt %d)", redact(url),
-                        redact(str(e.__cause__ or e).splitlines()[0][:160]), delay, attempt + 2)  # fmt: skip
-            time.sleep(delay)
+
+    def open_once():
+        with stable_enough():
+            return RetryingRDBStorage(url, heartbeat_interval=heartbeat, grace_period=heartbeat * 4,
+                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                                      engine_kwargs=engine_kwargs or None)  # fmt: skip
+
+    return _with_retries(open_once, url, "opening again", _FINAL) if wait else open_once()
 
 
 def serve_proxy(url: str, host: str = "localhost", port: int = 13000) -> None:
