@@ -17,6 +17,7 @@ class Scores:
     cer: float
     words: int  # reference words
     utterances: int
+    loss: float | None = None  # CTC loss per reference letter, when the scorer had the model's outputs
 
 
 def _clean(hyps: list[str]) -> list[str]:

@@ -390,7 +390,7 @@ class Trainer:
         st.epoch += 1
         st.step_in_epoch, st.loss_sum = 0, 0.0
         metrics = {
-            "epoch": st.epoch, "train_loss": train_loss, "dev_wer": dev.wer, "dev_cer": dev.cer,
+            "epoch": st.epoch, "train_loss": train_loss, "dev_loss": dev.loss, "dev_wer": dev.wer, "dev_cer": dev.cer,
             "lr": self.sched.get_last_lr()[0],
             "audio_seconds_per_second": st.audio_seconds / max(st.train_seconds, 1e-9), "elapsed": self._elapsed(),
         }  # fmt: skip
@@ -405,8 +405,8 @@ class Trainer:
             st.stale += 1
         self._checkpoint()
         if self.progress:
-            log.info("epoch %d/%d  loss %.3f  dev WER %.1f%%  CER %.1f%%  %.0f audio-s/s", st.epoch, tc.epochs,
-                     train_loss, 100 * dev.wer, 100 * dev.cer, metrics["audio_seconds_per_second"])  # fmt: skip
+            log.info("epoch %d/%d  loss %.3f  dev loss %.3f  WER %.1f%%  CER %.1f%%  %.0f audio-s/s", st.epoch, tc.epochs,
+                     train_loss, dev.loss, 100 * dev.wer, 100 * dev.cer, metrics["audio_seconds_per_second"])  # fmt: skip
         return metrics
 
     def _finish(self, result: TrainResult) -> TrainResult:

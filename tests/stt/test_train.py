@@ -67,6 +67,8 @@ def test_loss_falls_and_a_memorised_utterance_decodes(tiny_corpus, tmp_path):
     res = trainer.fit()
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.2 * losses[0], losses[::10]
+    dev_losses = [h["dev_loss"] for h in res.history]  # dev is the same utterance: its loss falls as far
+    assert dev_losses[-1] < 0.2 * dev_losses[0], dev_losses[::10]
     s, ids, refs, hyps = evaluate_split(load_run(tmp_path / "run").model, trainer.data.caches["dev"],
                                         trainer.data.tokenizer, trainer.device, 100000)  # fmt: skip
     assert hyps == [utt.text.lower()], (hyps, refs)
@@ -141,6 +143,30 @@ def trained(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
     res = Trainer(tiny_run(epochs=4), _data(tiny_corpus), out, progress=False).fit()
     return out, res
+
+
+def test_dev_loss_is_the_ctc_loss_per_letter_whatever_the_batching(trained, tiny_corpus):
+    import torch.nn.functional as F
+
+    from stt.batching import FeatureDataset
+
+    loaded = load_run(trained[0])
+    data = _data(tiny_corpus)
+    cache = data.caches["dev"]
+    scores, *_ = evaluate_split(loaded.model, cache, loaded.tokenizer, torch.device("cpu"), 3000)
+    total, letters = 0.0, 0
+    ds = FeatureDataset(cache, loaded.tokenizer)
+    with torch.no_grad():
+        for i in range(len(ds)):  # one utterance at a time: no padding at all
+            feats, target, _ = ds[i]
+            logits, n = loaded.model(feats.float()[None])
+            lp = logits.log_softmax(-1).transpose(0, 1)
+            total += F.ctc_loss(lp, target[None], n, torch.tensor([len(target)]), blank=loaded.tokenizer.blank,
+                                reduction="sum", zero_infinity=True).item()  # fmt: skip
+            letters += len(target)
+    assert scores.loss == pytest.approx(total / letters, rel=1e-4)
+    history = [json.loads(line) for line in (trained[0] / "metrics.jsonl").read_text().splitlines()]
+    assert all(h["dev_loss"] > 0 for h in history) and history[-1]["dev_loss"] < history[0]["dev_loss"]
 
 
 def test_eval_reproduces_the_logged_wer(trained, tiny_corpus, capsys):
