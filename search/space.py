@@ -3,34 +3,40 @@
 A space file (``spaces/small.yaml``)::
 
     frontend: fbank
-    width: [96, 128]                    # model width (channels)
-    layers: {low: 2, high: 4}           # number of layers
+    seeds: [small]                      # configs to train first (shipped names or paths); points of this space
+    width: [96, 128, 192]               # model width (channels)
+    layers: {low: 3, high: 6}           # number of layers
     layer:
-      stride: [1, 2]                    # per layer; clamped to keep the total stride feasible
-      branches: {low: 1, high: 3}       # parallel branches per layer
+      stride: [1, 2]                    # per layer; a stride past the corpus's cap is not offered
+      branches: {low: 1, high: 2}       # parallel branches per layer
       d_ff: [1, 2]                      # merge feed-forward width, as a multiple of the concatenated width
+      single_ff: [false, true]          # whether a single branch gets the feed-forward too
     branch:
       type: [conv_block, separable_conv_block, attention_conv_block, conv_attention_conv_block]
-      kernel: [3, 5, 7]
+      kernel: [3, 5, 7]                 # odd ("same" length at any dilation)
       dilation: [1, 2]
       glu: [false, true]
-      heads: [2, 4, 8]                  # snapped down to a divisor of the width
+      heads: [2, 4, 8]                  # each must divide every width
       dropout: {low: 0.0, high: 0.2}
     train:
-      lr: {low: 0.001, high: 0.006, log: true}
-      batch_frames: [12000]
-      epochs: 6                         # a scalar is fixed, not searched
+      lr: {low: 0.001, high: 0.008, log: true}
+      batch_frames: [8000, 16000]
+      epochs: 20                        # a scalar is fixed, not searched
 
-A list is a categorical choice, ``{low, high}`` an int (both ints) or float
-range (``log: true`` for log scale), a scalar is fixed. Parameter names are
-stable paths: ``width``, ``layers``, ``layer2.stride``, ``layer2.branches``,
-``layer2.branch1.type``, ``layer2.branch1.kernel``, ``train.lr``.
+A list is a categorical choice (each value once), ``{low, high}`` an int (both
+ints) or float range (``log: true`` for log scale), a scalar is fixed. Parameter
+names are stable paths: ``width``, ``layers``, ``layer2.stride``,
+``layer2.branches``, ``layer2.branch1.type``, ``layer2.branch1.kernel``,
+``train.lr``.
 
-Every sample validates and is feasible: a layer's stride is set to 1 when it
-would take the total stride past ``max_total_stride`` (from the corpus), the
-heads are snapped to a divisor of the width, an ``attention_conv_block`` (which
-cannot stride) in a strided layer becomes a ``conv_attention_conv_block``, and
-kernel/dilation pairs that cannot keep "same" length get an odd kernel.
+Every recorded parameter is a property of the built model, so
+``sample_config(FixedTrial(trial.params))`` rebuilds the stored config and TPE
+learns from what was trained. Choices that could not build are not offered
+instead of being overridden after sampling: a layer whose stride would pass the
+total-stride cap samples ``layerI.stride_uptoR`` from the strides that fit (or
+nothing, when only 1 fits), and a strided layer samples ``strided_type`` from
+the block types that can stride. Head counts that do not divide a width, even
+kernels and repeated choices are errors when the space is read.
 """
 
 from __future__ import annotations
@@ -53,9 +59,10 @@ class SpaceError(ConfigError):
 
 
 _SCHEMA = {
-    "frontend": None, "width": None, "layers": None, "max_total_stride": None,
-    "layer": {"stride": None, "branches": None, "d_ff": None},
-    "branch": {"type": None, "kernel": None, "dilation": None, "glu": None, "heads": None, "dropout": None},
+    "frontend": None, "width": None, "layers": None, "max_total_stride": None, "seeds": None,
+    "layer": {"stride": None, "branches": None, "d_ff": None, "single_ff": None},
+    "branch": {"type": None, "kernel": None, "attn_kernel": None, "dilation": None, "glu": None, "heads": None,
+               "dropout": None},
     "train": {k: None for k in TrainConfig.__dataclass_fields__},
 }  # fmt: skip
 _STRIDABLE = ("conv_block", "separable_conv_block", "conv_attention_conv_block")
@@ -67,18 +74,12 @@ class Space:
     name: str
     text: str  # the YAML as read: stored with the study so resume samples the same space
 
-    def param(self, key: str):
-        node = self.spec
-        for part in key.split("."):
-            node = node[part]
-        return node
-
 
 # what each searched key's values must be (train.* keys take their TrainConfig field's type)
 _KINDS = {
     "width": "count", "layers": "count", "max_total_stride": "count", "frontend": "text",
-    "layer.stride": "count", "layer.branches": "count", "layer.d_ff": "positive",
-    "branch.type": "text", "branch.kernel": "count", "branch.dilation": "count", "branch.heads": "count",
+    "layer.stride": "count", "layer.branches": "count", "layer.d_ff": "positive", "layer.single_ff": "flag",
+    "branch.type": "text", "branch.kernel": "count", "branch.attn_kernel": "count", "branch.dilation": "count", "branch.heads": "count",
     "branch.glu": "flag", "branch.dropout": "fraction",
 }  # fmt: skip
 _KIND_CHECKS = {
@@ -94,6 +95,10 @@ def _check_dist(value, where: str, key: str) -> None:
     if isinstance(value, list):
         if not value:
             raise SpaceError(f"{where}: an empty list of choices")
+        for i, v in enumerate(value):
+            if any(v == w and type(v) is type(w) for w in value[:i]):
+                # Optuna stores a categorical by its index into the choices: repeats would collapse into one
+                raise SpaceError(f"{where}: {value} repeats {v!r}; list each choice once")
         candidates = value
     elif isinstance(value, dict):
         extra = set(value) - {"low", "high", "log"}
@@ -155,6 +160,10 @@ def validate_space(spec: Any, label: str = "space") -> dict:
         if key not in _SCHEMA:
             raise SpaceError(f"{label}: {key}: unknown key; valid: {', '.join(_SCHEMA)}")
         sub = _SCHEMA[key]
+        if key == "seeds":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SpaceError(f"{label}: seeds: expected a list of config paths or shipped config names, got {value!r}")
+            continue
         if sub is None:
             _check_dist(value, f"{label}: {key}", key)
             continue
@@ -174,6 +183,28 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     widths = spec["width"] if isinstance(spec["width"], list) else [spec["width"]]
     if not all(isinstance(w, int) and w > 0 for w in widths):
         raise SpaceError(f"{label}: width: expected positive integers, got {widths}")
+    # what would otherwise need a sampled value overridden after the fact: ruled out here, at the edge
+    def choices(section: str, key: str, default) -> list:
+        value = spec.get(section, {}).get(key, default)
+        return value if isinstance(value, list) else [value]
+
+    for key in ("stride", "kernel", "attn_kernel", "heads"):
+        section = "layer" if key == "stride" else "branch"
+        if isinstance(spec.get(section, {}).get(key), dict):
+            raise SpaceError(f"{label}: {section}.{key}: expected a list of choices, not a range")
+    strides = choices("layer", "stride", 1)
+    if 1 not in strides:
+        raise SpaceError(f"{label}: layer.stride: {strides} lacks 1, which a layer past the total-stride cap must take")
+    if max(strides) > 1 and not set(choices("branch", "type", "conv_block")) & set(_STRIDABLE):
+        raise SpaceError(f"{label}: layer.stride: {strides} strides, but no branch.type can ({', '.join(_STRIDABLE)})")
+    for key in ("kernel", "attn_kernel"):
+        even = [k for k in choices("branch", key, 3) if k % 2 == 0]
+        if even:
+            raise SpaceError(f"{label}: branch.{key}: {even[0]} is even; 'same' padding needs an odd kernel")
+    for h in choices("branch", "heads", 4):
+        bad = [w for w in widths if w % h]
+        if bad:
+            raise SpaceError(f"{label}: branch.heads: {h} does not divide width {bad[0]}; every head count must divide every width")
     return spec
 
 
@@ -184,15 +215,63 @@ def _suggest(trial, name: str, dist):
         if isinstance(dist["low"], int) and isinstance(dist["high"], int) and not dist.get("log"):
             return trial.suggest_int(name, dist["low"], dist["high"])
         return trial.suggest_float(name, float(dist["low"]), float(dist["high"]), log=bool(dist.get("log")))
-    return dist  # fixed
+    return dist  # fixed: not a parameter
 
 
-def _divisor_at_most(width: int, heads: int) -> int:
-    return max(h for h in range(1, heads + 1) if width % h == 0)
+def _choose(trial, name: str, narrowed: str, dist, allowed) -> Any:
+    """Sample from the choices of ``dist`` that ``allowed`` keeps, so no value is ever overridden afterwards.
+
+    When every choice is allowed this is the plain parameter ``name``. A narrower set is a parameter of
+    its own, ``narrowed`` (an Optuna parameter keeps one set of choices for the whole study), and a
+    single survivor is no choice at all, so it is not recorded.
+    """
+    choices = dist if isinstance(dist, list) else [dist]
+    kept = [c for c in choices if allowed(c)]
+    if len(kept) == len(choices):
+        return _suggest(trial, name, dist)
+    if len(kept) == 1:
+        return kept[0]
+    return trial.suggest_categorical(narrowed, kept)
+
+
+def branch_kwargs(btype: str, width: int, stride: int, kernel: int, dilation: int, dropout: float, glu: bool,
+                  heads: int | None, attn_kernel: int | None = None) -> dict:  # fmt: skip
+    """The kwargs of one branch of model width ``width``; GLU (k=2) doubles a conv's output and halves it back.
+
+    ``attn_kernel``: a conv-attention-conv block's attention kernel (default: its conv kernel).
+    """
+    k = 2 if glu else 1
+    out = width * k if btype != "separable_conv_block" else width
+    if btype in ("conv_block", "separable_conv_block"):
+        return dict(out_chan=out, kernel=kernel, stride=stride, dil=dilation, dropout=dropout, k=k)
+    if btype == "conv_attention_conv_block":
+        return dict(out_chan=out, kernel_conv=kernel, stride_conv=stride, dil_conv=dilation, dropout_conv=dropout, k=k,
+                    n_heads=heads, kernel_attn=attn_kernel or kernel, dropout_attn=dropout)  # fmt: skip
+    return dict(n_heads=heads, kernel=kernel, dropout=dropout)
+
+
+def branch_values(btype: str, kw: dict) -> dict:
+    """What a space says about a normalised branch: the inverse of :func:`branch_kwargs`."""
+    conv = "_conv" if btype == "conv_attention_conv_block" else ""
+    return {
+        "type": btype,
+        "kernel": kw["kernel" + conv],
+        "dilation": kw.get("dil" + conv, 1),
+        "stride": kw.get("stride" + conv, 1),
+        "glu": kw.get("k", 1) == 2,
+        "heads": kw.get("n_heads"),
+        "attn_kernel": kw.get("kernel_attn"),
+        "dropout": kw["dropout" + conv],
+    }
 
 
 def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
-    """Sample one run config (define-by-run; stable parameter names). Always validates and is feasible."""
+    """Sample one run config (define-by-run; stable parameter names). Always validates and is feasible.
+
+    Every recorded parameter is a property of the built model: choices that could not build (a stride
+    past the corpus's cap, a block type that cannot stride) are never offered, rather than sampled and
+    overridden, so ``sample_config(FixedTrial(trial.params), ...)`` rebuilds the same config.
+    """
     s = space.spec
     layer_s, branch_s = s.get("layer", {}), s.get("branch", {})
     cap = min(max_total_stride, s.get("max_total_stride", max_total_stride))
@@ -200,45 +279,139 @@ def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
     n_layers = _suggest(trial, "layers", s["layers"])
     layers, total = [], 1
     for i in range(n_layers):
-        stride = _suggest(trial, f"layer{i}.stride", layer_s.get("stride", 1))
-        if total * stride > cap:
-            stride = 1  # the sampled value stays in the trial; the built config records what was used
+        room = cap // total
+        stride = _choose(trial, f"layer{i}.stride", f"layer{i}.stride_upto{room}", layer_s.get("stride", 1),
+                         lambda v: v <= room)  # fmt: skip
         total *= stride
         n_br = _suggest(trial, f"layer{i}.branches", layer_s.get("branches", 1))
         branches = []
         for j in range(n_br):
             p = f"layer{i}.branch{j}"
-            btype = _suggest(trial, f"{p}.type", branch_s.get("type", "conv_block"))
-            if stride > 1 and btype not in _STRIDABLE:
-                btype = "conv_attention_conv_block"
+            types = branch_s.get("type", "conv_block")
+            btype = _choose(trial, f"{p}.type", f"{p}.strided_type", types, lambda t: stride == 1 or t in _STRIDABLE)
             kernel = _suggest(trial, f"{p}.kernel", branch_s.get("kernel", 3))
-            dil = _suggest(trial, f"{p}.dilation", branch_s.get("dilation", 1)) if btype != "attention_conv_block" else 1
-            if dil * (kernel - 1) % 2:
-                kernel += 1  # an even kernel at odd dilation cannot keep "same" length
+            attention = btype in ("attention_conv_block", "conv_attention_conv_block")
+            conv = btype != "attention_conv_block"
+            dil = _suggest(trial, f"{p}.dilation", branch_s.get("dilation", 1)) if conv else 1
             drop = float(_suggest(trial, f"{p}.dropout", branch_s.get("dropout", 0.0)))
-            glu = bool(_suggest(trial, f"{p}.glu", branch_s.get("glu", False))) if btype != "attention_conv_block" else False
-            k = 2 if glu else 1
-            out = width * k if btype != "separable_conv_block" else width  # GLU halves it back to the width
-            if btype in ("attention_conv_block", "conv_attention_conv_block"):
-                heads = _divisor_at_most(width, int(_suggest(trial, f"{p}.heads", branch_s.get("heads", 4))))
-            if btype == "conv_block":
-                kw = dict(out_chan=out, kernel=kernel, stride=stride, dil=dil, dropout=drop, k=k)
-            elif btype == "separable_conv_block":
-                kw = dict(out_chan=out, kernel=kernel, stride=stride, dil=dil, dropout=drop, k=k)
-            elif btype == "conv_attention_conv_block":
-                kw = dict(out_chan=out, kernel_conv=kernel, stride_conv=stride, dil_conv=dil, dropout_conv=drop, k=k,
-                          n_heads=heads, kernel_attn=kernel if kernel % 2 else kernel + 1, dropout_attn=drop)  # fmt: skip
-            else:
-                kw = dict(n_heads=heads, kernel=kernel if kernel % 2 else kernel + 1, dropout=drop)
-            branches.append([btype, kw])
+            glu = bool(_suggest(trial, f"{p}.glu", branch_s.get("glu", False))) if conv else False
+            heads = int(_suggest(trial, f"{p}.heads", branch_s.get("heads", 4))) if attention else None
+            own = btype == "conv_attention_conv_block" and "attn_kernel" in branch_s  # else the conv kernel
+            akernel = _suggest(trial, f"{p}.attn_kernel", branch_s["attn_kernel"]) if own else None
+            branches.append([btype, branch_kwargs(btype, width, stride, kernel, dil, drop, glu, heads, akernel)])
         branches[0][1][BLOCKS[branches[0][0]].in_key] = width
-        d_ff = int(_suggest(trial, f"layer{i}.d_ff", layer_s.get("d_ff", 2)) * width * n_br)
-        ff_drop = branches[0][1].get("dropout", branches[0][1].get("dropout_conv", 0.0))
-        layers.append([branches, [["feed_forward", {"output_size": width, "d_ff": d_ff, "dropout": ff_drop}]]])
+        layer = [branches]
+        # a single branch may stand alone (a plain conv layer, e.g. a subsampling stem); parallel ones are merged
+        if n_br > 1 or _suggest(trial, f"layer{i}.single_ff", layer_s.get("single_ff", True)):
+            d_ff = int(round(_suggest(trial, f"layer{i}.d_ff", layer_s.get("d_ff", 2)) * width * n_br))
+            layer.append([["feed_forward", {"output_size": width, "d_ff": d_ff, "dropout": branch_values(*branches[0])["dropout"]}]])
+        layers.append(layer)
     train = {}
     for key, dist in s.get("train", {}).items():
-        train[key] = _suggest(trial, f"train.{key}", dist) if isinstance(dist, (list, dict)) else dist
+        train[key] = _suggest(trial, f"train.{key}", dist)
     return RunConfig(layers=load_layer_config(layers), frontend=s.get("frontend", "fbank"), train=TrainConfig(**train))
+
+
+class _Reader:
+    """Answers a sampler's questions from an existing config, to find the parameters that rebuild it."""
+
+    def __init__(self, run: RunConfig, label: str, train_keys=()):
+        self.run, self.label, self.params = run, label, {}
+        self.train_keys = set(train_keys)  # the training settings the config states; the others are left to the sampler
+
+    def _value(self, name: str):
+        layers = self.run.layers
+        parts = name.split(".")
+        if name == "width":
+            return layers.width
+        if name == "layers":
+            return len(layers.layers)
+        if parts[0] == "train":
+            return getattr(self.run.train, parts[1])
+        i = int(parts[0][len("layer"):])
+        if i >= len(layers.layers):
+            return None
+        blocks = layers.layers[i]
+        key = parts[-1]
+        if key.startswith("stride_upto") or key == "stride":
+            return layers.layer_stride(i)
+        if key == "branches":
+            return len(blocks[0])
+        if key == "single_ff":
+            return len(blocks) > 1
+        if key == "d_ff":  # a multiple of the concatenated width, matched by the width it builds (see _matches)
+            return blocks[-1][0][1]["d_ff"] if len(blocks) > 1 else None
+        j = int(parts[1][len("branch"):])
+        if j >= len(blocks[0]):
+            return None
+        return branch_values(*blocks[0][j])["type" if key.endswith("type") else key]
+
+    def _matches(self, name: str, choice, value) -> bool:
+        if name.endswith(".d_ff"):
+            i = int(name.split(".")[0][len("layer"):])
+            return round(choice * self.run.layers.width * len(self.run.layers.layers[i][0])) == value
+        return choice == value and isinstance(choice, bool) == isinstance(value, bool)
+
+    def _answer(self, name: str, ok, expected: str):
+        value = self._value(name)
+        for v in ok:
+            if self._matches(name, v, value):
+                self.params[name] = v
+                return v
+        raise SpaceError(f"{self.label}: not in the space: {name} is {value!r}, the space allows {expected}")
+
+    def _unstated(self, name: str) -> bool:
+        return name.startswith("train.") and name[len("train."):] not in self.train_keys
+
+    def suggest_categorical(self, name, choices):
+        if self._unstated(name):
+            return choices[0]
+        return self._answer(name, choices, str(list(choices)))
+
+    def suggest_int(self, name, low, high):
+        if self._unstated(name):
+            return low
+        value = self._value(name)
+        return self._answer(name, [value] if isinstance(value, int) and low <= value <= high else [], f"{low}..{high}")
+
+    def suggest_float(self, name, low, high, log=False):
+        if self._unstated(name):
+            return low
+        value = self._value(name)
+        ok = isinstance(value, (int, float)) and low <= value <= high
+        return self._answer(name, [float(value)] if ok else [], f"{low}..{high}")
+
+
+def params_of(run: RunConfig, space: Space, max_total_stride: int, label: str, train_keys=None) -> dict:
+    """The parameters under which ``space`` samples ``run``'s architecture (a seed to enqueue).
+
+    Training settings the space searches come from ``run`` when it states them (``train_keys``; default
+    all), and are left to the sampler otherwise; the space's fixed ones apply to it as to every
+    candidate. Raises SpaceError naming the first parameter ``run`` does not fit.
+    """
+    reader = _Reader(run, label, TrainConfig.__dataclass_fields__ if train_keys is None else train_keys)
+    rebuilt = sample_config(reader, space, max_total_stride)
+    if (rebuilt.residual, rebuilt.input_proj) != (run.residual, run.input_proj):
+        raise SpaceError(f"{label}: not in the space: model.residual/input_proj must be true/base")
+    for i, (mine, theirs) in enumerate(zip(rebuilt.layers.to_list(), run.layers.to_list())):
+        if mine != theirs:  # a pattern the space cannot express (e.g. a feed-forward dropout of its own)
+            raise SpaceError(f"{label}: not in the space: layers[{i}] is {theirs}; the nearest the space can sample is {mine}")
+    return reader.params
+
+
+def load_seed(src: str, space: Space, max_total_stride: int) -> tuple[dict, str]:
+    """A seed config (a path, or a shipped config by name: ``small``) -> (its parameters, its label)."""
+    from stt.layer_config import read_source
+    from stt.run_config import load_run_config
+
+    name = src if str(src).endswith((".yaml", ".yml")) else f"{src}.yaml"
+    try:
+        run = load_run_config(name)
+        raw, _ = read_source(name)
+    except ConfigError as e:
+        raise SpaceError(f"seed {src}: {e}") from None
+    stated = (raw.get("train") or {}) if isinstance(raw, dict) else {}
+    return params_of(run, space, max_total_stride, f"seed {src}", train_keys=stated), str(src)
 
 
 def max_feasible_stride(frames: list[int], targets: list[list[int]], tolerance: float = 0.02, cap: int = 16) -> int:

@@ -153,7 +153,7 @@ def dump_layers_yaml(layers: list) -> str:
 # loading
 
 
-def _resolve_source(src) -> tuple[Any, str]:
+def read_source(src) -> tuple[Any, str]:
     """Return (parsed object, label for messages)."""
     if isinstance(src, LayerConfig):
         return src.to_list(), "config"
@@ -195,7 +195,7 @@ def load_layer_config(src, in_width: int | None = None) -> LayerConfig:
     Raises:
         LayerConfigError: naming the file (if any), the path and the problem.
     """
-    obj, label = _resolve_source(src)
+    obj, label = read_source(src)
     if isinstance(obj, dict):
         if isinstance(obj.get("model"), dict) and "layers" in obj["model"]:
             obj = obj["model"]["layers"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from stt.layer_config import LayerConfig, LayerConfigError, _resolve_source, dump_layers_yaml, load_layer_config
+from stt.layer_config import LayerConfig, LayerConfigError, read_source, dump_layers_yaml, load_layer_config
 
 
 @dataclass
@@ -115,7 +115,7 @@ _MODEL_KEYS = ("input_proj", "residual", "layers")
 
 def load_run_config(src, overrides: dict | None = None) -> RunConfig:
     """Read a run config (path, YAML string or mapping) or a bare layer config."""
-    obj, label = _resolve_source(src)
+    obj, label = read_source(src)
     prefix = f"{label}: " if label != "config" else ""
     if isinstance(obj, list):
         try:

@@ -1,11 +1,16 @@
 """Search spaces: every shipped space samples configs that validate, build and run; bad spaces are named."""
 
+import re
+
 import optuna
 import pytest
 import torch
+import yaml
 
-from search.space import SpaceError, load_space, max_feasible_stride, sample_config, validate_space
+from search.space import (SpaceError, load_seed, load_space, max_feasible_stride, params_of, sample_config,
+                          shipped_spaces, validate_space)  # fmt: skip
 from stt.model import STTModel
+from stt.run_config import load_run_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -41,8 +46,93 @@ def test_parameter_names_are_stable_paths():
     trial = study.ask()
     sample_config(trial, space)
     names = set(trial.params)
-    assert {"width", "layers", "layer0.stride", "layer0.branches", "layer0.branch0.type", "train.lr"} <= names
+    assert {"width", "layers", "layer0.stride", "layer0.branches", "train.lr"} <= names
+    assert {"layer0.branch0.type", "layer0.branch0.strided_type"} & names
     assert all(n.split(".")[0] in ("width", "layers", "train") or n.startswith("layer") for n in names)
+
+
+def _described(run, name: str):
+    """What the built model says about one parameter (read from the config, independently of the sampler)."""
+    layers = run.layers
+    if name in ("width", "layers"):
+        return layers.width if name == "width" else len(layers.layers)
+    if name.startswith("train."):
+        return getattr(run.train, name[len("train."):])
+    layer, *rest = name.split(".")
+    i = int(layer[len("layer"):])
+    blocks = layers.layers[i]
+    if rest[0] == "stride" or rest[0].startswith("stride_upto"):
+        return layers.layer_stride(i)
+    if rest[0] == "branches":
+        return len(blocks[0])
+    if rest[0] == "single_ff":
+        return len(blocks) == 2
+    if rest[0] == "d_ff":
+        ff = blocks[1][0][1]
+        return ff["d_ff"] / ff["input_size"]
+    btype, kw = blocks[0][int(rest[0][len("branch"):])]
+    if rest[1] in ("type", "strided_type"):
+        return btype
+    c = "_conv" if btype == "conv_attention_conv_block" else ""
+    return {"kernel": kw.get("kernel" + c), "attn_kernel": kw.get("kernel_attn"), "dilation": kw.get("dil" + c),
+            "glu": kw.get("k") == 2, "heads": kw.get("n_heads"), "dropout": kw.get("dropout" + c)}[rest[1]]  # fmt: skip
+
+
+@pytest.mark.parametrize("space_name", shipped_spaces())
+def test_every_recorded_parameter_describes_the_built_model(space_name):
+    space = load_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    narrowed = set()
+    for cap in (4, 2, 1):  # the corpus's stride cap narrows the choices; nothing is overridden after sampling
+        for _ in range(120):
+            trial = study.ask()
+            run = sample_config(trial, space, max_total_stride=cap)
+            study.tell(trial, 0.0)
+            # rebuilding from trial.params alone gives the stored config, and needs every parameter
+            fixed = optuna.trial.FixedTrial(trial.params)
+            assert sample_config(fixed, space, max_total_stride=cap).to_dict() == run.to_dict()
+            assert fixed.params == trial.params
+            assert params_of(run, space, cap, "x") == trial.params  # and the config gives back the parameters
+            for name, value in trial.params.items():
+                got = _described(run, name)
+                if name.endswith(".d_ff"):
+                    assert got == pytest.approx(value, abs=1e-3), name
+                else:
+                    assert got == value and type(got) is type(value), (name, got, value)
+                if name.endswith("strided_type"):
+                    assert run.layers.layer_stride(int(name.split(".")[0][len("layer"):])) > 1
+                narrowed |= {n.split(".")[-1] for n in trial.params if "upto" in n or "strided" in n}
+            assert run.layers.total_stride <= cap
+    assert "strided_type" in narrowed  # the conditional names were exercised
+
+
+def test_the_shipped_seeds_are_points_of_their_spaces():
+    for space_name, seed in (("small", "small"), ("seed", "seed_base")):
+        space = load_space(space_name)
+        assert space.spec["seeds"] == [seed]
+        params, label = load_seed(seed, space, 4)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.enqueue_trial(params)  # what create_study does; train keys the seed does not state are sampled
+        run = sample_config(study.ask(), space, 4)
+        assert run.layers.to_list() == load_run_config(f"{seed}.yaml").layers.to_list()
+    # the default config states its learning rate and batch: the seed trains with them
+    params, _ = load_seed("small", load_space("small"), 4)
+    assert (params["train.lr"], params["train.batch_frames"]) == (0.003, 16000)
+
+
+def test_a_seed_outside_the_space_names_what_does_not_fit(tmp_path):
+    narrow = load_space("small")
+    narrow.spec["width"] = [96, 128]
+    with pytest.raises(SpaceError, match=r"^seed small: not in the space: width is 192, the space allows \[96, 128\]$"):
+        load_seed("small", narrow, 4)
+    cfg = load_run_config("small.yaml").to_dict()
+    cfg["model"]["layers"][1][1][0][1]["dropout"] = 0.3  # a feed-forward dropout of its own: not a pattern of the space
+    p = tmp_path / "mine.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SpaceError, match=r"^seed .*mine\.yaml: not in the space: layers\[1\] is .*the nearest the space"):
+        load_seed(str(p), load_space("small"), 4)
+    with pytest.raises(SpaceError, match=r"^seed nosuch: .*no such file"):
+        load_seed("nosuch", narrow, 4)
 
 
 @pytest.mark.parametrize("spec,words", [
@@ -52,9 +142,17 @@ def test_parameter_names_are_stable_paths():
     ({"width": [64], "layers": {"low": 4, "high": 2}}, "layers: low 4 > high 2"),
     ({"layers": 2}, "width: missing"),
     ({"width": [64], "layers": 2, "train": {"epochs": 2, "lr_max": 1}}, "train.lr_max: unknown key"),
+    ({"width": [64], "layers": 2, "layer": {"stride": [1, 1, 2]}}, "layer.stride: [1, 1, 2] repeats 1; list each choice once"),
+    ({"width": [64], "layers": 2, "branch": {"kernel": [3, 4]}}, "branch.kernel: 4 is even"),
+    ({"width": [64, 96], "layers": 2, "branch": {"heads": [4, 64]}}, "branch.heads: 64 does not divide width 96"),
+    ({"width": [64], "layers": 2, "layer": {"stride": [2]}}, "layer.stride: [2] lacks 1"),
+    ({"width": [64], "layers": 2, "layer": {"stride": [1, 2]}, "branch": {"type": ["attention_conv_block"]}},
+     "layer.stride: [1, 2] strides, but no branch.type can"),
+    ({"width": [64], "layers": 2, "branch": {"kernel": {"low": 3, "high": 7}}}, "branch.kernel: expected a list of choices"),
+    ({"width": [64], "layers": 2, "seeds": "small"}, "seeds: expected a list of config paths"),
 ])  # fmt: skip
 def test_invalid_space_names_the_key(spec, words):
-    with pytest.raises(SpaceError, match="my.yaml: " + words.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(SpaceError, match=re.escape("my.yaml: " + words)):
         validate_space(spec, "my.yaml")
 
 
