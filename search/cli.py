@@ -16,16 +16,16 @@ def _launch(args) -> int:
     from search.study import create_study, launch, settings_from_space
 
     settings = settings_from_space(
-        args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
+        args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, prune_on=args.prune_on, seed=args.seed,
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
         epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
         heartbeat=args.heartbeat,
     )  # fmt: skip
     if args.workers > 1:
-        create_study(args.study, settings, args.storage)
+        create_study(args.study, settings, args.storage, enqueue=tuple(args.enqueue))
         return _run_workers(args)
     study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device,
-                   isolate=not args.in_process)  # fmt: skip
+                   isolate=not args.in_process, enqueue=tuple(args.enqueue))  # fmt: skip
     return _after_run(study, args)
 
 
@@ -151,7 +151,7 @@ def _demo(args) -> int:
         print(f"study '{args.study}' exists: resuming it", flush=True)
         study = run_study(args.study, storage, timeout=args.budget)
     else:
-        settings = settings_from_space(args.space, str(data), args.trials, sampler="tpe", pruner="median", seed=args.seed,
+        settings = settings_from_space(args.space, str(data), args.trials, sampler="tpe", pruner="asha", seed=args.seed,
                                        runs_dir=args.runs_dir, epochs=args.epochs)  # fmt: skip
         study = launch(args.study, settings, storage, timeout=args.budget)
     _after_run(study, args)
@@ -171,7 +171,7 @@ def _storage_proxy(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search.study import DEFAULT_STORAGE
+    from search.study import DEFAULT_STORAGE, PRUNERS, SIGNALS
     from stt.cli import OneLineParser, nonnegative_int, positive_float, positive_int
 
     p = OneLineParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
@@ -197,9 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--data", required=True, help="data folder (features are prepared if missing)")
     la.add_argument("--study", required=True, help="study name")
     la.add_argument("--trials", type=positive_int, default=20, help="target number of finished trials")
-    la.add_argument("--timeout", type=positive_float, default=None, help="stop launching trials after S seconds (resume continues)")
+    la.add_argument("--timeout", type=positive_float, default=None,
+                    help="wall seconds for this run: no trial starts after it, and a running one stops at its next "
+                         "epoch end (resume continues it)")  # fmt: skip
     la.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2"])
-    la.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    la.add_argument("--pruner", default="asha", choices=list(PRUNERS),
+                    help="asha (default): successive halving in epochs, rungs at 1, 3, 9... epochs; median: the "
+                         "median of earlier trials at the same epoch")  # fmt: skip
+    la.add_argument("--prune-on", default="cer", choices=list(SIGNALS),
+                    help="the dev signal pruning compares each epoch (default cer: it ranks candidates from the "
+                         "first epochs, when WER is still ~100%%; see bench/early_signals.py)")  # fmt: skip
+    la.add_argument("--enqueue", action="append", default=[], metavar="CONFIG",
+                    help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable")
     la.add_argument("--startup-trials", type=nonnegative_int, default=None,
                     help="random trials before TPE models the space (default: a third of --trials, 3 to 10)")
     la.add_argument("--seed", type=int, default=None)
@@ -260,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--hours", type=positive_float, default=1.0)
     de.add_argument("--space", default="small", help="a shipped space by name (small, seed) or a space YAML")
     de.add_argument("--study", default="demo")
-    de.add_argument("--trials", type=positive_int, default=10)
-    de.add_argument("--budget", type=positive_float, default=15 * 60, help="seconds in which trials may start (default 15 min)")
+    de.add_argument("--trials", type=positive_int, default=60, help="target trials (default 60: the budget ends it first)")
+    de.add_argument("--budget", type=positive_float, default=20 * 60,
+                    help="wall seconds for the study (default 20 min); a trial running then stops at its next epoch end")
     de.add_argument("--seed", type=int, default=0)
     de.add_argument("--epochs", type=positive_int, default=None, help="override the space's train.epochs (a quick look)")
     de.add_argument("--runs-dir", default="results/runs")

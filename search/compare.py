@@ -39,7 +39,7 @@ def _architecture(config_json: str | None) -> dict:
 
 _USER_COLUMNS = ("status", "reason", "dev_wer", "dev_cer", "test_wer", "test_cer", "params", "gflops_per_second",
                  "epochs", "wall_seconds", "audio_seconds_per_second", "device", "precision", "version", "run_dir",
-                 "duplicate_of", "config_hash", "worker")  # fmt: skip
+                 "duplicate_of", "config_hash", "worker", "seed")  # fmt: skip
 
 
 def load(study_name: str, storage: str | None = None) -> optuna.Study:
@@ -76,8 +76,8 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
 
 def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
     cols = ["study", "trial", "status", "dev_wer", "dev_cer", "test_wer", "params", "gflops_per_second", "epochs",
-            "n_layers", "branches_per_layer", "total_stride", "width", "wall_seconds"]  # fmt: skip
-    cols = [c for c in cols if c in df.columns]
+            "n_layers", "branches_per_layer", "total_stride", "width", "wall_seconds", "seed"]  # fmt: skip
+    cols = [c for c in cols if c in df.columns and (c != "seed" or df[c].notna().any())]
     shown = df.sort_values(["dev_wer", "trial"], na_position="last").head(top)[cols].copy()
     for c in ("dev_wer", "dev_cer", "test_wer"):
         if c in shown:
@@ -86,6 +86,8 @@ def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
         shown["gflops_per_second"] = shown["gflops_per_second"].map(lambda v: f"{v:.3f}" if pd.notna(v) else "-")
     if "wall_seconds" in shown:
         shown["wall_seconds"] = shown["wall_seconds"].map(lambda v: f"{v:.0f}" if pd.notna(v) else "-")
+    if "seed" in shown:  # which rows are the configs the study started from
+        shown["seed"] = shown["seed"].map(lambda v: v if isinstance(v, str) else "")
     return shown.to_string(index=False)
 
 

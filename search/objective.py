@@ -5,7 +5,12 @@ What each trial stores (user attributes, readable by any Optuna tool):
 ``gflops_per_second``, ``dev_wer``, ``dev_cer``, ``test_wer``, ``test_cer``,
 ``epochs``, ``wall_seconds``, ``audio_seconds_per_second``, ``device``, ``precision``,
 ``version``, ``run_dir``, ``status`` and ``reason``, ``worker`` (host:pid),
-and ``duplicate_of`` when the result was reused.
+``history`` (dev loss, CER and WER per epoch), ``seed`` when the candidate was
+enqueued from a config, and ``duplicate_of`` when the result was reused.
+
+Each epoch the trial reports one dev signal (``prune_on``: CTC loss per letter,
+CER or WER) to the pruner. WER is the objective, but it sits near 100 % while a
+CTC model still emits mostly blanks, so early rungs rank by a signal that moves.
 
 A trial that cannot or should not train (over budget, infeasible, diverged,
 out of memory, a duplicate of a pruned one) is recorded as PRUNED with its
@@ -50,6 +55,10 @@ def _resumable(run_dir: Path, config_hash: str) -> bool:
         return False
 
 
+class OutOfTime(RuntimeError):
+    """The study's time budget ended this trial between two epochs; it fails as interrupted and resumes later."""
+
+
 class CandidateFailed(RuntimeError):
     """A candidate that failed before training (status and reason are on the trial); counts towards the target."""
 
@@ -71,6 +80,8 @@ class Objective:
     target: int | None = None  # the study's target: a trial started beyond it (workers racing) is not trained
     isolate: bool = True  # train each trial in a child process (memory and CUDA state return after every trial)
     dry_run: float | None = None  # load tests: sample, build on meta, sleep this long, score by the config hash
+    prune_on: str = "cer"  # the dev signal a trial reports per epoch for the pruner: "loss", "cer" or "wer"
+    deadline: float | None = None  # time.time() after which a running trial stops at its next epoch end (resumable)
     progress: bool = False
     log: list = field(default_factory=list)
     _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
@@ -161,10 +172,15 @@ class Objective:
         run_dir = str(run_dir)
         multi = len(self.objectives) > 1
 
+        out_of_time = []
+
         def on_epoch(epoch, metrics):
+            if self.deadline is not None and time.time() > self.deadline:
+                out_of_time.append(epoch)
+                return "prune"  # stops after this epoch's checkpoint: a resume continues from it
             if multi:  # Optuna cannot prune multi-objective studies
                 return None
-            trial.report(metrics["dev_wer"], epoch)
+            trial.report(metrics[f"dev_{self.prune_on}"], epoch)
             return "prune" if trial.should_prune() else None
 
         try:
@@ -184,6 +200,11 @@ class Objective:
             if k in res and k != "run_dir":  # the trial keeps its run directory relative to the runs root
                 trial.set_user_attr(k, res[k])
         trial.set_user_attr("resumed", resume)
+        trial.set_user_attr("history", {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")})
+        if out_of_time:
+            trial.set_user_attr("status", "interrupted")  # like Ctrl-C: `resume` continues it from its checkpoint
+            trial.set_user_attr("reason", f"the study's time budget ran out after epoch {out_of_time[0]}")
+            raise OutOfTime(f"the study's time budget ran out after epoch {out_of_time[0]}")
         if res["status"] in ("diverged", "oom"):
             return self._stop(trial, res["status"], res["reason"])
         if res["status"] == "pruned":

@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from search.objective import Objective
 from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
 from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
-from search.space import Space, load_space, max_feasible_stride, validate_space
+from search.space import Space, load_seed, load_space, max_feasible_stride, validate_space
 from stt.errors import StudyError
 
 log = logging.getLogger("search")
@@ -116,7 +116,18 @@ def default_startup_trials(trials: int) -> int:
     return min(10, max(3, trials // 3))
 
 
+PRUNERS = ("asha", "median", "hyperband", "none")
+SIGNALS = ("loss", "cer", "wer")  # what a trial reports per epoch for the pruner (dev CTC loss per letter, CER, WER)
+
+
 def make_pruner(name: str, epochs: int):
+    if name == "asha":
+        # asynchronous successive halving in epochs: rungs at 1, 3, 9, ... epochs; a trial goes on past a
+        # rung only when it is in the best third of the trials that reached it. The trial simply keeps
+        # training, so a promoted candidate continues from where it stands, never from scratch. All
+        # candidates at a rung have trained the same epochs on the same schedule (the LR schedule spans
+        # the full fidelity), so the comparison is like for like.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3, min_early_stopping_rate=0)
     if name == "median":
         # CTC models sit at ~100% WER (all blank) for their first epochs whatever their worth, so
         # a comparison there is noise: no pruning in the first third of the schedule (steps are epochs from 1,
@@ -126,7 +137,7 @@ def make_pruner(name: str, epochs: int):
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, epochs), reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise StudyError(f"--pruner {name!r}: valid: median, hyperband, none")
+    raise StudyError(f"--pruner {name!r}: valid: {', '.join(PRUNERS)}")
 
 
 @dataclass
@@ -138,7 +149,8 @@ class StudySettings:
     data_dir: str
     trials: int
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "asha"
+    prune_on: str = "cer"  # the dev signal the pruner compares at each epoch: loss, cer or wer (see bench/early_signals.py)
     seed: int | None = None
     objectives: tuple = ("wer",)
     max_params: float | None = None
@@ -200,14 +212,18 @@ def existing_studies(storage: str | None) -> dict[str, dict]:
 
 
 def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None,
-           device: str | None = None, isolate: bool = True) -> optuna.Study:  # fmt: skip
+           device: str | None = None, isolate: bool = True, enqueue: tuple = ()) -> optuna.Study:  # fmt: skip
     """Create a study (an existing name is an error: use resume) and run it to its target."""
-    create_study(name, settings, storage)
+    create_study(name, settings, storage, enqueue)
     return run_study(name, storage, timeout=timeout, device=device, isolate=isolate)
 
 
-def create_study(name: str, settings: StudySettings, storage: str | None = None) -> optuna.Study:
-    """Check everything (space, names, data) and create the study with its settings; trains nothing."""
+def create_study(name: str, settings: StudySettings, storage: str | None = None, enqueue: tuple = ()) -> optuna.Study:
+    """Check everything (space, names, data, seeds) and create the study with its settings; trains nothing.
+
+    Args:
+        enqueue: run configs (paths or shipped names) to train first, after the space's own ``seeds``.
+    """
     space = load_space_text(settings)
     found = existing_studies(storage)
     if name in found and "uid" in found[name]:
@@ -223,7 +239,13 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None)
         log.info("multi-objective study: pruning is off (Optuna cannot prune multi-objective trials)")
     make_sampler(settings.sampler, settings.seed, 1)  # validate names before creating anything
     make_pruner(settings.pruner, 1)
-    _feasibility(settings.data_dir, space.spec.get("frontend", "fbank"))  # fails early on bad data, before the study exists
+    if settings.prune_on not in SIGNALS:
+        raise StudyError(f"--prune-on {settings.prune_on!r}: valid: {', '.join(SIGNALS)}")
+    max_stride, _ = _feasibility(settings.data_dir, space.spec.get("frontend", "fbank"))  # fails early on bad data
+    # warm start: the space's seed configs, then --enqueue's, as the first trials (each must be a point of
+    # the space, so its parameters describe it and the sampler learns from it like from any candidate)
+    seeds = [load_seed(src, space, max_stride) for src in space.spec.get("seeds", [])]
+    seeds += [load_seed(src, space, max_stride) for src in enqueue]
     # absolute paths: a resume from another folder must find the same data and runs (a host that mounts
     # them elsewhere passes --data/--runs-dir); a uid: a study re-created under an old name never
     # resumes the old study's checkpoints
@@ -236,6 +258,8 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None)
     study = optuna.create_study(study_name=name, storage=st, directions=_directions(settings.objectives))
     for k, v in settings.to_attrs().items():
         study.set_user_attr(k, v)
+    for params, label in seeds:
+        study.enqueue_trial(params, user_attrs={"seed": label}, skip_if_exists=True)
     study.set_user_attr("uid", uuid.uuid4().hex)  # last: a study with a uid is complete (see run_study)
     return study
 
@@ -345,7 +369,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
                           objectives=tuple(settings.objectives), max_total_stride=max_stride,
                           max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
                           trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,
-                          progress=progress)  # fmt: skip
+                          progress=progress, prune_on=settings.prune_on)  # fmt: skip
     remaining = settings.trials - count_finished(study)
     log.info("study '%s' in %s: %d of %d trials finished, max total stride %d", name, redact(storage or DEFAULT_STORAGE),
              count_finished(study), settings.trials, max_stride)  # fmt: skip
@@ -380,6 +404,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
     deadline = None if timeout is None else time.time() + timeout
+    objective.deadline = deadline  # a trial still running then stops at its next epoch end; resume continues it
     try:
         while deadline is None or time.time() < deadline:
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()

@@ -13,6 +13,7 @@ import pytest
 
 from search.cli import main as search_main
 from search.compare import trials_frame
+from search.space import SpaceError
 from search.study import STUCK_AFTER, StudyError, launch, run_study, settings_from_space
 from stt.cli import main as stt_main
 
@@ -368,3 +369,73 @@ def test_the_leaderboard_reads_a_study_whose_trial_stopped_before_its_config(tmp
     df = trials_frame("n", url)
     assert df.loc[df.trial == done.number, "n_layers"].item() == 1
     assert "50.0%" in leaderboard(df)
+
+
+def _point_of_space(path, seed=5):
+    """A run config the test space can sample, saved as YAML (what `export` writes); the tiny corpus allows stride 4."""
+    from search.space import load_space, sample_config
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    run = sample_config(trial, load_space("space.yaml"), 4)
+    run.save(path)
+    return trial.params
+
+
+def test_seeds_and_enqueued_configs_are_the_first_trials_with_their_own_parameters(workdir):
+    from search.study import create_study
+
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    mine = _point_of_space(workdir / "mine.yaml")
+    theirs = _point_of_space(workdir / "theirs.yaml", seed=6)
+    (workdir / "seeded.yaml").write_text(SPACE + "seeds: [mine.yaml]\n")
+    s = settings_from_space("seeded.yaml", "data", 4, sampler="tpe", seed=0)
+    study = create_study("warm", s, storage, enqueue=("theirs.yaml",))
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [mine, theirs]  # the space's seeds, then --enqueue's
+    assert [t.user_attrs["seed"] for t in waiting] == ["mine.yaml", "theirs.yaml"]
+    # a config the space cannot sample is refused before the study exists
+    with pytest.raises(SpaceError, match=r"seed small: not in the space: width is 192"):
+        create_study("cold", s, storage, enqueue=("small",))
+    assert "cold" not in [x.study_name for x in optuna.get_all_study_summaries(storage)]
+
+
+@pytest.mark.slow
+def test_asha_ranks_by_the_chosen_signal_and_a_promoted_trial_keeps_training(workdir):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4"))
+    s = settings_from_space("space.yaml", "data", 5, sampler="random", pruner="asha", prune_on="loss", seed=0)
+    study = launch("asha", s, storage)
+    trials = study.trials
+    for t in trials:  # what the pruner saw each epoch is the dev CTC loss of that epoch
+        assert list(t.intermediate_values.values()) == pytest.approx(t.user_attrs["history"]["dev_loss"]), t.number
+    assert len(trials[0].intermediate_values) == 4  # the first trial has no rival at any rung: trained in full
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) in (1, 3) for t in pruned)  # stopped at a rung (1, 3 epochs)
+    for t in pruned:  # the rung's best third goes on: a pruned trial was behind the others there
+        rung = max(t.intermediate_values)
+        rivals = [u.intermediate_values[rung] for u in trials if u.number < t.number and rung in u.intermediate_values]
+        assert t.intermediate_values[rung] > min(rivals)
+
+
+@pytest.mark.slow
+def test_a_trial_cut_by_the_study_budget_resumes_from_its_checkpoint(workdir):
+    from search.study import create_study, run_key
+
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 3"))
+    s = settings_from_space("space.yaml", "data", 1, sampler="random", pruner="none", seed=0)
+    study = create_study("cut", s, storage)
+    from search.objective import Objective
+    from search.space import load_space
+
+    objective = Objective(space=load_space("space.yaml"), data_dir=str(workdir / "data"),
+                          runs_dir=s.runs_dir, run_key=run_key(study), max_total_stride=2, deadline=0.0)  # fmt: skip
+    study.optimize(objective, n_trials=1, catch=(Exception,))  # the budget is over: it stops after epoch 1
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["status"] == "interrupted"
+    assert "time budget ran out after epoch 1" in first.user_attrs["reason"]
+    run_study("cut", storage)  # no budget now: the interrupted trial is re-queued and continues
+    again = optuna.load_study(study_name="cut", storage=storage).trials[1]
+    assert again.state == optuna.trial.TrialState.COMPLETE and again.user_attrs["resumed"] is True
+    assert again.user_attrs["epochs"] == 3 and again.user_attrs["run_dir"] == first.user_attrs["run_dir"]
