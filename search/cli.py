@@ -204,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--pruner", default="asha", choices=list(PRUNERS),
                     help="asha (default): successive halving in epochs, rungs at 1, 3, 9... epochs; median: the "
                          "median of earlier trials at the same epoch")  # fmt: skip
-    la.add_argument("--prune-on", default="cer", choices=list(SIGNALS),
-                    help="the dev signal pruning compares each epoch (default cer: it ranks candidates from the "
-                         "first epochs, when WER is still ~100%%; see bench/early_signals.py)")  # fmt: skip
+    la.add_argument("--prune-on", default="loss", choices=list(SIGNALS),
+                    help="the dev signal pruning compares each epoch (default loss, the CTC loss per letter: it ranks "
+                         "candidates best from the first epoch, when WER is still ~100%%; see bench/early_signals.py)")  # fmt: skip
     la.add_argument("--enqueue", action="append", default=[], metavar="CONFIG",
                     help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable")
     la.add_argument("--startup-trials", type=nonnegative_int, default=None,

@@ -80,7 +80,7 @@ class Objective:
     target: int | None = None  # the study's target: a trial started beyond it (workers racing) is not trained
     isolate: bool = True  # train each trial in a child process (memory and CUDA state return after every trial)
     dry_run: float | None = None  # load tests: sample, build on meta, sleep this long, score by the config hash
-    prune_on: str = "cer"  # the dev signal a trial reports per epoch for the pruner: "loss", "cer" or "wer"
+    prune_on: str = "loss"  # the dev signal a trial reports per epoch for the pruner: "loss", "cer" or "wer"
     deadline: float | None = None  # time.time() after which a running trial stops at its next epoch end (resumable)
     progress: bool = False
     log: list = field(default_factory=list)

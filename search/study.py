@@ -150,7 +150,7 @@ class StudySettings:
     trials: int
     sampler: str = "tpe"
     pruner: str = "asha"
-    prune_on: str = "cer"  # the dev signal the pruner compares at each epoch: loss, cer or wer (see bench/early_signals.py)
+    prune_on: str = "loss"  # the dev signal the pruner compares at each epoch: loss, cer or wer (see bench/early_signals.py)
     seed: int | None = None
     objectives: tuple = ("wer",)
     max_params: float | None = None
