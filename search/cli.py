@@ -282,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _not_interrupted(record: logging.LogRecord) -> bool:
-    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+    # Ctrl-C and the study's time budget are not errors: the study's own one-line log says what happened
+    from search.objective import OutOfTime
+
+    return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfTime)))
 
 
 def main(argv: list[str] | None = None) -> int:
