@@ -38,9 +38,11 @@ def test_ctrl_c_prints_one_line_and_the_trial_can_be_resumed(tiny_corpus, tmp_pa
     (tmp_path / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 3"))
     cmd = [str(SCRIPTS / "stt-search"), "launch", "--space", "space.yaml", "--data", "data", "--study", "c", "--trials",
            "2", "--pruner", "none"]  # fmt: skip
-    # its own session, as a terminal's foreground group: Ctrl-C reaches the worker and its trial's child alike
+    # its own session, as a terminal's foreground group: Ctrl-C reaches the worker and its trial's child alike.
+    # SIGINT back to its default first: under a shell's `cmd &` the suite inherits it ignored, and Python then
+    # installs no KeyboardInterrupt handler in the command
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     for line in proc.stderr:
         if ": epoch 1 dev WER" in line:  # mid-trial
             os.killpg(proc.pid, signal.SIGINT)
