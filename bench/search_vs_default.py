@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from search.compare import trials_frame
 from search.study import launch, settings_from_space
 
@@ -70,7 +72,7 @@ def search_arm(name: str, space: str, data: str, storage: str, runs: str, budget
     done = df[df["state"] == "COMPLETE"].sort_values("dev_wer")
     best = done.iloc[0] if len(done) else None
     return {"arm": name, "best_dev_wer": None if best is None else float(best["dev_wer"]),
-            "test_wer": None if best is None or best["test_wer"] != best["test_wer"] else float(best["test_wer"]),
+            "test_wer": None if best is None or pd.isna(best["test_wer"]) else float(best["test_wer"]),
             "best_trial": None if best is None else int(best["trial"]), "candidates": len(tried),
             "fidelity": dict(sorted(collections.Counter(int(e) for e in tried["epochs"]).items())),
             "wall_seconds": round(wall)}  # fmt: skip

@@ -202,9 +202,10 @@ class Objective:
         trial.set_user_attr("resumed", resume)
         trial.set_user_attr("history", {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")})
         if out_of_time:
+            reason = f"the study's time budget ran out after epoch {out_of_time[0]}"
             trial.set_user_attr("status", "interrupted")  # like Ctrl-C: `resume` continues it from its checkpoint
-            trial.set_user_attr("reason", f"the study's time budget ran out after epoch {out_of_time[0]}")
-            raise OutOfTime(f"the study's time budget ran out after epoch {out_of_time[0]}")
+            trial.set_user_attr("reason", reason)
+            raise OutOfTime(reason)
         if res["status"] in ("diverged", "oom"):
             return self._stop(trial, res["status"], res["reason"])
         if res["status"] == "pruned":

@@ -91,6 +91,11 @@ _KIND_CHECKS = {
 }
 
 
+def _as_list(value) -> list:
+    """A space value's choices: a list as is, a scalar as its only choice."""
+    return value if isinstance(value, list) else [value]
+
+
 def _check_dist(value, where: str, key: str) -> None:
     if isinstance(value, list):
         if not value:
@@ -177,16 +182,15 @@ def validate_space(spec: Any, label: str = "space") -> dict:
         if key not in spec:
             raise SpaceError(f"{label}: {key}: missing")
     types = spec.get("branch", {}).get("type", ["conv_block"])
-    for t in types if isinstance(types, list) else [types]:
+    for t in _as_list(types):
         if t not in BLOCKS or t == "feed_forward":
             raise SpaceError(f"{label}: branch.type: {t!r} is not a branch block; valid: {', '.join(b for b in BLOCKS if b != 'feed_forward')}")
-    widths = spec["width"] if isinstance(spec["width"], list) else [spec["width"]]
+    widths = _as_list(spec["width"])
     if not all(isinstance(w, int) and w > 0 for w in widths):
         raise SpaceError(f"{label}: width: expected positive integers, got {widths}")
     # what would otherwise need a sampled value overridden after the fact: ruled out here, at the edge
     def choices(section: str, key: str, default) -> list:
-        value = spec.get(section, {}).get(key, default)
-        return value if isinstance(value, list) else [value]
+        return _as_list(spec.get(section, {}).get(key, default))
 
     for key in ("stride", "kernel", "attn_kernel", "heads"):
         section = "layer" if key == "stride" else "branch"
@@ -225,7 +229,7 @@ def _choose(trial, name: str, narrowed: str, dist, allowed) -> Any:
     its own, ``narrowed`` (an Optuna parameter keeps one set of choices for the whole study), and a
     single survivor is no choice at all, so it is not recorded.
     """
-    choices = dist if isinstance(dist, list) else [dist]
+    choices = _as_list(dist)
     kept = [c for c in choices if allowed(c)]
     if len(kept) == len(choices):
         return _suggest(trial, name, dist)
@@ -257,7 +261,6 @@ def branch_values(btype: str, kw: dict) -> dict:
         "type": btype,
         "kernel": kw["kernel" + conv],
         "dilation": kw.get("dil" + conv, 1),
-        "stride": kw.get("stride" + conv, 1),
         "glu": kw.get("k", 1) == 2,
         "heads": kw.get("n_heads"),
         "attn_kernel": kw.get("kernel_attn"),
@@ -406,8 +409,8 @@ def load_seed(src: str, space: Space, max_total_stride: int) -> tuple[dict, str]
 
     name = src if str(src).endswith((".yaml", ".yml")) else f"{src}.yaml"
     try:
-        run = load_run_config(name)
         raw, _ = read_source(name)
+        run = load_run_config(raw)
     except ConfigError as e:
         raise SpaceError(f"seed {src}: {e}") from None
     stated = (raw.get("train") or {}) if isinstance(raw, dict) else {}
