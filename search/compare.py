@@ -39,7 +39,7 @@ def _architecture(config_json: str | None) -> dict:
 
 _USER_COLUMNS = ("status", "reason", "dev_wer", "dev_cer", "test_wer", "test_cer", "params", "gflops_per_second",
                  "epochs", "wall_seconds", "audio_seconds_per_second", "device", "precision", "version", "run_dir",
-                 "duplicate_of", "config_hash", "worker", "seed")  # fmt: skip
+                 "duplicate_of", "config_hash", "worker", "seed", "candidate", "continues")  # fmt: skip
 
 
 def load(study_name: str, storage: str | None = None) -> optuna.Study:
@@ -65,6 +65,7 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
     for c in _USER_COLUMNS:
         df[c] = raw[f"user_attrs_{c}"] if f"user_attrs_{c}" in raw else None
     df["status"] = df["status"].where(df["status"].notna(), raw["state"].str.lower())
+    df["candidate"] = df["candidate"].where(df["candidate"].notna(), df["trial"])  # trials before search.asha
     df["reason"] = df["reason"].fillna("")
     df["epochs"] = df["epochs"].where(df["epochs"].notna(), [len(t.intermediate_values) for t in study.trials])
     df["retry_of"] = raw["system_attrs_failed_trial"] if "system_attrs_failed_trial" in raw else None
@@ -74,7 +75,16 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
     return pd.concat([df, arch], axis=1)
 
 
+def candidates(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate: its most-trained trial with a result (ASHA continues a candidate in new trials)."""
+    d = df.assign(_scored=df["dev_wer"].notna(), _epochs=pd.to_numeric(df["epochs"], errors="coerce").fillna(0))
+    d = d.sort_values(["_scored", "_epochs", "trial"], kind="stable")
+    return d.groupby(["study", "candidate"], sort=False).tail(1).drop(columns=["_scored", "_epochs"])
+
+
 def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
+    """The best candidates by dev WER, one row each (its most-trained trial), as a text table."""
+    df = candidates(df)
     cols = ["study", "trial", "status", "dev_wer", "dev_cer", "test_wer", "params", "gflops_per_second", "epochs",
             "n_layers", "branches_per_layer", "total_stride", "width", "wall_seconds", "seed"]  # fmt: skip
     cols = [c for c in cols if c in df.columns and (c != "seed" or df[c].notna().any())]

@@ -25,8 +25,11 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
             raise StudyError(f"trial {number} of '{study.study_name}' has no stored config (state {match[0].state.name})")
         return match[0]
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    if not done:
-        raise StudyError(f"study '{study.study_name}' has no finished trial to export yet")
+    if not done:  # a budget that ended before any candidate reached full fidelity: the best paused one so far
+        done = [t for t in trials if t.user_attrs.get("status") == "paused" and t.user_attrs.get("dev_wer") is not None]
+        if not done:
+            raise StudyError(f"study '{study.study_name}' has no finished trial to export yet")
+        return min(done, key=lambda t: (t.user_attrs["dev_wer"], t.number))
     return min(done, key=lambda t: (t.values[0], t.number))
 
 
@@ -41,7 +44,8 @@ def export(study_name: str, out: str | Path, storage: str | None = None, trial: 
     run = load_run_config(json.loads(t.user_attrs["config"]))
     out = Path(out)
     header = (f"# exported from study '{study_name}', trial {t.number}: dev WER "
-              f"{t.user_attrs.get('dev_wer', float('nan')):.4f}, {t.user_attrs.get('params', 0):,} parameters\n"
+              f"{t.user_attrs.get('dev_wer', float('nan')):.4f} after {t.user_attrs.get('epochs', '?')} of {run.train.epochs} "
+              f"epochs, {t.user_attrs.get('params', 0):,} parameters\n"
               f"# train it: stt train --config {out.name} --data DATA\n")  # fmt: skip
     src = _weights(study, t, runs_dir) if weights else None  # every check before the first write
     make_dir(out.parent)

@@ -34,6 +34,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from search.asha import AshaPruner, candidate_of
 from search.isolation import ChildDied, ChildFailed, ChildInfeasible, hold_run_dir, train_in_child
 from search.space import Space, sample_config
 from search.trials import in_play, process_namespace
@@ -104,6 +105,12 @@ class Objective:
         # first: a resumer judges a RUNNING trial by its worker; a trial without one is an orphan (see requeue_dead_trials)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("worker_ns", process_namespace())  # whether a resumer may judge this pid
+        trial.set_user_attr("candidate", candidate_of(trial))  # kept by re-queued copies and promotions
+        if self._promoted_twice(trial):
+            # two workers promoted the same paused candidate at once: the later trial steps aside (FAIL, not counted)
+            trial.set_user_attr("status", "duplicate_promotion")
+            trial.set_user_attr("reason", f"trial {trial.user_attrs['continues']} is already continued by another trial")
+            return float("nan") if len(self.objectives) == 1 else [float("nan")] * len(self.objectives)
         if self._beyond_target(trial):
             # two workers asked at once for the last place: the later-numbered trial steps aside (FAIL, not
             # counted), so the target is met exactly; the study's target callback then stops this worker
@@ -166,6 +173,8 @@ class Objective:
         if not run_dir.resolve().is_relative_to(Path(self.runs_dir).resolve()):  # a database from elsewhere
             return self._stop(trial, "error", f"run_dir {rel!r} points outside the runs root {self.runs_dir}", failed=True)
         resume = _resumable(run_dir, h)
+        if resume and len(self.objectives) == 1:
+            self._report_history(trial, run_dir)
         make_dir(run_dir)
         write_text(run_dir / "trial.json", json.dumps({"study": trial.study.study_name, "trial": trial.number,
                                                        "config_hash": h}))  # fmt: skip
@@ -209,7 +218,11 @@ class Objective:
         if res["status"] in ("diverged", "oom"):
             return self._stop(trial, res["status"], res["reason"])
         if res["status"] == "pruned":
-            raise optuna.TrialPruned(res["reason"])
+            pruner = trial.study.pruner
+            if isinstance(pruner, AshaPruner):  # waits at its rung; a later promotion continues it from last.pt
+                trial.set_user_attr("status", "paused")
+                trial.set_user_attr("reason", pruner.reasons.pop(trial.number, res["reason"]))
+            raise optuna.TrialPruned(trial.user_attrs["reason"] if isinstance(pruner, AshaPruner) else res["reason"])
         if res["dev_wer"] is None:
             return self._stop(trial, "no_epoch", "no epoch finished")
         return self._values(trial.user_attrs)
@@ -233,7 +246,31 @@ class Objective:
             raise CandidateFailed(f"{status}: {reason}")
         raise optuna.TrialPruned(f"{status}: {reason}")
 
+    def _report_history(self, trial, run_dir: Path) -> None:
+        """Report the epochs a resumed run already has, so this trial holds its candidate's whole curve."""
+        try:
+            lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+            history = [json.loads(line) for line in lines if line.strip()]
+        except (OSError, ValueError):
+            return  # the rung comparison then reads the earlier trial's values; training is unaffected
+        for h in history:
+            value = h.get(f"dev_{self.prune_on}")
+            if isinstance(value, (int, float)) and isinstance(h.get("epoch"), int):
+                trial.report(value, h["epoch"])
+
+    @staticmethod
+    def _promoted_twice(trial) -> bool:
+        src = trial.user_attrs.get("continues")
+        if src is None:
+            return False
+        return any(t.user_attrs.get("continues") == src and t.number < trial.number
+                   and t.user_attrs.get("status") not in ("duplicate_promotion", "beyond_target")
+                   and t.state != optuna.trial.TrialState.FAIL
+                   for t in trial.study.get_trials(deepcopy=False))  # fmt: skip
+
     def _beyond_target(self, trial) -> bool:
+        if "continues" in trial.user_attrs:  # a promotion continues a counted candidate: never beyond the target
+            return False
         if not self.target:
             return False
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number and in_play(t))
@@ -242,7 +279,8 @@ class Objective:
     @staticmethod
     def _find_duplicate(trial, h: str):
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        me = candidate_of(trial)
         for t in trial.study.get_trials(deepcopy=False, states=done):
-            if t.user_attrs.get("config_hash") == h and t.number != trial.number:
+            if t.user_attrs.get("config_hash") == h and t.number != trial.number and candidate_of(t) != me:
                 return t
         return None

@@ -33,6 +33,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from search.asha import AshaPruner, enqueue_promotions
 from search.objective import Objective
 from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
 from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
@@ -120,14 +121,12 @@ PRUNERS = ("asha", "median", "hyperband", "none")
 SIGNALS = ("loss", "cer", "wer")  # what a trial reports per epoch for the pruner (dev CTC loss per letter, CER, WER)
 
 
-def make_pruner(name: str, epochs: int):
+def make_pruner(name: str, epochs: int, target: int | None = None):
     if name == "asha":
-        # asynchronous successive halving in epochs: rungs at 1, 3, 9, ... epochs; a trial goes on past a
-        # rung only when it is in the best third of the trials that reached it. The trial simply keeps
-        # training, so a promoted candidate continues from where it stands, never from scratch. All
-        # candidates at a rung have trained the same epochs on the same schedule (the LR schedule spans
-        # the full fidelity), so the comparison is like for like.
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3, min_early_stopping_rate=0)
+        # asynchronous successive halving in epochs, with pause and promote (search/asha.py): rungs at 1, 3,
+        # ... epochs; a candidate goes on past a rung only in the best third of those that reached it,
+        # and otherwise waits there, resumable, until it is promoted or the study ends
+        return AshaPruner(epochs, target=target)
     if name == "median":
         # CTC models sit at ~100% WER (all blank) for their first epochs whatever their worth, so
         # a comparison there is noise: no pruning in the first third of the schedule (steps are epochs from 1,
@@ -360,10 +359,15 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     max_stride, feature_size = _feasibility(settings.data_dir, frontend)
     epochs = settings.epochs or space.spec.get("train", {}).get("epochs", 12)
     study.sampler = make_sampler(settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials))
-    study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12)
+    study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12, settings.trials)
     requeued = requeue_dead_trials(study, orphan_after=settings.heartbeat * 4)
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)
+    asha = study.pruner if isinstance(study.pruner, AshaPruner) and len(settings.objectives) == 1 else None
+    if asha is not None:
+        promoted = enqueue_promotions(study, asha)  # a resumed study first continues what it had promoted
+        if promoted:
+            log.info("promoting paused trials %s", promoted)
     objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=settings.runs_dir, run_key=run_key(study),
                           target=settings.trials, isolate=isolate, dry_run=dry_run,
                           objectives=tuple(settings.objectives), max_total_stride=max_stride,
@@ -386,8 +390,12 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         ua = trial.user_attrs
         wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
         why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
-        log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, trial.state.name.lower(), wer,
+        state = "paused" if ua.get("status") == "paused" else trial.state.name.lower()
+        log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, state, wer,
                  why, len(done), settings.trials, rss_mb())  # fmt: skip
+        if asha is not None:
+            for n in enqueue_promotions(study, asha):
+                log.info("trial %d promoted: a new trial continues it from its checkpoint", n)
         # running trials count too: when they finish the target is met, so asking for another would overshoot it
         if sum(1 for t in trials if in_play(t)) >= settings.trials:
             study.stop()

@@ -14,13 +14,18 @@ COUNTED_FAILURES = ("error", "build_error")  # FAIL statuses that count towards 
 
 
 def counts(t) -> bool:
-    """A trial that counts towards the target: complete, pruned, or failed on its own (not a killed worker's)."""
+    """A trial that counts towards the target: complete, pruned, or failed on its own (not a killed worker's).
+
+    The target counts candidates: a trial that continues a paused candidate (search.asha) does not count.
+    """
+    if "continues" in t.user_attrs:
+        return False
     return t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("status") in COUNTED_FAILURES)
 
 
 def in_play(t) -> bool:
-    """Counted, or on its way to be: running, or waiting to run (enqueued, re-queued)."""
-    return counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+    """Counted, or on its way to be: running, or waiting to run (enqueued, re-queued); candidates only."""
+    return counts(t) or ("continues" not in t.user_attrs and t.state in (TrialState.RUNNING, TrialState.WAITING))
 
 
 def process_namespace() -> str:

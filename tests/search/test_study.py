@@ -401,21 +401,37 @@ def test_seeds_and_enqueued_configs_are_the_first_trials_with_their_own_paramete
 
 
 @pytest.mark.slow
-def test_asha_ranks_by_the_chosen_signal_and_a_promoted_trial_keeps_training(workdir):
+def test_asha_pauses_candidates_at_rungs_and_promotes_the_best_from_their_checkpoints(workdir):
+    from search.study import count_finished
+
     storage = f"sqlite:///{workdir}/db.sqlite"
-    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4"))
+    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4"))  # rungs at 1 and 4 epochs
     s = settings_from_space("space.yaml", "data", 5, sampler="random", pruner="asha", prune_on="loss", seed=0)
     study = launch("asha", s, storage)
     trials = study.trials
-    for t in trials:  # what the pruner saw each epoch is the dev CTC loss of that epoch
+    assert count_finished(study) == 5  # the target counts candidates; promotions come on top
+    first = trials[0]  # no rival at epoch 1 yet: it waits there instead of training in full
+    assert first.state == optuna.trial.TrialState.PRUNED and first.user_attrs["status"] == "paused"
+    assert list(first.intermediate_values) == [1] and "paused at epoch 1: rank 1 of 1 there" in first.user_attrs["reason"]
+    for t in trials:  # each trial reports its candidate's whole curve: the dev CTC loss of every epoch so far
         assert list(t.intermediate_values.values()) == pytest.approx(t.user_attrs["history"]["dev_loss"]), t.number
-    assert len(trials[0].intermediate_values) == 4  # the first trial has no rival at any rung: trained in full
-    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    assert pruned and all(max(t.intermediate_values) in (1, 3) for t in pruned)  # stopped at a rung (1, 3 epochs)
-    for t in pruned:  # the rung's best third goes on: a pruned trial was behind the others there
-        rung = max(t.intermediate_values)
-        rivals = [u.intermediate_values[rung] for u in trials if u.number < t.number and rung in u.intermediate_values]
-        assert t.intermediate_values[rung] > min(rivals)
+    at_1 = {t.user_attrs["candidate"]: t.intermediate_values[1] for t in trials}
+    assert len(at_1) == 5
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.user_attrs["epochs"] == 4 for t in done)
+    # the rungs are final once all 5 are in: the best at epoch 1 reached the full 4 epochs
+    assert min(at_1, key=at_1.get) in {t.user_attrs["candidate"] for t in done}
+    for t in trials:
+        if "continues" in t.user_attrs:  # a promotion: the paused trial's parameters, run directory and checkpoint
+            src = trials[t.user_attrs["continues"]]
+            assert src.user_attrs["status"] == "paused" and t.params == src.params
+            assert t.user_attrs["run_dir"] == src.user_attrs["run_dir"] and t.user_attrs["resumed"] is True
+            assert t.intermediate_values[1] == src.intermediate_values[1]  # epoch 1 was not trained again
+    assert any("continues" in t.user_attrs for t in trials)
+    df = trials_frame("asha", storage)
+    from search.compare import candidates
+
+    assert sorted(candidates(df)["candidate"]) == sorted(at_1)  # the leaderboard shows each candidate once
 
 
 @pytest.mark.slow

@@ -1,0 +1,135 @@
+"""Asynchronous successive halving (ASHA) with pause and promote, over the study's storage.
+
+Rungs sit at 1, 3, 9, ... epochs (``min_epochs * eta**k``, each at most a third of the full
+fidelity) and at the full fidelity itself. A candidate that reaches a rung goes on only while it
+ranks in the best ``1/eta`` of the candidates that have reached that rung (at least ``eta`` of
+them). Otherwise it *pauses*: its trial ends PRUNED with status ``paused``, keeping its checkpoint.
+When later candidates reach the rung and a paused one now ranks in the best ``1/eta``, it is
+*promoted*: a new trial with the same parameters continues it from its checkpoint (user
+attributes ``candidate``: the number of the candidate's first trial, and ``continues``: the trial
+it continues). Every trial of a candidate reports the candidate's whole curve, so the sampler and
+the rung comparison see one curve per candidate whichever trial trained which epochs.
+
+Why not Optuna's ``SuccessiveHalvingPruner``: it cannot pause, so the first candidate to reach a
+rung always goes on alone, and a one-worker study spends its first quarter of an hour training
+that one candidate to full fidelity. Here the first candidates wait at the lowest rung until
+enough others arrive to rank them (Li et al., "A System for Massively Parallel Hyperparameter
+Tuning", 2020). Candidates compared at a rung have trained the same epochs on the same schedule
+(the LR schedule spans the full fidelity), so the comparison is like for like.
+
+When the study has all its candidates (its target), the rungs are final: the best paused
+candidate of each rung is then promoted even where fewer than ``eta`` reached it, so a small
+study still trains at least one candidate to full fidelity.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.trials import in_play
+
+ETA = 3  # a third of the candidates at a rung go on
+
+
+def rung_epochs(epochs: int, eta: int = ETA, min_epochs: int = 1) -> list[int]:
+    """The rungs for a full fidelity of ``epochs``: ``[1, 3, ..., epochs]``, each gap at least ``eta``-fold.
+
+    >>> rung_epochs(12), rung_epochs(20), rung_epochs(30), rung_epochs(2)
+    ([1, 3, 12], [1, 3, 20], [1, 3, 9, 30], [2])
+    """
+    rungs, r = [], min_epochs
+    while r * eta <= epochs:
+        rungs.append(r)
+        r *= eta
+    return rungs + [epochs]
+
+
+def candidate_of(t: FrozenTrial) -> int:
+    """The candidate a trial trains: the number of its first trial (re-queued copies and promotions keep it)."""
+    return t.user_attrs.get("candidate", t.number)
+
+
+def rung_values(trials: list[FrozenTrial], epoch: int) -> dict[int, tuple[float, int]]:
+    """candidate -> (its value at ``epoch``, trial number) for every candidate that has reached it."""
+    out: dict[int, tuple[float, int]] = {}
+    for t in trials:
+        v = t.intermediate_values.get(epoch)
+        if v is not None and v == v:  # NaN (a diverged epoch) ranks nowhere
+            out.setdefault(candidate_of(t), (v, t.number))
+    return out
+
+
+def best_at(values: dict[int, tuple[float, int]], final: bool = False, eta: int = ETA) -> list[int]:
+    """The candidates that may go on past a rung: the best ``len // eta`` (at least one once ``final``)."""
+    quota = len(values) // eta
+    if final:
+        quota = max(quota, 1 if values else 0)
+    return [c for c, _ in sorted(values.items(), key=lambda kv: kv[1])[:quota]]
+
+
+class AshaPruner(optuna.pruners.BasePruner):
+    """Pauses a trial at a rung unless its candidate ranks in the best ``1/eta`` there (minimised signal).
+
+    The objective turns a prune into a pause (status ``paused``, see :func:`promotions`); ``reasons``
+    holds, per trial number, the rank that decided it.
+    """
+
+    def __init__(self, epochs: int, eta: int = ETA, target: int | None = None):
+        self.rungs, self.eta, self.target = rung_epochs(epochs, eta), eta, target
+        self.reasons: dict[int, str] = {}
+
+    def final(self, trials: list[FrozenTrial]) -> bool:
+        """Whether every candidate of the study's target is in (then each rung promotes at least its best)."""
+        return self.target is not None and sum(1 for t in trials if in_play(t)) >= self.target
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step not in self.rungs[:-1]:
+            return False
+        trials = study.get_trials(deepcopy=False)
+        values = rung_values(trials, step)
+        me = candidate_of(trial)
+        go_on = best_at(values, self.final(trials), self.eta)
+        if me in go_on:
+            return False
+        rank = 1 + sorted(values, key=values.get).index(me) if me in values else len(values)
+        self.reasons[trial.number] = (f"paused at epoch {step}: rank {rank} of {len(values)} there "
+                                      f"(the best {len(go_on)} go on; it is promoted if it rises into the best 1/{self.eta})")  # fmt: skip
+        return True
+
+
+def paused(t: FrozenTrial) -> bool:
+    return t.state == TrialState.PRUNED and t.user_attrs.get("status") == "paused"
+
+
+def promotions(trials: list[FrozenTrial], rungs: list[int], final: bool = False, eta: int = ETA) -> list[FrozenTrial]:
+    """Paused trials whose candidate now ranks in the best ``1/eta`` of its rung, highest rung first.
+
+    A candidate is promoted once per rung: a trial that already continues it (waiting, running,
+    finished, or failed and re-queued) rules it out.
+    """
+    continued = {t.user_attrs.get("continues") for t in trials if t.user_attrs.get("status") != "duplicate_promotion"}
+    latest: dict[int, FrozenTrial] = {}
+    for t in trials:
+        latest[candidate_of(t)] = t  # trials come in number order: the candidate's latest
+    out = []
+    for r in reversed(rungs[:-1]):
+        for c in best_at(rung_values(trials, r), final, eta):
+            t = latest[c]
+            if paused(t) and t.last_step == r and t.number not in continued:
+                out.append(t)
+    return out
+
+
+def enqueue_promotions(study: optuna.Study, pruner: AshaPruner) -> list[int]:
+    """Queue a continuing trial for each promotable paused candidate; returns the trials continued."""
+    done = []
+    trials = study.get_trials(deepcopy=False)
+    for t in promotions(trials, pruner.rungs, pruner.final(trials), pruner.eta):
+        attrs = {"candidate": candidate_of(t), "continues": t.number, "run_dir": t.user_attrs.get("run_dir")}
+        if t.user_attrs.get("seed"):
+            attrs["seed"] = t.user_attrs["seed"]
+        study.enqueue_trial(t.params, user_attrs=attrs)
+        done.append(t.number)
+    return done

@@ -1,0 +1,63 @@
+"""The rung scheduler's rules on hand-made trials: rungs, who goes on, who waits, who is promoted."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from search.asha import AshaPruner, best_at, promotions, rung_epochs, rung_values
+
+
+def _trial(number, curve, state=TrialState.PRUNED, status="paused", **attrs):
+    t = create_trial(state=state, value=curve[max(curve)] if state == TrialState.COMPLETE else None,
+                     intermediate_values=curve, user_attrs={"status": status, **attrs})  # fmt: skip
+    t.number = number
+    return t
+
+
+@pytest.mark.parametrize("epochs,rungs", [(1, [1]), (2, [2]), (3, [1, 3]), (10, [1, 3, 10]), (20, [1, 3, 20]),
+                                          (27, [1, 3, 9, 27]), (30, [1, 3, 9, 30])])  # fmt: skip
+def test_rungs_are_eta_fold_apart_and_end_at_the_full_fidelity(epochs, rungs):
+    assert rung_epochs(epochs) == rungs
+
+
+def test_the_best_third_of_a_rung_goes_on_and_no_one_goes_on_alone_until_the_rungs_are_final():
+    assert best_at({0: (1.0, 0)}) == [] and best_at({0: (1.0, 0), 1: (0.5, 1)}) == []
+    assert best_at({0: (1.0, 0)}, final=True) == [0]  # the study has all its candidates: the rung's best goes on
+    values = {c: (v, c) for c, v in enumerate([0.9, 0.3, 0.7, 0.2, 0.8, 0.5, 0.6])}
+    assert best_at(values) == [3, 1]  # 7 // 3 = 2: the two lowest
+    assert best_at({0: (0.5, 0), 1: (0.5, 1), 2: (0.9, 2)}) == [0]  # a tie goes to the earlier trial
+
+
+def test_a_paused_candidate_is_promoted_once_it_ranks_in_the_best_third_and_only_once():
+    rungs = [1, 3, 10]
+    trials = [_trial(0, {1: 2.0}), _trial(1, {1: 1.0}), _trial(2, {1: 3.0})]
+    assert [t.number for t in promotions(trials, rungs)] == [1]  # 3 candidates at epoch 1: the best of them
+    cont = _trial(3, {1: 1.0, 2: 0.8, 3: 0.6}, candidate=1, continues=1)  # trial 3 continued candidate 1 to epoch 3
+    assert promotions(trials + [cont], rungs) == []  # promoted once: not again
+    assert rung_values(trials + [cont], 1)[1] == (1.0, 1)  # one value per candidate, whichever trial holds it
+    # epoch 3 has one candidate: it waits there, unless the study has all its candidates
+    assert promotions(trials + [cont], rungs) == [] and [t.number for t in promotions(trials + [cont], rungs, final=True)] == [3]
+    # a failed continuation (killed, re-queued) still rules out a second promotion; a duplicate that stepped aside does not
+    dup = _trial(4, {}, state=TrialState.FAIL, status="duplicate_promotion", continues=1)
+    assert [t.number for t in promotions(trials + [dup], rungs)] == [1]
+
+
+def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_there():
+    study = optuna.create_study()
+    pruner = AshaPruner(10)
+    for curve in ({1: 2.0}, {1: 1.0}, {1: 3.0}, {1: 4.0}, {1: 5.0}):
+        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values=curve, user_attrs={"status": "paused"}))
+
+    def decide(value, step=1):
+        trial = study.ask()
+        for s in range(1, step):
+            trial.report(9.9, s)
+        trial.report(value, step)
+        out = pruner.prune(study, study._storage.get_trial(trial._trial_id))
+        study.tell(trial, state=TrialState.PRUNED)
+        return out, pruner.reasons.get(trial.number, "")
+
+    assert decide(0.5) == (False, "")  # 6 at epoch 1: the best two go on, and 0.5 is the best
+    paused, why = decide(2.5)  # 7 there: best two are 0.5 and 1.0
+    assert paused and why.startswith("paused at epoch 1: rank 4 of 7 there (the best 2 go on")
+    assert decide(9.0, step=2) == (False, "")  # epoch 2 is no rung
