@@ -7,12 +7,14 @@
 (b) ``before``: the search as it was before issue 12: the old small space (64-128 wide, no seeds,
     10 epochs per candidate), TPE and the median pruner on dev WER.
 (c) ``now``: the default strategy: the shipped small space (which starts from the default config),
-    TPE and successive halving (ASHA) in epochs on the dev CTC loss.
+    TPE and asynchronous successive halving with pause and promote (search/asha.py) in epochs, on
+    the dev CTC loss.
 
 Each search gets ``--budget`` seconds of wall time (no trial starts after it; one still running stops
 at its next epoch end). The arms run one after the other on this machine, in a scratch database.
 Prints, per arm: best dev WER and its test WER, the candidates evaluated (distinct configs) and the
-epochs they reached (the fidelity), and wall time; then one JSON line.
+epochs they reached (the fidelity: 0.33 is the probe after a third of epoch 1), and wall time; then
+one JSON line.
 """
 
 from __future__ import annotations
@@ -67,14 +69,18 @@ def search_arm(name: str, space: str, data: str, storage: str, runs: str, budget
     launch(name, s, storage, timeout=budget)
     wall = time.time() - t
     df = trials_frame(name, storage)
-    tried = df.dropna(subset=["config_hash"]).drop_duplicates("config_hash")
-    tried = tried[tried["dev_wer"].notna()]  # trained at least one epoch
+    scored = df.dropna(subset=["config_hash"])
+    scored = scored[scored["dev_wer"].notna()]  # trained at least one epoch
+    reached = pd.to_numeric(scored["epochs"]).groupby(scored["config_hash"]).max()  # a promoted one spans trials
     done = df[df["state"] == "COMPLETE"].sort_values("dev_wer")
+    if done.empty:  # the budget ended before any candidate reached full fidelity: the best so far, as export does
+        done = df[df["status"] == "paused"].sort_values("dev_wer")
     best = done.iloc[0] if len(done) else None
     return {"arm": name, "best_dev_wer": None if best is None else float(best["dev_wer"]),
             "test_wer": None if best is None or pd.isna(best["test_wer"]) else float(best["test_wer"]),
-            "best_trial": None if best is None else int(best["trial"]), "candidates": len(tried),
-            "fidelity": dict(sorted(collections.Counter(int(e) for e in tried["epochs"]).items())),
+            "best_trial": None if best is None else int(best["trial"]),
+            "best_epochs": None if best is None else float(best["epochs"]), "candidates": len(reached),
+            "fidelity": dict(sorted(collections.Counter(round(float(e), 2) for e in reached).items())),
             "wall_seconds": round(wall)}  # fmt: skip
 
 

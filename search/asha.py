@@ -1,7 +1,9 @@
 """Asynchronous successive halving (ASHA) with pause and promote, over the study's storage.
 
-Rungs sit at 1, 3, 9, ... epochs (``min_epochs * eta**k``, each at most a third of the full
-fidelity) and at the full fidelity itself. A candidate that reaches a rung goes on only while it
+Fidelity is counted in thirds of an epoch, and rungs sit at 1, 3, 9, ... of them (``eta**k``, each
+at most a third of the full fidelity) and at the full fidelity: a probe after 1/3 of the first epoch
+(the Trainer scores dev part-way and checkpoints there), then 1, 3, ... epochs, then all of them.
+A candidate that reaches a rung goes on only while it
 ranks in the best ``1/eta`` of the candidates that have reached that rung (at least ``eta`` of
 them). Otherwise it *pauses*: its trial ends PRUNED with status ``paused``, keeping its checkpoint.
 When later candidates reach the rung and a paused one now ranks in the best ``1/eta``, it is
@@ -17,12 +19,15 @@ enough others arrive to rank them (Li et al., "A System for Massively Parallel H
 Tuning", 2020). Candidates compared at a rung have trained the same epochs on the same schedule
 (the LR schedule spans the full fidelity), so the comparison is like for like.
 
-When the study has all its candidates (its target), the rungs are final: the best paused
-candidate of each rung is then promoted even where fewer than ``eta`` reached it, so a small
-study still trains at least one candidate to full fidelity.
+When the study has all its candidates (its target), or its time budget is down to about what the
+leading candidate needs to finish (1.2x its measured pace), the rungs are final: the best paused
+candidate of each rung is then promoted even where fewer than ``eta`` reached it, so a study ends
+with a candidate trained to full fidelity.
 """
 
 from __future__ import annotations
+
+import time
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,10 +35,11 @@ from optuna.trial import FrozenTrial, TrialState
 from search.trials import in_play
 
 ETA = 3  # a third of the candidates at a rung go on
+UNITS = 3  # fidelity is counted in thirds of an epoch: the lowest rung is a probe after 1/3 of epoch 1
 
 
 def rung_epochs(epochs: int, eta: int = ETA, min_epochs: int = 1) -> list[int]:
-    """The rungs for a full fidelity of ``epochs``: ``[1, 3, ..., epochs]``, each gap at least ``eta``-fold.
+    """The rungs for a full fidelity of ``epochs`` (any unit): ``[1, 3, ..., epochs]``, each gap at least ``eta``-fold.
 
     >>> rung_epochs(12), rung_epochs(20), rung_epochs(30), rung_epochs(2)
     ([1, 3, 12], [1, 3, 20], [1, 3, 9, 30], [2])
@@ -75,13 +81,38 @@ class AshaPruner(optuna.pruners.BasePruner):
     holds, per trial number, the rank that decided it.
     """
 
-    def __init__(self, epochs: int, eta: int = ETA, target: int | None = None):
-        self.rungs, self.eta, self.target = rung_epochs(epochs, eta), eta, target
+    def __init__(self, epochs: int, eta: int = ETA, target: int | None = None, units: int = UNITS,
+                 deadline: float | None = None):  # fmt: skip
+        self.units, self.eta, self.target, self.deadline = units, eta, target, deadline
+        self.rungs = rung_epochs(epochs * units, eta)  # in steps of 1/units epoch: 1/3, 1, 3, 9... epochs
         self.reasons: dict[int, str] = {}
 
     def final(self, trials: list[FrozenTrial]) -> bool:
-        """Whether every candidate of the study's target is in (then each rung promotes at least its best)."""
-        return self.target is not None and sum(1 for t in trials if in_play(t)) >= self.target
+        """Whether the rungs are final: every candidate of the target is in, or the budget is nearly spent.
+
+        Then each rung promotes at least its best, so the study ends with a candidate at full fidelity:
+        with a deadline, once what is left is about what the leading candidate needs to finish.
+        """
+        if self.target is not None and sum(1 for t in trials if in_play(t)) >= self.target:
+            return True
+        return self.deadline is not None and time.time() + 1.2 * self._to_finish(trials) >= self.deadline
+
+    def _to_finish(self, trials: list[FrozenTrial]) -> float:
+        """Seconds the leading candidate (best at the highest rung reached) needs to reach full fidelity."""
+        for r in reversed(self.rungs[:-1]):
+            values = rung_values(trials, r)
+            if values:
+                lead = min(values, key=values.get)
+                mine = [t for t in trials if candidate_of(t) == lead and t.user_attrs.get("wall_seconds")]
+                per_step = max(t.user_attrs["wall_seconds"] / max(t.last_step or 1, 1) for t in mine) if mine else 0.0
+                return (self.rungs[-1] - r) * per_step
+        return 0.0
+
+    def at(self, step: int) -> str:
+        """A rung in words: "after 1/3 of epoch 1", "at epoch 3"."""
+        if step % self.units:
+            return f"after {step}/{self.units} of epoch {step // self.units + 1}"
+        return f"at epoch {step // self.units}"
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -94,8 +125,8 @@ class AshaPruner(optuna.pruners.BasePruner):
         if me in go_on:
             return False
         rank = 1 + sorted(values, key=values.get).index(me) if me in values else len(values)
-        self.reasons[trial.number] = (f"paused at epoch {step}: rank {rank} of {len(values)} there "
-                                      f"(the best {len(go_on)} go on; it is promoted if it rises into the best 1/{self.eta})")  # fmt: skip
+        self.reasons[trial.number] = (f"rank {rank} of {len(values)} {self.at(step)}, where the best {len(go_on)} go on; "
+                                      f"promoted if it rises into the best 1/{self.eta}")  # fmt: skip
         return True
 
 

@@ -173,8 +173,11 @@ class Objective:
         if not run_dir.resolve().is_relative_to(Path(self.runs_dir).resolve()):  # a database from elsewhere
             return self._stop(trial, "error", f"run_dir {rel!r} points outside the runs root {self.runs_dir}", failed=True)
         resume = _resumable(run_dir, h)
+        pruner = trial.study.pruner
+        # ASHA counts fidelity in thirds of an epoch: a probe after 1/3 of epoch 1 is its cheapest rung
+        units = pruner.units if isinstance(pruner, AshaPruner) and len(self.objectives) == 1 else 1
         if resume and len(self.objectives) == 1:
-            self._report_history(trial, run_dir)
+            self._report_history(trial, run_dir, units)
         make_dir(run_dir)
         write_text(run_dir / "trial.json", json.dumps({"study": trial.study.study_name, "trial": trial.number,
                                                        "config_hash": h}))  # fmt: skip
@@ -189,11 +192,16 @@ class Objective:
                 return "prune"  # stops after this epoch's checkpoint: a resume continues from it
             if multi:  # Optuna cannot prune multi-objective studies
                 return None
-            trial.report(metrics[f"dev_{self.prune_on}"], epoch)
+            if metrics.get("probe"):
+                probed.update(metrics)
+                trial.report(metrics[f"dev_{self.prune_on}"], 1)
+            else:
+                trial.report(metrics[f"dev_{self.prune_on}"], epoch * units)
             return "prune" if trial.should_prune() else None
 
+        probed: dict = {}
         try:
-            res = self._train(trial, run, run_dir, resume, on_epoch)
+            res = self._train(trial, run, run_dir, resume, on_epoch, probe=1 / units if units > 1 else 0.0)
         except (InfeasibleError, ChildInfeasible) as e:
             return self._stop(trial, "infeasible", str(e))
         except KeyboardInterrupt:
@@ -205,6 +213,8 @@ class Objective:
             trial.set_user_attr("status", "error")
             trial.set_user_attr("reason", (str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}")[:500])
             raise
+        if res.get("dev_wer") is None and probed:  # stopped at the probe: its dev scores are all there is
+            res.update(dev_wer=probed["dev_wer"], dev_cer=probed["dev_cer"], epochs=round(probed["probe"], 2))
         for k in METRIC_ATTRS:
             if k in res and k != "run_dir":  # the trial keeps its run directory relative to the runs root
                 trial.set_user_attr(k, res[k])
@@ -227,14 +237,15 @@ class Objective:
             return self._stop(trial, "no_epoch", "no epoch finished")
         return self._values(trial.user_attrs)
 
-    def _train(self, trial, run, run_dir: str, resume: bool, on_epoch) -> dict:
+    def _train(self, trial, run, run_dir: str, resume: bool, on_epoch, probe: float = 0.0) -> dict:
         """Train in a child process (``isolate``), or here; returns the TrainResult as a dict."""
         if self.isolate:
             job = {"run": run.to_dict(), "data_dir": self.data_dir, "run_dir": run_dir, "device": self.device,
-                   "max_seconds": self.trial_seconds, "resume": resume, "progress": self.progress, "trial": trial.number}  # fmt: skip
+                   "max_seconds": self.trial_seconds, "resume": resume, "progress": self.progress, "trial": trial.number,
+                   "probe": probe}  # fmt: skip
             return train_in_child(job, on_epoch)
         trainer = Trainer(run, self.data(run.frontend), run_dir, device=self.device, max_seconds=self.trial_seconds,
-                          progress=self.progress)  # fmt: skip
+                          progress=self.progress, probe=probe)  # fmt: skip
         with hold_run_dir(run_dir):
             return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
 
@@ -246,17 +257,28 @@ class Objective:
             raise CandidateFailed(f"{status}: {reason}")
         raise optuna.TrialPruned(f"{status}: {reason}")
 
-    def _report_history(self, trial, run_dir: Path) -> None:
-        """Report the epochs a resumed run already has, so this trial holds its candidate's whole curve."""
+    def _report_history(self, trial, run_dir: Path, units: int) -> None:
+        """Report what a resumed run already has, so this trial holds its candidate's whole curve.
+
+        The earlier trials of the candidate (a paused one, a killed one) hold what they reported, the
+        probe included; the run directory's metrics.jsonl holds every finished epoch.
+        """
+        values = {}
+        me = candidate_of(trial)
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number != trial.number and candidate_of(t) == me:
+                values.update(t.intermediate_values)
         try:
             lines = (run_dir / "metrics.jsonl").read_text().splitlines()
             history = [json.loads(line) for line in lines if line.strip()]
         except (OSError, ValueError):
-            return  # the rung comparison then reads the earlier trial's values; training is unaffected
+            history = []  # the rung comparison then reads the earlier trials' values; training is unaffected
         for h in history:
             value = h.get(f"dev_{self.prune_on}")
             if isinstance(value, (int, float)) and isinstance(h.get("epoch"), int):
-                trial.report(value, h["epoch"])
+                values[h["epoch"] * units] = value
+        for step in sorted(values):
+            trial.report(values[step], step)
 
     @staticmethod
     def _promoted_twice(trial) -> bool:

@@ -81,6 +81,12 @@ class TrainResult:
     version: str = __version__
 
 
+class _StopAtProbe(Exception):
+    def __init__(self, fraction: float):
+        super().__init__(fraction)
+        self.fraction = fraction
+
+
 @dataclass
 class TrainState:
     """Where a run stands, besides weights and optimizer: checkpointed whole, restored whole."""
@@ -92,6 +98,7 @@ class TrainState:
     best_wer: float = math.inf  # best dev WER so far
     best_epoch: int = -1  # the epoch that reached it (-1: none yet)
     stale: int = 0  # epochs since the best (early stopping)
+    probed: bool = False  # the first epoch's probe (Trainer's ``probe``) is done: a resumed run does not repeat it
     history: list = field(default_factory=list)  # one metrics dict per finished epoch
     train_seconds: float = 0.0  # wall time inside training steps
     audio_seconds: float = 0.0  # audio trained on
@@ -166,12 +173,17 @@ class Trainer:
             is finite and, when stderr is no terminal, log a progress line.
         prefetch: load and copy batches on a background thread (default: on CUDA).
         compile_backend: ``torch.compile`` backend when the run compiles (tests count graphs with their own).
+        probe: a fraction of the first epoch after which dev is scored once and ``on_epoch(0, metrics)``
+            may stop the run (0: no probe); a search's cheapest look at a candidate.
     """
 
     def __init__(self, run: RunConfig, data: TrainingData, out_dir: str | Path, device: str | None = None,
                  max_seconds: float | None = None, checkpoint_every: int = 0, log_every: int = 50,
-                 progress: bool = True, prefetch: bool | None = None, compile_backend="inductor"):  # fmt: skip
+                 progress: bool = True, prefetch: bool | None = None, compile_backend="inductor",
+                 probe: float = 0.0):  # fmt: skip
         self.run, self.data, self.out = run, data, Path(out_dir)
+        self.probe = probe
+        self._on_epoch = None
         self.device = pick_device(device)
         self.max_seconds, self.checkpoint_every, self.log_every = max_seconds, checkpoint_every, max(1, log_every)
         self.progress = progress
@@ -293,6 +305,7 @@ class Trainer:
             for stale in ("last.pt", "best.pt", "metrics.jsonl", "result.json"):
                 (self.out / stale).unlink(missing_ok=True)
         self._wall_base = self.state.wall_seconds
+        self._on_epoch = on_epoch
         tc, st = self.run.train, self.state
         result = TrainResult(status="completed", run_dir=str(self.out), params=count_parameters(self.model),
                              device=str(self.device), precision=self.precision,
@@ -313,6 +326,8 @@ class Trainer:
                 if self.max_seconds and metrics["elapsed"] > self.max_seconds:
                     result.status, result.reason = "time_budget", f"stopped after {metrics['elapsed']:.0f} s"
                     break
+        except _StopAtProbe as stop:
+            result.status, result.reason = "pruned", f"pruned after the probe ({stop.fraction:.2f} of epoch 1)"
         except KeyboardInterrupt:
             self._checkpoint()
             result.status, result.reason = "interrupted", "Ctrl-C; resume with --resume"
@@ -356,6 +371,7 @@ class Trainer:
             t_mark = now
             return math.isfinite(st.loss_sum)
 
+        probe_at = math.ceil(self.probe * total) if self.probe and st.epoch == 0 and not st.probed else 0
         try:
             for feats, lengths, targets, target_lens, audio in batches:
                 loss_acc += self.train_step(feats, lengths, targets, target_lens)
@@ -365,11 +381,16 @@ class Trainer:
                 bar.update(1)
                 logged = st.step_in_epoch % self.log_every == 0
                 ckpt = self.checkpoint_every and st.step_in_epoch % self.checkpoint_every == 0
-                if logged or ckpt:
+                probe = st.step_in_epoch == probe_at
+                if logged or ckpt or probe:
                     if not read_loss():
                         return f"non-finite loss at epoch {st.epoch + 1}, by step {st.step_in_epoch}"
-                    if ckpt:
+                    if ckpt or probe:
+                        st.probed = st.probed or probe
                         self._checkpoint()
+                    if probe:
+                        self._probe(st.step_in_epoch / total)  # raises _StopAtProbe when told to stop
+                        t_mark = time.time()  # the probe's evaluation is not training time
                     if logged:
                         mean = st.loss_sum / st.step_in_epoch
                         bar.set_postfix(loss=f"{mean:.3f}")
@@ -381,6 +402,21 @@ class Trainer:
         if not read_loss():
             return f"non-finite loss at epoch {st.epoch + 1}, by step {st.step_in_epoch}"
         return None
+
+    def _probe(self, fraction: float) -> None:
+        """Score dev part-way through the first epoch and ask ``on_epoch(0, metrics)`` whether to go on.
+
+        A search's cheapest look at a candidate (search/asha.py): the checkpoint is on disk first, so a
+        candidate stopped here resumes mid-epoch, exactly where it stood.
+        """
+        dev = self._evaluate("dev")
+        metrics = {"epoch": 0, "probe": fraction, "dev_loss": dev.loss, "dev_wer": dev.wer, "dev_cer": dev.cer,
+                   "elapsed": self._elapsed()}  # fmt: skip
+        if self.progress:
+            log.info("probe after %.2f of epoch 1: dev loss %.3f  WER %.1f%%  CER %.1f%%", fraction, dev.loss,
+                     100 * dev.wer, 100 * dev.cer)  # fmt: skip
+        if self._on_epoch is not None and self._on_epoch(0, metrics) == "prune":
+            raise _StopAtProbe(fraction)
 
     def _end_epoch(self) -> dict:
         """Score dev, keep the best weights, log the epoch, checkpoint."""

@@ -1,5 +1,7 @@
 """The rung scheduler's rules on hand-made trials: rungs, who goes on, who waits, who is promoted."""
 
+import time
+
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
@@ -45,6 +47,8 @@ def test_a_paused_candidate_is_promoted_once_it_ranks_in_the_best_third_and_only
 def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_there():
     study = optuna.create_study()
     pruner = AshaPruner(10)
+    assert pruner.rungs == [1, 3, 9, 30]  # in thirds of an epoch: a probe, then 1, 3 and 10 epochs
+    assert (pruner.at(1), pruner.at(3), pruner.at(30)) == ("after 1/3 of epoch 1", "at epoch 1", "at epoch 10")
     for curve in ({1: 2.0}, {1: 1.0}, {1: 3.0}, {1: 4.0}, {1: 5.0}):
         study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values=curve, user_attrs={"status": "paused"}))
 
@@ -59,5 +63,16 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
 
     assert decide(0.5) == (False, "")  # 6 at epoch 1: the best two go on, and 0.5 is the best
     paused, why = decide(2.5)  # 7 there: best two are 0.5 and 1.0
-    assert paused and why.startswith("paused at epoch 1: rank 4 of 7 there (the best 2 go on")
+    assert paused and why.startswith("rank 4 of 7 after 1/3 of epoch 1, where the best 2 go on;")
     assert decide(9.0, step=2) == (False, "")  # epoch 2 is no rung
+
+
+def test_near_the_deadline_the_rungs_are_final_so_the_leading_candidate_is_finished():
+    now = time.time()
+    # the leader is paused at epoch 1 (step 3 of 30) after 60 s of training: 20 s per third, 27 to go = 540 s
+    trials = [_trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
+    far, near = AshaPruner(10, deadline=now + 3600), AshaPruner(10, deadline=now + 600)
+    assert not far.final(trials) and near.final(trials)  # 1.2 x 540 s no longer fits in 600 s
+    assert promotions(trials, far.rungs, far.final(trials)) == []
+    assert [t.number for t in promotions(trials, near.rungs, near.final(trials))] == [0]  # alone at epoch 1, yet promoted
+    assert AshaPruner(10, target=2).final(trials) and not AshaPruner(10, target=3).final(trials)
