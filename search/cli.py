@@ -20,7 +20,7 @@ def _launch(args) -> int:
         args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, prune_on=args.prune_on, seed=args.seed,
         objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
         epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
-        heartbeat=args.heartbeat,
+        heartbeat=args.heartbeat, rescore_top=args.rescore_top, lm=args.lm, lexicon=args.lexicon,
     )  # fmt: skip
     if args.workers > 1:
         create_study(args.study, settings, args.storage, enqueue=tuple(args.enqueue))
@@ -211,13 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "epoch end (resume continues it)")  # fmt: skip
     la.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2"])
     la.add_argument("--pruner", default="asha", choices=list(PRUNERS),
-                    help="asha (default): successive halving in epochs, rungs at 1, 3, 9... epochs; median: the "
-                         "median of earlier trials at the same epoch")  # fmt: skip
+                    help="asha (default): successive halving with pause and promote, rungs at a probe after 1/3 "
+                         "of epoch 1, then 1, 3, 9... epochs; median: the median of earlier trials at the same epoch")  # fmt: skip
     la.add_argument("--prune-on", default="loss", choices=list(SIGNALS),
                     help="the dev signal pruning compares each epoch (default loss, the CTC loss per letter: it ranks "
                          "candidates best from the first epoch, when WER is still ~100%%; see bench/early_signals.py)")  # fmt: skip
     la.add_argument("--enqueue", action="append", default=[], metavar="CONFIG",
                     help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable")
+    la.add_argument("--rescore-top", type=nonnegative_int, default=0, metavar="K",
+                    help="beam-decode the K best finished trials with a lexicon and LM at the end (leaderboard "
+                         "columns dev/test_wer_beam); candidates are still ranked by greedy dev WER")  # fmt: skip
+    la.add_argument("--lm", default=None, help="with --rescore-top: ARPA or KenLM file (default: a unigram LM of the "
+                    "training transcripts, built into DATA/lm)")  # fmt: skip
+    la.add_argument("--lexicon", default=None, help="with --rescore-top and --lm: lexicon file, or auto (the LM's words)")
     la.add_argument("--startup-trials", type=nonnegative_int, default=None,
                     help="random trials before TPE models the space (default: a third of --trials, 3 to 10)")
     la.add_argument("--seed", type=int, default=None)

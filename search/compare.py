@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from search.rescore import rescored
 from search.study import DEFAULT_STORAGE, StudyError, open_storage, redact
 from stt.files import atomic_path, make_dir, write_text
 
@@ -70,6 +71,9 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
     df["epochs"] = df["epochs"].where(df["epochs"].notna(), [len(t.intermediate_values) for t in study.trials])
     df["retry_of"] = raw["system_attrs_failed_trial"] if "system_attrs_failed_trial" in raw else None
     df["datetime_start"], df["datetime_complete"] = raw["datetime_start"], raw["datetime_complete"]
+    beam = rescored(study)
+    for c in ("dev_wer_beam", "dev_cer_beam", "test_wer_beam", "test_cer_beam"):
+        df[c] = [beam.get(n, {}).get(c) for n in raw["number"]]
     arch = pd.DataFrame([_architecture(c) for c in (raw["user_attrs_config"] if "user_attrs_config" in raw
                                                       else [None] * len(raw))], index=df.index)  # fmt: skip
     return pd.concat([df, arch], axis=1)
@@ -85,11 +89,11 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
 def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
     """The best candidates by dev WER, one row each (its most-trained trial), as a text table."""
     df = candidates(df)
-    cols = ["study", "trial", "status", "dev_wer", "dev_cer", "test_wer", "params", "gflops_per_second", "epochs",
+    cols = ["study", "trial", "status", "dev_wer", "dev_cer", "test_wer", "dev_wer_beam", "test_wer_beam", "params", "gflops_per_second", "epochs",
             "n_layers", "branches_per_layer", "total_stride", "width", "wall_seconds", "seed"]  # fmt: skip
-    cols = [c for c in cols if c in df.columns and (c != "seed" or df[c].notna().any())]
+    cols = [c for c in cols if c in df.columns and (c not in ("seed", "dev_wer_beam", "test_wer_beam") or df[c].notna().any())]
     shown = df.sort_values(["dev_wer", "trial"], na_position="last").head(top)[cols].copy()
-    for c in ("dev_wer", "dev_cer", "test_wer"):
+    for c in ("dev_wer", "dev_cer", "test_wer", "dev_wer_beam", "test_wer_beam"):
         if c in shown:
             shown[c] = shown[c].map(lambda v: f"{100 * v:.1f}%" if pd.notna(v) else "-")
     if "gflops_per_second" in shown:

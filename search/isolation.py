@@ -74,7 +74,10 @@ def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> di
                 break
             if kind == "epoch":  # sent after the epoch's checkpoint is on disk
                 m = payload["metrics"]
-                log.info("trial %s: epoch %d dev WER %.1f%%", job.get("trial"), payload["epoch"], 100 * m["dev_wer"])
+                if m.get("probe"):
+                    log.info("trial %s: after %.2f of epoch 1 dev loss %.3f", job.get("trial"), m["probe"], m["dev_loss"])
+                else:
+                    log.info("trial %s: epoch %d dev WER %.1f%%", job.get("trial"), payload["epoch"], 100 * m["dev_wer"])
                 ours.send(on_epoch(payload["epoch"], m))
             elif kind == "result":
                 child.join()
@@ -162,7 +165,7 @@ def _child_main(job: dict, conn, lifeline) -> None:
         run = load_run_config(job["run"])
         data = open_training_data(job["data_dir"], run.frontend, progress=False, device=device)
         trainer = Trainer(run, data, job["run_dir"], device=device, max_seconds=job.get("max_seconds"),
-                          progress=job.get("progress", False))  # fmt: skip
+                          progress=job.get("progress", False), probe=job.get("probe", 0.0))  # fmt: skip
         with hold_run_dir(job["run_dir"]):
             result = trainer.fit(resume=job.get("resume", False), on_epoch=on_epoch)
         conn.send(("result", dataclasses.asdict(result)))
@@ -171,6 +174,39 @@ def _child_main(job: dict, conn, lifeline) -> None:
     except KeyboardInterrupt:
         conn.send(("interrupted", None))
     except BaseException as e:  # noqa: BLE001 - handed to the worker with its traceback
+        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def call_in_child(fn: Callable, *args):
+    """``fn(*args)`` in a fresh child of the fork server (its tensors never land in the worker); returns its value.
+
+    ``fn`` must be importable by name (a module-level function). Raises ChildFailed with the child's
+    traceback, or ChildDied.
+    """
+    ctx = _context()
+    ours, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_call_main, args=(fn, args, theirs), name=f"stt-{fn.__name__}")
+    child.start()
+    theirs.close()
+    try:
+        kind, payload = ours.recv()
+    except EOFError:
+        child.join()
+        raise ChildDied(f"process {child.pid} ({fn.__name__}) ended with status {child.exitcode} before its result") from None
+    finally:
+        ours.close()
+    child.join()
+    if kind == "error":
+        raise ChildFailed(payload)
+    return payload
+
+
+def _call_main(fn, args, conn) -> None:
+    try:
+        conn.send(("result", fn(*args)))
+    except BaseException as e:  # noqa: BLE001 - handed to the caller with its traceback
         conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     finally:
         conn.close()

@@ -159,6 +159,9 @@ class StudySettings:
     runs_dir: str = "results/runs"
     startup_trials: int | None = None  # random trials before TPE; None: default_startup_trials(trials)
     heartbeat: int = 30  # seconds between a running trial's beats; a worker silent for 4 beats is presumed dead
+    rescore_top: int = 0  # beam-decode the K best finished trials (search/rescore.py); ranking stays greedy dev WER
+    lm: str | None = None  # the rescoring LM (ARPA/KenLM binary); None: a unigram LM of the training transcripts
+    lexicon: str | None = None  # the rescoring lexicon file, or "auto" (the LM's words)
 
     def to_attrs(self) -> dict:
         d = dict(self.__dict__)
@@ -241,6 +244,8 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
     if settings.prune_on not in SIGNALS:
         raise StudyError(f"--prune-on {settings.prune_on!r}: valid: {', '.join(SIGNALS)}")
     max_stride, _ = _feasibility(settings.data_dir, space.spec.get("frontend", "fbank"))  # fails early on bad data
+    if settings.rescore_top:
+        _rescoring_files(settings)
     # warm start: the space's seed configs, then --enqueue's, as the first trials (each must be a point of
     # the space, so its parameters describe it and the sampler learns from it like from any candidate)
     seeds = [load_seed(src, space, max_stride) for src in space.spec.get("seeds", [])]
@@ -261,6 +266,22 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
         study.enqueue_trial(params, user_attrs={"seed": label}, skip_if_exists=True)
     study.set_user_attr("uid", uuid.uuid4().hex)  # last: a study with a uid is complete (see run_study)
     return study
+
+
+def _rescoring_files(settings: StudySettings) -> None:
+    """Check --lm/--lexicon now (or build the corpus's own), so a bad file fails the launch, not its end."""
+    from search.rescore import default_lm
+    from stt.decoding import make_decoder
+    from stt.text import LetterTokenizer
+
+    if settings.lm is None:
+        if settings.lexicon is not None:
+            raise StudyError("--lexicon needs --lm (without --lm, the corpus's own lexicon and unigram LM are used)")
+        settings.lm, settings.lexicon = default_lm(settings.data_dir)
+    else:
+        settings.lm = str(Path(settings.lm).resolve())
+        settings.lexicon = "auto" if settings.lexicon in (None, "auto") else str(Path(settings.lexicon).resolve())
+    make_decoder(LetterTokenizer(), settings.lm, settings.lexicon)
 
 
 def load_space_text(settings: StudySettings) -> Space:
@@ -378,6 +399,7 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     log.info("study '%s' in %s: %d of %d trials finished, max total stride %d", name, redact(storage or DEFAULT_STORAGE),
              count_finished(study), settings.trials, max_stride)  # fmt: skip
     if remaining <= 0:
+        _rescore(study, settings, device)  # what a stopped worker left unrescored
         return study
 
     stuck: list[str] = []
@@ -390,6 +412,8 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         ua = trial.user_attrs
         wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
         why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
+        if ua.get("status") == "paused":
+            why = f" ({ua.get('reason', '')})"
         state = "paused" if ua.get("status") == "paused" else trial.state.name.lower()
         log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, state, wer,
                  why, len(done), settings.trials, rss_mb())  # fmt: skip
@@ -413,6 +437,8 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
     deadline = None if timeout is None else time.time() + timeout
     objective.deadline = deadline  # a trial still running then stops at its next epoch end; resume continues it
+    if asha is not None:
+        asha.deadline = deadline  # near it, the rungs are final: the leading candidate is trained to the end
     try:
         while deadline is None or time.time() < deadline:
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
@@ -423,6 +449,8 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
                 break
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if not (failing or stuck):
+        _rescore(study, settings, device)
     if failing:
         raise StudyError(f"study '{name}': the last {FAILED_AFTER} candidates failed (last: {failing[0]}); "
                          f"see the trials' 'reason' with `stt-search compare {name}`")  # fmt: skip
@@ -430,6 +458,13 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         raise StudyError(f"study '{name}': the last {STUCK_AFTER} candidates from {settings.space_name} could not be "
                          f"trained (last: {stuck[0]}); loosen --max-params/--max-gflops or narrow the space")  # fmt: skip
     return study
+
+
+def _rescore(study: optuna.Study, settings: StudySettings, device: str | None) -> None:
+    if settings.rescore_top:
+        from search.rescore import rescore_top
+
+        rescore_top(study, settings.rescore_top, settings.lm, settings.lexicon, settings.data_dir, settings.runs_dir, device)
 
 
 def _more_to_do(study: optuna.Study, target: int, storage, deadline: float | None, orphan_after: float = 120.0) -> bool:

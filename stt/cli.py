@@ -1,4 +1,4 @@
-"""The ``stt`` command line: describe, prepare, train, eval, transcribe."""
+"""The ``stt`` command line: describe, prepare, train, eval, transcribe, lm build, tune-decoder."""
 
 from __future__ import annotations
 
@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--print-model", action="store_true", help="also print the module tree")
     d.set_defaults(func=_cmd_describe)
 
-    from stt import cli_data, cli_train  # the data and training commands live beside their modules
+    from stt import cli_data, cli_decode, cli_train  # the data, training and decoding commands live beside their modules
 
     cli_data.add_commands(sub)
     cli_train.add_commands(sub)
+    cli_decode.add_commands(sub)
     return p
 
 

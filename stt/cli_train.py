@@ -42,6 +42,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from stt.cli_decode import decoder_from_args
     from stt.device import model_device, uses_bf16
     from stt.evaluation import evaluate_split
     from stt.features import open_split
@@ -52,14 +53,16 @@ def _cmd_eval(args) -> int:
     device = model_device(loaded.model)
     cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
     precision = loaded.run.train.precision  # as in training, so the logged WER is reproduced
+    decoder = decoder_from_args(args, args.checkpoint, loaded.tokenizer)
     scores, ids, refs, hyps = evaluate_split(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
-                                             precision)  # fmt: skip
+                                             precision, decoder)  # fmt: skip
     if args.errors:
         for row in error_listing(ids, refs, hyps)[: args.errors]:
             print(f"{row['id']}\tWER {100 * row['wer']:.0f}%\tREF: {row['ref']}\n\t\tHYP: {row['hyp']}")
     used = "bf16" if uses_bf16(device, precision) else "fp32"
+    how = "greedy" if decoder is None else decoder.describe()
     print(f"{args.split}: WER {100 * scores.wer:.2f}%  CER {100 * scores.cer:.2f}%  "
-          f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt on {device}, {used})")  # fmt: skip
+          f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt on {device}, {used}; {how})")  # fmt: skip
     return 0
 
 
@@ -67,6 +70,7 @@ def _cmd_transcribe(args) -> int:
     import torch
 
     from stt.audio import AudioError, read_audio
+    from stt.cli_decode import decoder_from_args
     from stt.decoding import greedy_decode
     from stt.device import autocast, model_device, to_host
     from stt.frontends import build_frontend
@@ -74,6 +78,7 @@ def _cmd_transcribe(args) -> int:
 
     loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
     device = model_device(loaded.model)
+    decoder = decoder_from_args(args, args.checkpoint, loaded.tokenizer)
     fe = build_frontend(loaded.frontend["spec"], str(device))
     failed = 0
     for path in args.files:
@@ -85,6 +90,9 @@ def _cmd_transcribe(args) -> int:
             continue
         with torch.no_grad(), autocast(device, loaded.run.train.precision):
             logits, lens = loaded.model(feats[None].to(device))  # [1, T', V]
+        if decoder is not None:
+            print(f"{path}\t{decoder(logits.float().log_softmax(-1), to_host(lens))[0]}")
+            continue
         best = to_host(logits.argmax(-1))
         print(f"{path}\t{loaded.tokenizer.decode(greedy_decode(best, to_host(lens))[0])}")
     return 1 if failed else 0
@@ -92,6 +100,7 @@ def _cmd_transcribe(args) -> int:
 
 def add_commands(sub) -> None:
     from stt.cli import nonnegative_int, positive_float, positive_int
+    from stt.cli_decode import add_decoder_args
 
     t = sub.add_parser("train", help="train one run config with CTC")
     t.add_argument("--config", required=True, help="run config YAML (layers + train settings), e.g. an export")
@@ -119,6 +128,7 @@ def add_commands(sub) -> None:
     e.add_argument("--weights", default="best", choices=["best", "last"])
     e.add_argument("--errors", type=nonnegative_int, default=0, help="list the N worst utterances")
     e.add_argument("--device", default=None)
+    add_decoder_args(e)
     e.set_defaults(func=_cmd_eval)
 
     r = sub.add_parser("transcribe", help="transcribe audio files with a trained run")
@@ -126,4 +136,5 @@ def add_commands(sub) -> None:
     r.add_argument("files", nargs="+", help="audio files (any sample rate)")
     r.add_argument("--weights", default="best", choices=["best", "last"])
     r.add_argument("--device", default=None)
+    add_decoder_args(r)
     r.set_defaults(func=_cmd_transcribe)

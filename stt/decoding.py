@@ -1,8 +1,18 @@
-"""Greedy CTC decoding: best label per frame, collapse repeats, drop blanks."""
+"""CTC decoding: greedy (best label per frame, collapse repeats, drop blanks) and beam search with a
+lexicon and an n-gram LM (flashlight-text's decoder, KenLM inside)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
+
+from stt.lm import Lexicon, LMError
+from stt.text import LetterTokenizer
 
 
 def greedy_decode(scores: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
@@ -20,3 +30,133 @@ def greedy_decode(scores: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -
         seq = torch.unique_consecutive(seq[:n])  # collapse repeats first: "a a _ a" -> "a _ a" -> "aa"
         out.append(seq[seq != blank].tolist())
     return out
+
+
+# --- beam search -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C++ libraries print there directly, past sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@dataclass
+class BeamSettings:
+    """Beam-search options (flashlight's lexicon decoder); ``stt tune-decoder`` fits the LM weight and word score."""
+
+    beam_size: int = 50  # hypotheses kept after each frame
+    beam_threshold: float = 25.0  # hypotheses further than this below the best (log score) are dropped
+    lm_weight: float = 1.0  # weight of the LM's log10 probability against the acoustic log-probabilities
+    word_score: float = 0.0  # added per word: > 0 favours more, shorter words
+    unk_score: float = float("-inf")  # score of a word outside the lexicon (-inf: never; lexicon-free: unused)
+    sil_score: float = 0.0  # added per word separator
+
+
+class BeamDecoder:
+    """CTC beam search over letters, constrained to a lexicon's words, with an optional KenLM model.
+
+    Without a lexicon it searches letter sequences freely (no LM then: a word LM needs word
+    boundaries it can look up). Emissions are log-probabilities ``[B, T, V]`` on the host.
+    """
+
+    def __init__(self, tokenizer: LetterTokenizer, lexicon: Lexicon | None = None, lm: str | Path | None = None,
+                 settings: BeamSettings | None = None, lm_upper: bool = False):  # fmt: skip
+        from flashlight.lib.text import decoder as fl
+        from flashlight.lib.text.dictionary import Dictionary
+
+        self.tokenizer, self.lexicon, self.lm, self.settings = tokenizer, lexicon, lm, settings or BeamSettings()
+        s = self.settings
+        sil, blank, V = tokenizer.index[" "], tokenizer.blank, len(tokenizer)
+        if lexicon is None:
+            if lm is not None:
+                raise LMError(f"{lm}: a word LM needs a lexicon (--lexicon FILE, or auto for the LM's own words)")
+            opts = fl.LexiconFreeDecoderOptions(beam_size=s.beam_size, beam_size_token=V, beam_threshold=s.beam_threshold,
+                                                lm_weight=0.0, sil_score=s.sil_score, log_add=False,
+                                                criterion_type=fl.CriterionType.CTC)  # fmt: skip
+            self._decoder = fl.LexiconFreeDecoder(opts, fl.ZeroLM(), sil, blank, [])
+            self._words = None
+            return
+        self._words = Dictionary(["<unk>", *lexicon.words])
+        if lm is None:
+            model = fl.ZeroLM()
+        else:
+            from flashlight.lib.text.decoder.kenlm import KenLM
+
+            # KenLM maps each of our words to its own vocabulary by string: the LibriSpeech LMs are upper case
+            lookup = Dictionary(["<unk>", *(w.upper() if lm_upper else w for w in lexicon.words)])
+            try:
+                with _quiet_stderr():  # KenLM draws a progress bar of stars on fd 2
+                    model = KenLM(str(lm), lookup)
+            except Exception as e:  # noqa: BLE001 - KenLM's own parse errors, raised as RuntimeError from C++
+                raise LMError(f"{lm}: KenLM cannot load it ({' '.join(str(e).split())[:200]})") from None
+        trie = fl.Trie(V, sil)
+        start = model.start(False)
+        for i, word in enumerate(lexicon.words, 1):
+            _, score = model.score(start, i)  # unigram score, smeared up the trie so the beam sees it early
+            trie.insert(lexicon.spellings[word], i, score)
+        trie.smear(fl.SmearingMode.MAX)
+        opts = fl.LexiconDecoderOptions(beam_size=s.beam_size, beam_size_token=V, beam_threshold=s.beam_threshold,
+                                        lm_weight=s.lm_weight, word_score=s.word_score, unk_score=s.unk_score,
+                                        sil_score=s.sil_score, log_add=False, criterion_type=fl.CriterionType.CTC)  # fmt: skip
+        self._decoder = fl.LexiconDecoder(opts, trie, model, sil, blank, 0, [], False)
+        self._model = model  # the decoder holds it by reference
+
+    def describe(self) -> str:
+        s = self.settings
+        if self._words is None:
+            return f"beam {s.beam_size}, lexicon-free"
+        lm = f"LM weight {s.lm_weight:g}, word score {s.word_score:g}" if self.lm else "no LM"
+        return f"beam {s.beam_size}, lexicon of {len(self.lexicon.words)} words, {lm}"
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Transcripts, one per utterance.
+
+        Args:
+            log_probs: ``[B, T, V]`` log-probabilities (any device and float type; decoded on the host).
+            lengths: ``[B]`` real frames of each utterance.
+        """
+        em = log_probs.detach().float().cpu().contiguous()  # [B, T, V]
+        B, T, V = em.shape
+        out = []
+        for b, n in enumerate(lengths.tolist()):
+            result = self._decoder.decode(em.data_ptr() + 4 * b * T * V, int(n), V)[0]
+            if self._words is None:
+                ids = [t for t in torch.unique_consecutive(torch.tensor(result.tokens)).tolist() if t >= 0]
+                out.append(" ".join(self.tokenizer.decode(ids).split()))
+            else:
+                out.append(" ".join(self._words.get_entry(w) for w in result.words if w > 0))
+        return out
+
+
+TUNED = "decoder.json"  # in a run directory: the LM, lexicon, LM weight and word score `stt tune-decoder` chose
+
+
+def make_decoder(tokenizer: LetterTokenizer, lm: str | Path | None = None, lexicon: str | Path | None = None,
+                 settings: BeamSettings | None = None) -> BeamDecoder:  # fmt: skip
+    """A beam decoder from files, each checked first (one line naming the file and line on a problem).
+
+    Args:
+        lm: an ARPA file or KenLM binary, or None (no LM).
+        lexicon: a lexicon file, ``"auto"`` (the LM's own words, spelt letter by letter), or None
+            (lexicon-free: letter sequences, and then no LM).
+    """
+    from stt.lm import lexicon_from_words, read_lexicon, read_lm_vocabulary
+
+    info = read_lm_vocabulary(lm, tokenizer) if lm is not None else None
+    if lexicon == "auto":
+        if info is None:
+            raise LMError(f"--lexicon auto takes the words of an ARPA LM{'' if lm is None else f'; {lm} is a KenLM binary'}: "
+                          "pass --lm FILE.arpa, or a lexicon file")  # fmt: skip
+        lex = lexicon_from_words(info.unigrams, tokenizer, str(lm))
+    else:
+        lex = read_lexicon(lexicon, tokenizer) if lexicon is not None else None
+    return BeamDecoder(tokenizer, lex, lm, settings, lm_upper=bool(info and info.upper))

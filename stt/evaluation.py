@@ -7,6 +7,8 @@ device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -20,12 +22,16 @@ from stt.text import LetterTokenizer
 
 @torch.no_grad()
 def evaluate_split(model: torch.nn.Module, cache: FeatureCache, tokenizer: LetterTokenizer, device: torch.device,
-                   batch_frames: int, precision: str = "auto") -> tuple[Scores, list[str], list[str], list[str]]:  # fmt: skip
-    """Greedy-decode every utterance of ``cache`` and score it.
+                   batch_frames: int, precision: str = "auto",
+                   decoder: Callable[[torch.Tensor, torch.Tensor], list[str]] | None = None,
+                   ) -> tuple[Scores, list[str], list[str], list[str]]:  # fmt: skip
+    """Decode every utterance of ``cache`` (greedy, or with ``decoder``) and score it.
 
     Args:
         model: an STTModel on ``device`` (its train/eval mode is restored afterwards).
         precision: "auto", "bf16" or "fp32", as in the run's training settings.
+        decoder: ``(log_probs [B, T', V], lengths [B]) -> transcripts``, e.g. a
+            :class:`stt.decoding.BeamDecoder`; None: greedy, argmax-ed on the device.
     Returns:
         ``(scores, ids, references, hypotheses)``, in the cache's utterance order. ``scores.loss`` is
         the CTC loss per reference letter: unlike WER it moves from the first epoch on, while every
@@ -49,6 +55,10 @@ def evaluate_split(model: torch.nn.Module, cache: FeatureCache, tokenizer: Lette
             loss_sum += F.ctc_loss(log_probs.transpose(0, 1), b.targets.to(device), out_lens, b.target_lens.to(device),
                                    blank=tokenizer.blank, reduction="sum", zero_infinity=True)  # fmt: skip
         letters += int(b.target_lens.sum())
+        if decoder is not None:
+            for i, text in zip(b.index.tolist(), decoder(log_probs, model.output_lengths(b.feat_lens))):
+                hyps[i] = text
+            continue
         best = to_host(log_probs.argmax(dim=-1))  # [B, T'] label ids: one host read per batch
         for i, ids in zip(b.index.tolist(), greedy_decode(best, model.output_lengths(b.feat_lens), tokenizer.blank)):
             hyps[i] = tokenizer.decode(ids)

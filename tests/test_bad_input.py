@@ -89,6 +89,10 @@ def world(tiny_corpus, tmp_path_factory):
     (w / "stride.yaml").write_text(TINY_RUN.replace("stride: 2", "stride: 64"))
     (w / "bad_space.yaml").write_text(SPACE.replace("kernel: [3, 5]", "kernel: [3, five]"))
     (w / "w2v_space.yaml").write_text(SPACE.replace("frontend: fbank", f"frontend: wav2vec:{w / 'missing_wav2vec.pt'}"))
+    (w / "bad_lexicon.txt").write_text("the t h e\ncafé c a f é\n")  # line 2: a letter the model does not have
+    (w / "not_arpa.arpa").write_text("this is not\na language model\n")
+    (w / "cyrillic.arpa").write_text("\\data\\\nngram 1=3\nngram 2=0\n\n\\1-grams:\n-1.0\t<s>\t0\n-1.0\t</s>\t0\n"
+                                     "-1.0\tпривет\t0\n\n\\2-grams:\n\n\\end\\\n")  # fmt: skip
     (w / "not_synth").mkdir()
     (w / "not_synth" / "notes.txt").write_text("mine")
 
@@ -140,6 +144,18 @@ ROWS = [
     Row("eval-random-bytes", "stt eval --checkpoint {w}/random_run --data {w}/data", r"random_run/best\.pt: not a readable checkpoint"),
     Row("eval-no-run-dir", "stt eval --checkpoint {w}/nope --data {w}/data", r"nope: no such run directory"),
     Row("eval-not-a-run", "stt eval --checkpoint {w}/data --data {w}/data", r"data: not a trained run directory \(missing config\.yaml\)"),
+    # decoding: lexicons and LMs that do not fit the model
+    Row("eval-lexicon-foreign-letter", "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lexicon {w}/bad_lexicon.txt",
+        r"bad_lexicon\.txt:2: word 'café': symbol 'é' is not in the model's alphabet"),
+    Row("eval-lm-not-arpa", "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lm {w}/not_arpa.arpa --lexicon auto",
+        r"not_arpa\.arpa:1: not an ARPA language model \(expected '\\data\\' first"),
+    Row("eval-lm-other-alphabet", "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lm {w}/cyrillic.arpa --lexicon auto",
+        r"cyrillic\.arpa:8: LM word 'привет' has .*outside the model's alphabet"),
+    Row("transcribe-lm-missing", "stt transcribe --checkpoint {w}/run {w}/data/test --decoder beam --lm {w}/nope.arpa",
+        r"nope\.arpa: language model not found"),
+    Row("eval-lm-without-beam", "stt eval --checkpoint {w}/run --data {w}/data --lm {w}/cyrillic.arpa",
+        r"--lm is a beam-search option: add --decoder beam"),
+    Row("lm-build-missing-data", "stt lm build --data {w}/nodata", r"nodata: no such data folder"),
     # data
     Row("eval-unknown-split", "stt eval --checkpoint {w}/run --data {w}/data --split nosuch",
         r"split 'nosuch' not found; available: dev, test, train"),

@@ -405,28 +405,31 @@ def test_asha_pauses_candidates_at_rungs_and_promotes_the_best_from_their_checkp
     from search.study import count_finished
 
     storage = f"sqlite:///{workdir}/db.sqlite"
-    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4"))  # rungs at 1 and 4 epochs
+    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4"))  # rungs: 1/3 epoch, 1, 4 epochs
     s = settings_from_space("space.yaml", "data", 5, sampler="random", pruner="asha", prune_on="loss", seed=0)
     study = launch("asha", s, storage)
     trials = study.trials
     assert count_finished(study) == 5  # the target counts candidates; promotions come on top
-    first = trials[0]  # no rival at epoch 1 yet: it waits there instead of training in full
+    first = trials[0]  # no rival at the probe yet: it waits there instead of training in full
     assert first.state == optuna.trial.TrialState.PRUNED and first.user_attrs["status"] == "paused"
-    assert list(first.intermediate_values) == [1] and "paused at epoch 1: rank 1 of 1 there" in first.user_attrs["reason"]
-    for t in trials:  # each trial reports its candidate's whole curve: the dev CTC loss of every epoch so far
-        assert list(t.intermediate_values.values()) == pytest.approx(t.user_attrs["history"]["dev_loss"]), t.number
+    assert list(first.intermediate_values) == [1] and 0 < first.user_attrs["epochs"] < 1  # a third of the batches (rounded up)
+    assert first.user_attrs["reason"].startswith("rank 1 of 1 after 1/3 of epoch 1,")
+    for t in trials:  # each trial reports its candidate's whole curve: the probe, then the dev CTC loss per epoch
+        epochs = {step // 3: v for step, v in t.intermediate_values.items() if step % 3 == 0}
+        assert list(epochs.values()) == pytest.approx(t.user_attrs["history"]["dev_loss"]), t.number
+        assert list(epochs) == list(range(1, len(epochs) + 1)) and 1 in t.intermediate_values
     at_1 = {t.user_attrs["candidate"]: t.intermediate_values[1] for t in trials}
     assert len(at_1) == 5
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and all(t.user_attrs["epochs"] == 4 for t in done)
-    # the rungs are final once all 5 are in: the best at epoch 1 reached the full 4 epochs
+    # the rungs are final once all 5 are in: the best at the probe reached the full 4 epochs
     assert min(at_1, key=at_1.get) in {t.user_attrs["candidate"] for t in done}
     for t in trials:
         if "continues" in t.user_attrs:  # a promotion: the paused trial's parameters, run directory and checkpoint
             src = trials[t.user_attrs["continues"]]
             assert src.user_attrs["status"] == "paused" and t.params == src.params
             assert t.user_attrs["run_dir"] == src.user_attrs["run_dir"] and t.user_attrs["resumed"] is True
-            assert t.intermediate_values[1] == src.intermediate_values[1]  # epoch 1 was not trained again
+            assert t.intermediate_values[1] == src.intermediate_values[1]  # resumed where it stood, mid-epoch 1
     assert any("continues" in t.user_attrs for t in trials)
     df = trials_frame("asha", storage)
     from search.compare import candidates
@@ -455,3 +458,29 @@ def test_a_trial_cut_by_the_study_budget_resumes_from_its_checkpoint(workdir):
     again = optuna.load_study(study_name="cut", storage=storage).trials[1]
     assert again.state == optuna.trial.TrialState.COMPLETE and again.user_attrs["resumed"] is True
     assert again.user_attrs["epochs"] == 3 and again.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+
+
+@pytest.mark.slow
+def test_rescore_top_three_stores_beam_wer_beside_greedy_and_compare_shows_both(workdir, capsys):
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    argv = ["launch", "--space", "space.yaml", "--data", "data", "--study", "rs", "--trials", "4", "--sampler", "random",
+            "--pruner", "none", "--seed", "3", "--storage", storage, "--rescore-top", "3"]  # fmt: skip
+    assert search_main(argv) == 0
+    assert (workdir / "data" / "lm" / "lm.arpa").exists() and (workdir / "data" / "lm" / "lexicon.txt").exists()
+    study = optuna.load_study(study_name="rs", storage=storage)
+    done = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.values[0])
+    beam = {int(k.split("_")[1]): v for k, v in study.user_attrs.items() if k.startswith("rescored_")}
+    assert sorted(beam) == sorted(t.number for t in done[:3])  # the three best by greedy dev WER, and only they
+    for n, scores in beam.items():
+        assert 0 <= scores["dev_wer_beam"] and 0 <= scores["test_wer_beam"] and "lexicon of" in scores["decoder"]
+    df = trials_frame("rs", storage)
+    assert df["dev_wer_beam"].notna().sum() == 3 and df.loc[df["trial"] == done[0].number, "test_wer_beam"].notna().all()
+    capsys.readouterr()
+    assert search_main(["compare", "rs", "--storage", storage, "--out", str(workdir / "report")]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert "dev_wer" in header and "dev_wer_beam" in header and "test_wer_beam" in header
+    # resuming rescores nothing twice: what is stored stays
+    before = dict(study.user_attrs)
+    assert search_main(["resume", "--study", "rs", "--storage", storage]) == 0
+    assert {k: v for k, v in optuna.load_study(study_name="rs", storage=storage).user_attrs.items() if k.startswith("rescored_")} == \
+        {k: v for k, v in before.items() if k.startswith("rescored_")}

@@ -1,0 +1,175 @@
+"""``stt lm build``, ``stt tune-decoder``, and the decoder options of ``stt eval`` / ``stt transcribe``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_decoder_args(p) -> None:
+    """--decoder and the beam options (defaults: those `stt tune-decoder` saved in the run, else BeamSettings')."""
+    p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--lm", default=None, help="ARPA file or KenLM binary (beam; default: the run's tuned one, if any)")
+    p.add_argument("--lexicon", default=None, help="lexicon file, or auto: the LM's words (beam; none: lexicon-free)")
+    p.add_argument("--beam-size", type=_positive_int, default=None, help="hypotheses kept per frame (default 50)")
+    p.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: tuned, else 1.0)")
+    p.add_argument("--word-score", type=float, default=None, help="score added per word (default: tuned, else 0)")
+    p.add_argument("--unk-score", type=float, default=None, help="score of a word outside the lexicon (default -inf)")
+
+
+def _positive_int(text: str) -> int:
+    from stt.cli import positive_int
+
+    return positive_int(text)
+
+
+def decoder_from_args(args, run_dir: str | Path, tokenizer):
+    """None for greedy; a BeamDecoder for ``--decoder beam``, with the run's tuned settings under the flags."""
+    if args.decoder == "greedy":
+        for flag in ("lm", "lexicon", "beam_size", "lm_weight", "word_score", "unk_score"):
+            if getattr(args, flag) is not None:
+                from stt.errors import ConfigError
+
+                raise ConfigError(f"--{flag.replace('_', '-')} is a beam-search option: add --decoder beam")
+        return None
+    from stt.decoding import TUNED, BeamSettings, make_decoder
+
+    tuned = _read_tuned(Path(run_dir) / TUNED)
+    lm = args.lm or tuned.get("lm")
+    lexicon = args.lexicon or tuned.get("lexicon")
+    s = BeamSettings()
+    for key in ("beam_size", "lm_weight", "word_score", "unk_score"):
+        value = getattr(args, key)
+        if value is None and (args.lm is None or args.lm == tuned.get("lm")):  # tuned values belong to their LM
+            value = tuned.get(key)
+        if value is not None:
+            setattr(s, key, type(getattr(s, key))(value))
+    return make_decoder(tokenizer, lm, lexicon, s)
+
+
+def _read_tuned(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    from stt.errors import CheckpointError
+
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); delete it or run `stt tune-decoder` again") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected an object of decoder settings")
+    return data
+
+
+def _cmd_lm_build(args) -> int:
+    from stt.files import make_dir, write_text
+    from stt.lm import build_arpa, lexicon_text, training_sentences
+
+    split, sentences = training_sentences(args.data, args.split)
+    out = Path(args.out or Path(args.data) / "lm")
+    arpa = build_arpa(sentences, args.order)  # every check and all the work before the first write
+    make_dir(out)
+    write_text(out / "lexicon.txt", lexicon_text(sentences))
+    write_text(out / "lm.arpa", arpa)
+    words = len({w for s in sentences for w in s})
+    print(f"{split}: {len(sentences)} sentences, {words} words -> {out / 'lexicon.txt'}, {out / 'lm.arpa'} (order {args.order})")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    """Fit the LM weight and word score on dev with a small Optuna study; save them in the run directory."""
+    import optuna
+
+    from stt.decoding import TUNED, BeamSettings, make_decoder
+    from stt.device import model_device
+    from stt.evaluation import evaluate_split
+    from stt.features import open_split
+    from stt.files import write_text
+    from stt.train import load_run
+
+    loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
+    device = model_device(loaded.model)
+    cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
+    make_decoder(loaded.tokenizer, args.lm, args.lexicon)  # checks the files before any decoding
+    logits = _Emissions(loaded, cache, device)
+
+    def objective(trial: optuna.Trial) -> float:
+        s = BeamSettings(beam_size=args.beam_size, lm_weight=trial.suggest_float("lm_weight", 0.0, 4.0),
+                         word_score=trial.suggest_float("word_score", -3.0, 3.0))  # fmt: skip
+        return logits.wer(make_decoder(loaded.tokenizer, args.lm, args.lexicon, s))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=args.seed))
+    study.enqueue_trial({"lm_weight": 1.0, "word_score": 0.0})  # the untuned default competes too
+    greedy = evaluate_split(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
+                            loaded.run.train.precision)[0].wer  # fmt: skip
+    study.optimize(objective, n_trials=args.trials, show_progress_bar=sys.stderr.isatty())
+    best = study.best_trial
+    tuned = {"lm": str(Path(args.lm).resolve()) if args.lm else None,
+             "lexicon": args.lexicon if args.lexicon in (None, "auto") else str(Path(args.lexicon).resolve()),
+             "beam_size": args.beam_size, **best.params, f"{args.split}_wer_beam": best.value,
+             f"{args.split}_wer_greedy": greedy}  # fmt: skip
+    write_text(Path(args.checkpoint) / TUNED, json.dumps(tuned, indent=1))
+    print(f"{args.split}: WER greedy {100 * greedy:.2f}% -> beam {100 * best.value:.2f}% with LM weight "
+          f"{best.params['lm_weight']:.2f}, word score {best.params['word_score']:.2f} ({args.trials} trials); "
+          f"saved in {Path(args.checkpoint) / TUNED}")  # fmt: skip
+    return 0
+
+
+class _Emissions:
+    """A split's log-probabilities, computed once and decoded many times."""
+
+    def __init__(self, loaded, cache, device):
+        import torch
+
+        from stt.batching import FeatureDataset, FrameBudgetBatchSampler, collate
+        from stt.device import autocast
+
+        self.data = FeatureDataset(cache, loaded.tokenizer)
+        self.refs = [loaded.tokenizer.decode(t) for t in self.data.targets]
+        loader = torch.utils.data.DataLoader(self.data, collate_fn=collate, batch_sampler=FrameBudgetBatchSampler(
+            cache.frames, loaded.run.train.batch_frames, shuffle=False))  # fmt: skip
+        self.batches = []
+        loaded.model.eval()
+        with torch.no_grad():
+            for b in loader:
+                with autocast(device, loaded.run.train.precision):
+                    logits, lens = loaded.model(b.feats.to(device), b.feat_lens.to(device))  # [B, T', V], [B]
+                self.batches.append((b.index.tolist(), logits.float().log_softmax(-1).cpu(), lens.cpu()))
+
+    def wer(self, decoder) -> float:
+        from stt.metrics import score
+
+        hyps = [""] * len(self.refs)
+        for index, log_probs, lens in self.batches:
+            for i, text in zip(index, decoder(log_probs, lens)):
+                hyps[i] = text
+        return score(self.refs, hyps).wer
+
+
+def add_commands(sub) -> None:
+    from stt.cli import positive_int
+
+    lm = sub.add_parser("lm", help="language models for beam-search decoding")
+    lsub = lm.add_subparsers(dest="lm_command", required=True)
+    b = lsub.add_parser("build", help="a lexicon and an ARPA n-gram LM from a corpus's training transcripts")
+    b.add_argument("--data", required=True, help="data folder")
+    b.add_argument("--order", type=positive_int, default=1, help="n-gram order (default 1: the built-in corpus's "
+                   "sentences are random word sequences; 3-4 for real text)")  # fmt: skip
+    b.add_argument("--split", default=None, help="training split (default: the one named/prefixed 'train')")
+    b.add_argument("--out", default=None, help="output folder (default DATA/lm)")
+    b.set_defaults(func=_cmd_lm_build)
+
+    t = sub.add_parser("tune-decoder", help="fit the beam decoder's LM weight and word score on dev; saved with the run")
+    t.add_argument("--checkpoint", required=True, help="run directory")
+    t.add_argument("--data", required=True)
+    t.add_argument("--lm", required=True, help="ARPA file or KenLM binary")
+    t.add_argument("--lexicon", default="auto", help="lexicon file, or auto (the LM's words; the default)")
+    t.add_argument("--split", default="dev")
+    t.add_argument("--trials", type=positive_int, default=30)
+    t.add_argument("--beam-size", type=positive_int, default=50)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--weights", default="best", choices=["best", "last"])
+    t.add_argument("--device", default=None)
+    t.set_defaults(func=_cmd_tune)
