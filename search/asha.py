@@ -19,10 +19,10 @@ enough others arrive to rank them (Li et al., "A System for Massively Parallel H
 Tuning", 2020). Candidates compared at a rung have trained the same epochs on the same schedule
 (the LR schedule spans the full fidelity), so the comparison is like for like.
 
-When the study has all its candidates (its target), or its time budget is down to about what the
-leading candidate needs to finish (1.2x its measured pace), the rungs are final: the best paused
-candidate of each rung is then promoted even where fewer than ``eta`` reached it, so a study ends
-with a candidate trained to full fidelity.
+When the study has all its candidates (its target), the rungs are final: the best paused candidate
+of each rung is then promoted even where fewer than ``eta`` reached it, so a study ends with a
+candidate trained to full fidelity. With a time budget, once the time left is about what the
+leading candidate needs to finish at its measured pace, that candidate is finished first.
 """
 
 from __future__ import annotations
@@ -86,27 +86,40 @@ class AshaPruner(optuna.pruners.BasePruner):
         self.units, self.eta, self.target, self.deadline = units, eta, target, deadline
         self.rungs = rung_epochs(epochs * units, eta)  # in steps of 1/units epoch: 1/3, 1, 3, 9... epochs
         self.reasons: dict[int, str] = {}
+        self.finishing: int | None = None  # the candidate this worker is finishing before the deadline
 
     def final(self, trials: list[FrozenTrial]) -> bool:
-        """Whether the rungs are final: every candidate of the target is in, or the budget is nearly spent.
+        """Whether every candidate of the target is in: then each rung promotes at least its best."""
+        return self.target is not None and sum(1 for t in trials if in_play(t)) >= self.target
 
-        Then each rung promotes at least its best, so the study ends with a candidate at full fidelity:
-        with a deadline, once what is left is about what the leading candidate needs to finish.
+    def closing(self, trials: list[FrozenTrial]) -> int | None:
+        """The candidate to finish before the deadline, once the time left is about what it needs.
+
+        The leader is the best candidate at the highest rung below full fidelity. When the time left
+        is at most 1.3x what it needs at its measured pace (and at least 0.8x: a candidate that cannot
+        finish is not started), it goes on to full fidelity, past every rung, whatever its rank; the
+        time after it goes to new candidates. Without a deadline: None.
         """
-        if self.target is not None and sum(1 for t in trials if in_play(t)) >= self.target:
-            return True
-        return self.deadline is not None and time.time() + 1.2 * self._to_finish(trials) >= self.deadline
-
-    def _to_finish(self, trials: list[FrozenTrial]) -> float:
-        """Seconds the leading candidate (best at the highest rung reached) needs to reach full fidelity."""
+        if self.deadline is None:
+            return None
+        if self.finishing is not None:  # decided once, then kept to the end
+            return self.finishing
+        top = self.rungs[-1]
+        done = {candidate_of(t) for t in trials if (t.last_step or 0) >= top}
         for r in reversed(self.rungs[:-1]):
-            values = rung_values(trials, r)
-            if values:
-                lead = min(values, key=values.get)
-                mine = [t for t in trials if candidate_of(t) == lead and t.user_attrs.get("wall_seconds")]
-                per_step = max(t.user_attrs["wall_seconds"] / max(t.last_step or 1, 1) for t in mine) if mine else 0.0
-                return (self.rungs[-1] - r) * per_step
-        return 0.0
+            values = {c: v for c, v in rung_values(trials, r).items() if c not in done}
+            if not values:
+                continue
+            lead = min(values, key=values.get)
+            mine = [t for t in trials if candidate_of(t) == lead and t.user_attrs.get("wall_seconds")]
+            if not mine:
+                return None
+            need = (top - r) * max(t.user_attrs["wall_seconds"] / max(t.last_step or 1, 1) for t in mine)
+            left = self.deadline - time.time()
+            if 0.8 * need <= left <= 1.3 * need:
+                self.finishing = lead
+            return self.finishing
+        return None
 
     def at(self, step: int) -> str:
         """A rung in words: "after 1/3 of epoch 1", "at epoch 3"."""
@@ -122,7 +135,7 @@ class AshaPruner(optuna.pruners.BasePruner):
         values = rung_values(trials, step)
         me = candidate_of(trial)
         go_on = best_at(values, self.final(trials), self.eta)
-        if me in go_on:
+        if me in go_on or me == self.closing(trials):
             return False
         rank = 1 + sorted(values, key=values.get).index(me) if me in values else len(values)
         self.reasons[trial.number] = (f"rank {rank} of {len(values)} {self.at(step)}, where the best {len(go_on)} go on; "
@@ -134,8 +147,9 @@ def paused(t: FrozenTrial) -> bool:
     return t.state == TrialState.PRUNED and t.user_attrs.get("status") == "paused"
 
 
-def promotions(trials: list[FrozenTrial], rungs: list[int], final: bool = False, eta: int = ETA) -> list[FrozenTrial]:
-    """Paused trials whose candidate now ranks in the best ``1/eta`` of its rung, highest rung first.
+def promotions(trials: list[FrozenTrial], rungs: list[int], final: bool = False, eta: int = ETA,
+               closing: int | None = None) -> list[FrozenTrial]:  # fmt: skip
+    """Paused trials whose candidate now ranks in the best ``1/eta`` of its rung (or is ``closing``), highest rung first.
 
     A candidate is promoted once per rung: a trial that already continues it (waiting, running,
     finished, or failed and re-queued) rules it out.
@@ -146,9 +160,9 @@ def promotions(trials: list[FrozenTrial], rungs: list[int], final: bool = False,
         latest[candidate_of(t)] = t  # trials come in number order: the candidate's latest
     out = []
     for r in reversed(rungs[:-1]):
-        for c in best_at(rung_values(trials, r), final, eta):
+        for c in best_at(rung_values(trials, r), final, eta) + ([closing] if closing is not None else []):
             t = latest[c]
-            if paused(t) and t.last_step == r and t.number not in continued:
+            if paused(t) and t.last_step == r and t.number not in continued and t not in out:
                 out.append(t)
     return out
 
@@ -157,7 +171,7 @@ def enqueue_promotions(study: optuna.Study, pruner: AshaPruner) -> list[int]:
     """Queue a continuing trial for each promotable paused candidate; returns the trials continued."""
     done = []
     trials = study.get_trials(deepcopy=False)
-    for t in promotions(trials, pruner.rungs, pruner.final(trials), pruner.eta):
+    for t in promotions(trials, pruner.rungs, pruner.final(trials), pruner.eta, pruner.closing(trials)):
         attrs = {"candidate": candidate_of(t), "continues": t.number, "run_dir": t.user_attrs.get("run_dir")}
         if t.user_attrs.get("seed"):
             attrs["seed"] = t.user_attrs["seed"]

@@ -6,7 +6,9 @@ What each trial stores (user attributes, readable by any Optuna tool):
 ``epochs``, ``wall_seconds``, ``audio_seconds_per_second``, ``device``, ``precision``,
 ``version``, ``run_dir``, ``status`` and ``reason``, ``worker`` (host:pid),
 ``history`` (dev loss, CER and WER per epoch), ``seed`` when the candidate was
-enqueued from a config, and ``duplicate_of`` when the result was reused.
+enqueued from a config, ``duplicate_of`` when the result was reused, and
+``candidate`` (the number of the candidate's first trial) with ``continues`` on a
+trial that continues a paused candidate (search/asha.py).
 
 Each epoch the trial reports one dev signal (``prune_on``: CTC loss per letter,
 CER or WER) to the pruner. WER is the objective, but it sits near 100 % while a
@@ -221,7 +223,8 @@ class Objective:
         trial.set_user_attr("resumed", resume)
         trial.set_user_attr("history", {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")})
         if out_of_time:
-            reason = f"the study's time budget ran out after epoch {out_of_time[0]}"
+            where = f"epoch {out_of_time[0]}" if out_of_time[0] else "the probe in epoch 1"
+            reason = f"the study's time budget ran out after {where}"
             trial.set_user_attr("status", "interrupted")  # like Ctrl-C: `resume` continues it from its checkpoint
             trial.set_user_attr("reason", reason)
             raise OutOfTime(reason)

@@ -67,12 +67,14 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
     assert decide(9.0, step=2) == (False, "")  # epoch 2 is no rung
 
 
-def test_near_the_deadline_the_rungs_are_final_so_the_leading_candidate_is_finished():
+def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_cannot_finish_starts():
     now = time.time()
-    # the leader is paused at epoch 1 (step 3 of 30) after 60 s of training: 20 s per third, 27 to go = 540 s
-    trials = [_trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
-    far, near = AshaPruner(10, deadline=now + 3600), AshaPruner(10, deadline=now + 600)
-    assert not far.final(trials) and near.final(trials)  # 1.2 x 540 s no longer fits in 600 s
-    assert promotions(trials, far.rungs, far.final(trials)) == []
-    assert [t.number for t in promotions(trials, near.rungs, near.final(trials))] == [0]  # alone at epoch 1, yet promoted
-    assert AshaPruner(10, target=2).final(trials) and not AshaPruner(10, target=3).final(trials)
+    # the leader is paused at epoch 1 (step 3 of 30) after 60 s: 20 s per third, 27 thirds to go = 540 s
+    trials = [_trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0), _trial(1, {1: 3.0}, wall_seconds=20.0),
+              _trial(2, {1: 1.5}, wall_seconds=20.0), _trial(3, {1: 2.5}, wall_seconds=20.0)]  # fmt: skip
+    far, near, late = (AshaPruner(10, deadline=now + left) for left in (3600, 600, 300))
+    assert far.closing(trials) is None and late.closing(trials) is None  # too early; too late to finish it
+    assert near.closing(trials) == 0 and near.finishing == 0  # 540 s <= 600 s <= 1.3 x 540 s
+    assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [2]  # ASHA's own pick
+    assert [t.number for t in promotions(trials, near.rungs, False, closing=near.closing(trials))] == [0, 2]
+    assert AshaPruner(10, target=4).final(trials) and not AshaPruner(10, target=5).final(trials)
