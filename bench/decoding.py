@@ -20,26 +20,31 @@ from pathlib import Path
 import torch
 
 from stt.decoding import TUNED, BeamSettings, greedy_decode, make_decoder
-from stt.device import autocast, model_device
+from stt.device import model_device
+from stt.evaluation import decode_batches, split_log_probs
 from stt.features import open_split
 from stt.metrics import score
 from stt.train import load_run
 
 
-def emissions(loaded, cache, device):
-    """[(utterance indices, log-probs [B, T', V] on the host, lengths [B])] for the whole split."""
-    from stt.batching import FeatureDataset, FrameBudgetBatchSampler, collate
+def homophones(words: list[str]) -> dict[str, str]:
+    """word -> one spelling per espeak-ng pronunciation: the built-in corpus cannot tell these apart
+    from audio ("their"/"there", "to"/"two"/"too"), and its random word order gives an LM no context."""
+    import ctypes
 
-    data = FeatureDataset(cache, loaded.tokenizer)
-    sampler = FrameBudgetBatchSampler(cache.frames, loaded.run.train.batch_frames, shuffle=False)
-    out = []
-    with torch.no_grad():
-        for b in torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate):
-            with autocast(device, loaded.run.train.precision):
-                logits, lens = loaded.model(b.feats.to(device), b.feat_lens.to(device))
-            out.append((b.index.tolist(), logits.float().log_softmax(-1).cpu(), lens.cpu()))
-    refs = [loaded.tokenizer.decode(t) for t in data.targets]
-    return out, refs
+    import espeakng_loader
+
+    lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
+    if lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0) <= 0:
+        raise RuntimeError("espeak-ng failed to initialise")
+    lib.espeak_SetVoiceByName(b"en")
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    by_sound: dict[str, list[str]] = {}
+    for w in words:
+        text = ctypes.c_char_p(w.encode())
+        sound = lib.espeak_TextToPhonemes(ctypes.pointer(text), 1, 0).decode().strip().replace("'", "").replace(",", "")
+        by_sound.setdefault(sound, []).append(w)
+    return {w: min(group) for group in by_sound.values() if len(group) > 1 for w in group}
 
 
 def main() -> None:
@@ -51,6 +56,8 @@ def main() -> None:
     p.add_argument("--lexicon", default=None, help="lexicon file (default: DATA/lm/lexicon.txt, or auto with --lm)")
     p.add_argument("--beam-size", type=int, default=BeamSettings.beam_size)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--homophones", action="store_true",
+                   help="also score with words espeak-ng pronounces alike merged (the built-in corpus's floor)")
     args = p.parse_args()
     if args.lm is None:
         from search.rescore import default_lm
@@ -63,7 +70,8 @@ def main() -> None:
     cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
     audio = sum(cache.frames) / 100.0  # 100 Hz features
     t = time.perf_counter()
-    batches, refs = emissions(loaded, cache, device)
+    batches, refs = split_log_probs(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
+                                    loaded.run.train.precision)  # fmt: skip
     forward = time.perf_counter() - t
     with_lm = BeamSettings(beam_size=args.beam_size, lm_weight=tuned.get("lm_weight", BeamSettings.lm_weight),
                            word_score=tuned.get("word_score", BeamSettings.word_score))  # fmt: skip
@@ -79,22 +87,32 @@ def main() -> None:
           f"{forward:.1f} s (RTF {forward / audio:.4f}) on {device}, {torch.get_num_threads()} threads")  # fmt: skip
     print(f"LM {args.lm}, lexicon {lexicon}; LM weight {with_lm.lm_weight:g}, word score {with_lm.word_score:g}"
           f"{' (tuned)' if tuned else ''}, beam {args.beam_size}")  # fmt: skip
-    print(f"| decoder | WER | CER | decoding s | RTF |\n|---|---|---|---|---|")
+    merge = {}
+    if args.homophones:
+        merge = homophones(sorted({w for r in refs for w in r.split()}))
+        groups = sorted({tuple(sorted(w for w in merge if merge[w] == m)) for m in merge.values()})
+        print(f"homophones (merged in the last column): {', '.join('/'.join(g) for g in groups)}")
+    print(f"| decoder | WER | CER | decoding s | RTF |{' WER, homophones merged |' if merge else ''}")
+    print(f"|---|---|---|---|---|{'---|' if merge else ''}")
     rows = []
     for name, dec in decoders.items():
-        hyps = [""] * len(refs)
+        if dec is None:
+            def dec(log_probs, lens):
+                return [loaded.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lens, loaded.tokenizer.blank)]
         t = time.perf_counter()
-        for index, log_probs, lens in batches:
-            if dec is None:
-                texts = [loaded.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lens, loaded.tokenizer.blank)]
-            else:
-                texts = dec(log_probs, lens)
-            for i, text in zip(index, texts):
-                hyps[i] = text
+        hyps = decode_batches(batches, dec, len(refs))
         seconds = time.perf_counter() - t
         s = score(refs, hyps)
-        rows.append({"decoder": name, "wer": s.wer, "cer": s.cer, "seconds": seconds, "rtf": seconds / audio})
-        print(f"| {name} | {100 * s.wer:.2f}% | {100 * s.cer:.2f}% | {seconds:.2f} | {seconds / audio:.4f} |", flush=True)
+        row = {"decoder": name, "wer": s.wer, "cer": s.cer, "seconds": seconds, "rtf": seconds / audio}
+        extra = ""
+        if merge:
+            def merged(texts):
+                return [" ".join(merge.get(w, w) for w in t.split()) for t in texts]
+
+            row["wer_homophones_merged"] = score(merged(refs), merged(hyps)).wer
+            extra = f" {100 * row['wer_homophones_merged']:.2f}% |"
+        rows.append(row)
+        print(f"| {name} | {100 * s.wer:.2f}% | {100 * s.cer:.2f}% | {seconds:.2f} | {seconds / audio:.4f} |{extra}", flush=True)
     print(json.dumps({"checkpoint": args.checkpoint, "split": args.split, "audio_seconds": audio, "rows": rows}))
 
 

@@ -95,7 +95,7 @@ class AshaPruner(optuna.pruners.BasePruner):
     def closing(self, trials: list[FrozenTrial]) -> int | None:
         """The candidate to finish before the deadline, once the time left is about what it needs.
 
-        The leader is the best candidate at the highest rung below full fidelity. When the time left
+        The leader is the best candidate at the highest rung below full fidelity (from epoch 1 on). When the time left
         is at most 1.3x what it needs at its measured pace (and at least 0.8x: a candidate that cannot
         finish is not started), it goes on to full fidelity, past every rung, whatever its rank; the
         time after it goes to new candidates. Without a deadline: None.
@@ -106,7 +106,9 @@ class AshaPruner(optuna.pruners.BasePruner):
             return self.finishing
         top = self.rungs[-1]
         done = {candidate_of(t) for t in trials if (t.last_step or 0) >= top}
-        for r in reversed(self.rungs[:-1]):
+        # from a whole epoch on: a probe's pace is mostly start-up and its dev pass, and a probe's winner
+        # among the first few candidates is no leader yet
+        for r in [r for r in reversed(self.rungs[:-1]) if r >= self.units]:
             values = {c: v for c, v in rung_values(trials, r).items() if c not in done}
             if not values:
                 continue

@@ -83,21 +83,24 @@ def _cmd_tune(args) -> int:
 
     from stt.decoding import TUNED, BeamSettings, make_decoder
     from stt.device import model_device
-    from stt.evaluation import evaluate_split
+    from stt.evaluation import decode_batches, evaluate_split, split_log_probs
     from stt.features import open_split
     from stt.files import write_text
+    from stt.metrics import score
     from stt.train import load_run
 
     loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
     device = model_device(loaded.model)
     cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
     make_decoder(loaded.tokenizer, args.lm, args.lexicon)  # checks the files before any decoding
-    logits = _Emissions(loaded, cache, device)
+    batches, refs = split_log_probs(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
+                                    loaded.run.train.precision)  # fmt: skip
 
     def objective(trial: optuna.Trial) -> float:
-        s = BeamSettings(beam_size=args.beam_size, lm_weight=trial.suggest_float("lm_weight", 0.0, 4.0),
+        s = BeamSettings(beam_size=args.beam_size, lm_weight=trial.suggest_float("lm_weight", 0.0, 8.0),
                          word_score=trial.suggest_float("word_score", -3.0, 3.0))  # fmt: skip
-        return logits.wer(make_decoder(loaded.tokenizer, args.lm, args.lexicon, s))
+        decoder = make_decoder(loaded.tokenizer, args.lm, args.lexicon, s)
+        return score(refs, decode_batches(batches, decoder, len(refs))).wer
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=args.seed))
@@ -115,37 +118,6 @@ def _cmd_tune(args) -> int:
           f"{best.params['lm_weight']:.2f}, word score {best.params['word_score']:.2f} ({args.trials} trials); "
           f"saved in {Path(args.checkpoint) / TUNED}")  # fmt: skip
     return 0
-
-
-class _Emissions:
-    """A split's log-probabilities, computed once and decoded many times."""
-
-    def __init__(self, loaded, cache, device):
-        import torch
-
-        from stt.batching import FeatureDataset, FrameBudgetBatchSampler, collate
-        from stt.device import autocast
-
-        self.data = FeatureDataset(cache, loaded.tokenizer)
-        self.refs = [loaded.tokenizer.decode(t) for t in self.data.targets]
-        loader = torch.utils.data.DataLoader(self.data, collate_fn=collate, batch_sampler=FrameBudgetBatchSampler(
-            cache.frames, loaded.run.train.batch_frames, shuffle=False))  # fmt: skip
-        self.batches = []
-        loaded.model.eval()
-        with torch.no_grad():
-            for b in loader:
-                with autocast(device, loaded.run.train.precision):
-                    logits, lens = loaded.model(b.feats.to(device), b.feat_lens.to(device))  # [B, T', V], [B]
-                self.batches.append((b.index.tolist(), logits.float().log_softmax(-1).cpu(), lens.cpu()))
-
-    def wer(self, decoder) -> float:
-        from stt.metrics import score
-
-        hyps = [""] * len(self.refs)
-        for index, log_probs, lens in self.batches:
-            for i, text in zip(index, decoder(log_probs, lens)):
-                hyps[i] = text
-        return score(self.refs, hyps).wer
 
 
 def add_commands(sub) -> None:

@@ -68,3 +68,34 @@ def evaluate_split(model: torch.nn.Module, cache: FeatureCache, tokenizer: Lette
     scores = score(refs, hyps)
     scores.loss = float(to_host(loss_sum)) / max(1, letters)
     return scores, ids, refs, hyps
+
+
+@torch.no_grad()
+def split_log_probs(model: torch.nn.Module, cache: FeatureCache, tokenizer: LetterTokenizer, device: torch.device,
+                    batch_frames: int, precision: str = "auto") -> tuple[list, list[str]]:  # fmt: skip
+    """A split's log-probabilities, computed once to be decoded many times (decoder tuning, benches).
+
+    Returns:
+        ``(batches, references)``: batches of ``(utterance indices, log_probs [B, T', V] on the host,
+        lengths [B])``, and the normalised reference of every utterance, in the cache's order.
+    """
+    data = FeatureDataset(cache, tokenizer)
+    sampler = FrameBudgetBatchSampler(cache.frames, batch_frames, shuffle=False)
+    was = model.training
+    model.eval()
+    batches = []
+    for b in torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate):
+        with autocast(device, precision):
+            logits, lens = model(b.feats.to(device), b.feat_lens.to(device))  # [B, T', V], [B]
+        batches.append((b.index.tolist(), logits.float().log_softmax(-1).cpu(), lens.cpu()))
+    model.train(was)
+    return batches, [tokenizer.decode(t) for t in data.targets]
+
+
+def decode_batches(batches: list, decoder: Callable[[torch.Tensor, torch.Tensor], list[str]], n: int) -> list[str]:
+    """Transcripts of :func:`split_log_probs`'s batches, in utterance order."""
+    hyps = [""] * n
+    for index, log_probs, lens in batches:
+        for i, text in zip(index, decoder(log_probs, lens)):
+            hyps[i] = text
+    return hyps

@@ -78,3 +78,6 @@ def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_ca
     assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [2]  # ASHA's own pick
     assert [t.number for t in promotions(trials, near.rungs, False, closing=near.closing(trials))] == [0, 2]
     assert AshaPruner(10, target=4).final(trials) and not AshaPruner(10, target=5).final(trials)
+    # a leader only at the probe is no leader: its pace is start-up, and two probes rank nothing
+    probes = [_trial(0, {1: 2.0}, wall_seconds=40.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
+    assert AshaPruner(10, deadline=now + 1160).closing(probes) is None
