@@ -96,7 +96,7 @@ class AshaPruner(optuna.pruners.BasePruner):
         """The candidate to finish before the deadline, once the time left is about what it needs.
 
         The leader is the best candidate at the highest rung below full fidelity (from epoch 1 on). When the time left
-        is at most 1.3x what it needs at its measured pace (and at least 0.8x: a candidate that cannot
+        is at most 1.5x what it needs at its measured pace (and at least 1.1x: a candidate that cannot
         finish is not started), it goes on to full fidelity, past every rung, whatever its rank; the
         time after it goes to new candidates. Without a deadline: None.
         """
@@ -118,7 +118,7 @@ class AshaPruner(optuna.pruners.BasePruner):
                 return None
             need = (top - r) * max(t.user_attrs["wall_seconds"] / max(t.last_step or 1, 1) for t in mine)
             left = self.deadline - time.time()
-            if 0.8 * need <= left <= 1.3 * need:
+            if 1.1 * need <= left <= 1.5 * need:  # room to finish it, with a margin for a pace that slows
                 self.finishing = lead
             return self.finishing
         return None

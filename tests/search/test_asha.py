@@ -72,12 +72,12 @@ def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_ca
     # the leader is paused at epoch 1 (step 3 of 30) after 60 s: 20 s per third, 27 thirds to go = 540 s
     trials = [_trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0), _trial(1, {1: 3.0}, wall_seconds=20.0),
               _trial(2, {1: 1.5}, wall_seconds=20.0), _trial(3, {1: 2.5}, wall_seconds=20.0)]  # fmt: skip
-    far, near, late = (AshaPruner(10, deadline=now + left) for left in (3600, 600, 300))
-    assert far.closing(trials) is None and late.closing(trials) is None  # too early; too late to finish it
-    assert near.closing(trials) == 0 and near.finishing == 0  # 540 s <= 600 s <= 1.3 x 540 s
+    far, near, late = (AshaPruner(10, deadline=now + left) for left in (3600, 700, 580))
+    assert far.closing(trials) is None and late.closing(trials) is None  # too early; too late to finish it safely
+    assert near.closing(trials) == 0 and near.finishing == 0  # 1.1 x 540 s <= 700 s <= 1.5 x 540 s
     assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [2]  # ASHA's own pick
     assert [t.number for t in promotions(trials, near.rungs, False, closing=near.closing(trials))] == [0, 2]
     assert AshaPruner(10, target=4).final(trials) and not AshaPruner(10, target=5).final(trials)
     # a leader only at the probe is no leader: its pace is start-up, and two probes rank nothing
     probes = [_trial(0, {1: 2.0}, wall_seconds=40.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
-    assert AshaPruner(10, deadline=now + 1160).closing(probes) is None
+    assert AshaPruner(10, deadline=now + 1500).closing(probes) is None
