@@ -41,31 +41,47 @@ kernels and repeated choices are errors when the space is read.
 
 from __future__ import annotations
 
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stt.blocks import BLOCKS
+from stt.blocks import BLOCKS, block_config
+from stt.errors import ConfigError
 from stt.layer_config import load_layer_config
 from stt.run_config import RunConfig, TrainConfig, check_type
-from stt.errors import ConfigError
 
 
 class SpaceError(ConfigError):
     """An invalid space file (the message names the file and key)."""
 
 
+# the per-branch choices a block's config may read (BlockConfig.knobs), with the value a space that leaves one
+# out gets; attn_kernel: None = the conv kernel, and not a parameter unless the space lists it
+_KNOBS = {"kernel": 3, "dilation": 1, "dropout": 0.0, "glu": False, "heads": 4, "attn_kernel": None}
+_KNOB_TYPES = {"kernel": int, "dilation": int, "dropout": float, "glu": bool, "heads": int, "attn_kernel": int}
+
+
 _SCHEMA = {
-    "frontend": None, "width": None, "layers": None, "max_total_stride": None, "seeds": None,
+    "frontend": None,
+    "width": None,
+    "layers": None,
+    "max_total_stride": None,
+    "seeds": None,
     "layer": {"stride": None, "branches": None, "d_ff": None, "single_ff": None},
-    "branch": {"type": None, "kernel": None, "attn_kernel": None, "dilation": None, "glu": None, "heads": None,
-               "dropout": None},
+    "branch": {"type": None, **dict.fromkeys(_KNOBS)},
     "train": {k: None for k in TrainConfig.__dataclass_fields__},
-}  # fmt: skip
-_STRIDABLE = ("conv_block", "separable_conv_block", "conv_attention_conv_block")
+}
+
+
+def _branch_types() -> list[str]:
+    return [t for t, cls in BLOCKS.items() if cls.Config.searchable]
+
+
+def _stridable() -> list[str]:
+    return [t for t in _branch_types() if BLOCKS[t].Config.can_stride]
 
 
 @dataclass
@@ -77,15 +93,29 @@ class Space:
 
 # what each searched key's values must be (train.* keys take their TrainConfig field's type)
 _KINDS = {
-    "width": "count", "layers": "count", "max_total_stride": "count", "frontend": "text",
-    "layer.stride": "count", "layer.branches": "count", "layer.d_ff": "positive", "layer.single_ff": "flag",
-    "branch.type": "text", "branch.kernel": "count", "branch.attn_kernel": "count", "branch.dilation": "count", "branch.heads": "count",
-    "branch.glu": "flag", "branch.dropout": "fraction",
-}  # fmt: skip
+    "width": "count",
+    "layers": "count",
+    "max_total_stride": "count",
+    "frontend": "text",
+    "layer.stride": "count",
+    "layer.branches": "count",
+    "layer.d_ff": "positive",
+    "layer.single_ff": "flag",
+    "branch.type": "text",
+    "branch.kernel": "count",
+    "branch.attn_kernel": "count",
+    "branch.dilation": "count",
+    "branch.heads": "count",
+    "branch.glu": "flag",
+    "branch.dropout": "fraction",
+}
 _KIND_CHECKS = {
     "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
     "positive": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
-    "fraction": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)"),
+    "fraction": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+        "a number in [0, 1)",
+    ),
     "flag": (lambda v: isinstance(v, bool), "true or false"),
     "text": (lambda v: isinstance(v, str), "a string"),
 }
@@ -167,7 +197,9 @@ def validate_space(spec: Any, label: str = "space") -> dict:
         sub = _SCHEMA[key]
         if key == "seeds":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SpaceError(f"{label}: seeds: expected a list of config paths or shipped config names, got {value!r}")
+                raise SpaceError(
+                    f"{label}: seeds: expected a list of config paths or shipped config names, got {value!r}"
+                )
             continue
         if sub is None:
             _check_dist(value, f"{label}: {key}", key)
@@ -183,11 +215,17 @@ def validate_space(spec: Any, label: str = "space") -> dict:
             raise SpaceError(f"{label}: {key}: missing")
     types = spec.get("branch", {}).get("type", ["conv_block"])
     for t in _as_list(types):
-        if t not in BLOCKS or t == "feed_forward":
-            raise SpaceError(f"{label}: branch.type: {t!r} is not a branch block; valid: {', '.join(b for b in BLOCKS if b != 'feed_forward')}")
+        if t not in _branch_types():
+            raise SpaceError(f"{label}: branch.type: {t!r} is not a branch block; valid: {', '.join(_branch_types())}")
+        odd = [k for k in BLOCKS[t].Config.knobs if k not in _KNOBS]
+        if odd:  # a block author's mistake, named here rather than as a KeyError mid-study
+            raise SpaceError(
+                f"{label}: branch.type: {t} reads knob {odd[0]!r}, which spaces do not have; valid: {', '.join(_KNOBS)}"
+            )
     widths = _as_list(spec["width"])
     if not all(isinstance(w, int) and w > 0 for w in widths):
         raise SpaceError(f"{label}: width: expected positive integers, got {widths}")
+
     # what would otherwise need a sampled value overridden after the fact: ruled out here, at the edge
     def choices(section: str, key: str, default) -> list:
         return _as_list(spec.get(section, {}).get(key, default))
@@ -199,8 +237,10 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     strides = choices("layer", "stride", 1)
     if 1 not in strides:
         raise SpaceError(f"{label}: layer.stride: {strides} lacks 1, which a layer past the total-stride cap must take")
-    if max(strides) > 1 and not set(choices("branch", "type", "conv_block")) & set(_STRIDABLE):
-        raise SpaceError(f"{label}: layer.stride: {strides} strides, but no branch.type can ({', '.join(_STRIDABLE)})")
+    if max(strides) > 1 and not set(choices("branch", "type", "conv_block")) & set(_stridable()):
+        raise SpaceError(
+            f"{label}: layer.stride: {strides} strides, but no branch.type can ({', '.join(_stridable())})"
+        )
     for key in ("kernel", "attn_kernel"):
         even = [k for k in choices("branch", key, 3) if k % 2 == 0]
         if even:
@@ -208,7 +248,9 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     for h in choices("branch", "heads", 4):
         bad = [w for w in widths if w % h]
         if bad:
-            raise SpaceError(f"{label}: branch.heads: {h} does not divide width {bad[0]}; every head count must divide every width")
+            raise SpaceError(
+                f"{label}: branch.heads: {h} does not divide width {bad[0]}; every head count must divide every width"
+            )
     return spec
 
 
@@ -238,34 +280,15 @@ def _choose(trial, name: str, narrowed: str, dist, allowed) -> Any:
     return trial.suggest_categorical(narrowed, kept)
 
 
-def branch_kwargs(btype: str, width: int, stride: int, kernel: int, dilation: int, dropout: float, glu: bool,
-                  heads: int | None, attn_kernel: int | None = None) -> dict:  # fmt: skip
-    """The kwargs of one branch of model width ``width``; GLU (k=2) doubles a conv's output and halves it back.
-
-    ``attn_kernel``: a conv-attention-conv block's attention kernel (default: its conv kernel).
-    """
-    k = 2 if glu else 1
-    out = width * k if btype != "separable_conv_block" else width
-    if btype in ("conv_block", "separable_conv_block"):
-        return dict(out_chan=out, kernel=kernel, stride=stride, dil=dilation, dropout=dropout, k=k)
-    if btype == "conv_attention_conv_block":
-        return dict(out_chan=out, kernel_conv=kernel, stride_conv=stride, dil_conv=dilation, dropout_conv=dropout, k=k,
-                    n_heads=heads, kernel_attn=attn_kernel or kernel, dropout_attn=dropout)  # fmt: skip
-    return dict(n_heads=heads, kernel=kernel, dropout=dropout)
+def branch_kwargs(btype: str, width: int, stride: int, knobs: dict) -> dict:
+    """The kwargs of one branch of model width ``width`` from the space's per-branch choices (the block's config
+    dataclass maps them: :meth:`stt.blocks.BlockConfig.from_knobs`)."""
+    return BLOCKS[btype].Config.from_knobs(width, stride, {**_KNOBS, **knobs})
 
 
 def branch_values(btype: str, kw: dict) -> dict:
     """What a space says about a normalised branch: the inverse of :func:`branch_kwargs`."""
-    conv = "_conv" if btype == "conv_attention_conv_block" else ""
-    return {
-        "type": btype,
-        "kernel": kw["kernel" + conv],
-        "dilation": kw.get("dil" + conv, 1),
-        "glu": kw.get("k", 1) == 2,
-        "heads": kw.get("n_heads"),
-        "attn_kernel": kw.get("kernel_attn"),
-        "dropout": kw["dropout" + conv],
-    }
+    return {"type": btype, **block_config(btype, kw).to_knobs()}
 
 
 def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
@@ -283,31 +306,48 @@ def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
     layers, total = [], 1
     for i in range(n_layers):
         room = cap // total
-        stride = _choose(trial, f"layer{i}.stride", f"layer{i}.stride_upto{room}", layer_s.get("stride", 1),
-                         lambda v: v <= room)  # fmt: skip
+        stride = _choose(
+            trial,
+            f"layer{i}.stride",
+            f"layer{i}.stride_upto{room}",
+            layer_s.get("stride", 1),
+            lambda v, room=room: v <= room,
+        )
         total *= stride
         n_br = _suggest(trial, f"layer{i}.branches", layer_s.get("branches", 1))
         branches = []
         for j in range(n_br):
             p = f"layer{i}.branch{j}"
             types = branch_s.get("type", "conv_block")
-            btype = _choose(trial, f"{p}.type", f"{p}.strided_type", types, lambda t: stride == 1 or t in _STRIDABLE)
-            kernel = _suggest(trial, f"{p}.kernel", branch_s.get("kernel", 3))
-            attention = btype in ("attention_conv_block", "conv_attention_conv_block")
-            conv = btype != "attention_conv_block"
-            dil = _suggest(trial, f"{p}.dilation", branch_s.get("dilation", 1)) if conv else 1
-            drop = float(_suggest(trial, f"{p}.dropout", branch_s.get("dropout", 0.0)))
-            glu = bool(_suggest(trial, f"{p}.glu", branch_s.get("glu", False))) if conv else False
-            heads = int(_suggest(trial, f"{p}.heads", branch_s.get("heads", 4))) if attention else None
-            own = btype == "conv_attention_conv_block" and "attn_kernel" in branch_s  # else the conv kernel
-            akernel = _suggest(trial, f"{p}.attn_kernel", branch_s["attn_kernel"]) if own else None
-            branches.append([btype, branch_kwargs(btype, width, stride, kernel, dil, drop, glu, heads, akernel)])
-        branches[0][1][BLOCKS[branches[0][0]].in_key] = width
+            btype = _choose(
+                trial,
+                f"{p}.type",
+                f"{p}.strided_type",
+                types,
+                lambda t, stride=stride: stride == 1 or BLOCKS[t].Config.can_stride,
+            )
+            knobs = {}
+            for knob in _KNOBS:  # a fixed order: stable parameter names and sampling order across block types
+                if knob in BLOCKS[btype].Config.knobs and (_KNOBS[knob] is not None or knob in branch_s):
+                    knobs[knob] = _KNOB_TYPES[knob](_suggest(trial, f"{p}.{knob}", branch_s.get(knob, _KNOBS[knob])))
+            branches.append([btype, branch_kwargs(btype, width, stride, knobs)])
+        branches[0][1][BLOCKS[branches[0][0]].Config.in_key] = width
         layer = [branches]
         # a single branch may stand alone (a plain conv layer, e.g. a subsampling stem); parallel ones are merged
         if n_br > 1 or _suggest(trial, f"layer{i}.single_ff", layer_s.get("single_ff", True)):
             d_ff = int(round(_suggest(trial, f"layer{i}.d_ff", layer_s.get("d_ff", 2)) * width * n_br))
-            layer.append([["feed_forward", {"output_size": width, "d_ff": d_ff, "dropout": branch_values(*branches[0])["dropout"]}]])
+            layer.append(
+                [
+                    [
+                        "feed_forward",
+                        {
+                            "output_size": width,
+                            "d_ff": d_ff,
+                            "dropout": branch_values(*branches[0]).get("dropout", 0.0),
+                        },
+                    ]
+                ]
+            )
         layers.append(layer)
     train = {}
     for key, dist in s.get("train", {}).items():
@@ -326,12 +366,12 @@ class _Reader:
         layers = self.run.layers
         parts = name.split(".")
         if name == "width":
-            return layers.width
+            return layers.in_width
         if name == "layers":
             return len(layers.layers)
         if parts[0] == "train":
             return getattr(self.run.train, parts[1])
-        i = int(parts[0][len("layer"):])
+        i = int(parts[0][len("layer") :])
         if i >= len(layers.layers):
             return None
         blocks = layers.layers[i]
@@ -344,15 +384,15 @@ class _Reader:
             return len(blocks) > 1
         if key == "d_ff":  # a multiple of the concatenated width, matched by the width it builds (see _matches)
             return blocks[-1][0][1]["d_ff"] if len(blocks) > 1 else None
-        j = int(parts[1][len("branch"):])
+        j = int(parts[1][len("branch") :])
         if j >= len(blocks[0]):
             return None
         return branch_values(*blocks[0][j])["type" if key.endswith("type") else key]
 
     def _matches(self, name: str, choice, value) -> bool:
         if name.endswith(".d_ff"):
-            i = int(name.split(".")[0][len("layer"):])
-            return round(choice * self.run.layers.width * len(self.run.layers.layers[i][0])) == value
+            i = int(name.split(".")[0][len("layer") :])
+            return round(choice * self.run.layers.in_width * len(self.run.layers.layers[i][0])) == value
         return choice == value and isinstance(choice, bool) == isinstance(value, bool)
 
     def _answer(self, name: str, ok, expected: str):
@@ -364,7 +404,7 @@ class _Reader:
         raise SpaceError(f"{self.label}: not in the space: {name} is {value!r}, the space allows {expected}")
 
     def _unstated(self, name: str) -> bool:
-        return name.startswith("train.") and name[len("train."):] not in self.train_keys
+        return name.startswith("train.") and name[len("train.") :] not in self.train_keys
 
     def suggest_categorical(self, name, choices):
         if self._unstated(name):
@@ -398,7 +438,9 @@ def params_of(run: RunConfig, space: Space, max_total_stride: int, label: str, t
         raise SpaceError(f"{label}: not in the space: model.residual/input_proj must be true/base")
     for i, (mine, theirs) in enumerate(zip(rebuilt.layers.to_list(), run.layers.to_list())):
         if mine != theirs:  # a pattern the space cannot express (e.g. a feed-forward dropout of its own)
-            raise SpaceError(f"{label}: not in the space: layers[{i}] is {theirs}; the nearest the space can sample is {mine}")
+            raise SpaceError(
+                f"{label}: not in the space: layers[{i}] is {theirs}; the nearest the space can sample is {mine}"
+            )
     return reader.params
 
 

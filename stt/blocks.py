@@ -9,21 +9,22 @@ lone utterance sees from the convolution's own padding, and BatchNorm leaves
 padded frames out of its statistics. ``lengths=None`` means "no padding":
 every mask is skipped and BatchNorm runs its fused kernel.
 
-The blocks keep the design note's constructor keywords so its configs load
-unchanged. Each block class also describes itself to the config validator
-(``PARAMS``, ``in_key``, ``out_width``, ``convs``) so that the validator, the
-length arithmetic and the search all read one table, ``BLOCKS``.
+The blocks keep the design note's keywords so its configs load unchanged. Each
+block type is one frozen config dataclass (its keys, defaults, types, ranges and
+a line of doc per field), one module class built from it, and one line in
+``BLOCKS``. The config loader, the length arithmetic, the search spaces and the
+docs all read that table.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -143,77 +144,400 @@ def _activation(k: int) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------
+# block configs: one frozen dataclass per block type holds its keys, defaults, types, ranges and docs
+
+
+class BlockConfigError(ValueError):
+    """A block setting that cannot work; ``key`` is the field, the message says why (the loader adds the path)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def param(
+    default=None,
+    doc: str = "",
+    *,
+    required: bool = False,
+    low: float | None = None,
+    below: float | None = None,
+    choices: tuple | None = None,
+    same_pad: tuple[str, str | None] | None = None,
+):
+    """A block config field: its default, one line of documentation, and what the loader checks.
+
+    Args:
+        required: the config must give it (the block's input width is filled in from the previous block).
+        low, below: the allowed range, ``low <= v < below`` (integers default to ``low=1``).
+        choices: the only allowed values.
+        same_pad: ``(kernel field, dilation field or None)``: a padding derived for "same" length, which
+            the config may only repeat.
+    """
+    meta = dict(doc=doc, required=required, low=low, below=below, choices=choices, same_pad=same_pad)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """Base of the per-block configs. A block type is one config dataclass, one module class, one registry line.
+
+    The config loader (``stt.layer_config``) reads the fields: unknown keys, types, ranges, required keys
+    and derived paddings are checked from them, then :meth:`check` adds the block's own cross-field rules.
+    The search space (``search.space``) reads :attr:`knobs`, :meth:`from_knobs` and :meth:`to_knobs`.
+    """
+
+    in_key: ClassVar[str] = "in_chan"  # the field that takes the previous block's width
+    knobs: ClassVar[tuple[str, ...]] = ()  # the space's per-branch choices this block uses (kernel, dilation, ...)
+    can_stride: ClassVar[bool] = False  # whether a layer's stride may be given to this block
+    searchable: ClassVar[bool] = True  # offered as a branch type by search spaces
+    width_doc: ClassVar[str] = ""  # the output width in words, for the docs (e.g. "out_chan / k")
+
+    def __post_init__(self):
+        for f in fields(self):  # "same" paddings left out are derived (the loader checks given ones)
+            spec = f.metadata.get("same_pad")
+            if spec and getattr(self, f.name) is None and isinstance(getattr(self, spec[0]), int):
+                dil = getattr(self, spec[1]) if spec[1] else 1
+                object.__setattr__(self, f.name, same_pad(getattr(self, spec[0]), dil if isinstance(dil, int) else 1))
+
+    def out_width(self) -> int:
+        """Channels out of the block."""
+        raise NotImplementedError
+
+    def convs(self) -> list[ConvGeom]:
+        """The block's temporal convolutions in order, for length and receptive-field arithmetic."""
+        return []
+
+    def check(self) -> None:
+        """Cross-field rules beyond each field's own type and range; raise :class:`BlockConfigError`."""
+
+    @classmethod
+    def from_knobs(cls, width: int, stride: int, knobs: dict) -> dict:
+        """The kwargs (without the input width) of a branch of model width ``width`` from a space's choices."""
+        raise NotImplementedError(f"{cls.__name__} is not searchable")
+
+    def to_knobs(self) -> dict:
+        """What a space says about this branch: the inverse of :meth:`from_knobs`."""
+        raise NotImplementedError(f"{type(self).__name__} is not searchable")
+
+    @property
+    def stride(self) -> int:
+        return math.prod(g.stride for g in self.convs())
+
+    def kwargs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _check_divides(cfg, key: str, of: dict[str, int]) -> None:
+    n = getattr(cfg, key)
+    for name, chans in of.items():
+        if chans % n:
+            raise BlockConfigError(key, f"{n} does not divide {name}{chans}")
+
+
+def _check_glu(cfg, out_key: str = "out_chan") -> None:
+    if cfg.k == 2 and getattr(cfg, out_key) % 2:
+        raise BlockConfigError(out_key, f"{getattr(cfg, out_key)} is odd, but GLU (k: 2) halves it")
+
+
+_K = "1: ReLU, 2: GLU, which halves the conv's channels"
+
+
+@dataclass(frozen=True)
+class ConvBlockConfig(BlockConfig):
+    width_doc: ClassVar = "out_chan / k"
+    knobs: ClassVar = ("kernel", "dilation", "dropout", "glu")
+    can_stride: ClassVar = True
+
+    in_chan: int = param(None, "input channels C (derived from the previous block)", required=True)
+    out_chan: int = param(None, "conv output channels; the block outputs out_chan // k", required=True)
+    kernel: int = param(3, "temporal kernel width")
+    stride: int = param(1, "temporal stride")
+    pad: int | None = param(
+        None, "padding, derived for 'same' length: dil * (kernel - 1) // 2", same_pad=("kernel", "dil")
+    )
+    dil: int = param(1, "dilation")
+    dropout: float = param(0.0, "dropout after the activation", low=0, below=1)
+    groups: int = param(1, "conv groups (divides in_chan and out_chan)")
+    k: int = param(1, _K, choices=(1, 2))
+
+    def out_width(self) -> int:
+        return self.out_chan // self.k
+
+    def convs(self) -> list[ConvGeom]:
+        return [ConvGeom(self.kernel, self.stride, self.pad, self.dil)]
+
+    def check(self) -> None:
+        _check_glu(self)
+        _check_divides(self, "groups", {"in_chan ": self.in_chan, "out_chan ": self.out_chan})
+
+    @classmethod
+    def from_knobs(cls, width: int, stride: int, knobs: dict) -> dict:
+        k = 2 if knobs["glu"] else 1  # GLU doubles the conv's output and halves it back to the width
+        return dict(
+            out_chan=width * k,
+            kernel=knobs["kernel"],
+            stride=stride,
+            dil=knobs["dilation"],
+            dropout=knobs["dropout"],
+            k=k,
+        )
+
+    def to_knobs(self) -> dict:
+        return dict(kernel=self.kernel, dilation=self.dil, dropout=self.dropout, glu=self.k == 2)
+
+
+@dataclass(frozen=True)
+class SeparableConvBlockConfig(BlockConfig):
+    width_doc: ClassVar = "out_chan"
+    knobs: ClassVar = ("kernel", "dilation", "dropout", "glu")
+    can_stride: ClassVar = True
+
+    in_chan: int = param(None, "input channels C (derived from the previous block)", required=True)
+    out_chan: int = param(None, "output channels of the pointwise conv", required=True)
+    kernel: int = param(3, "depthwise kernel width")
+    stride: int = param(1, "depthwise stride")
+    pad: int | None = param(
+        None, "padding, derived for 'same' length: dil * (kernel - 1) // 2", same_pad=("kernel", "dil")
+    )
+    dil: int = param(1, "depthwise dilation")
+    dropout: float = param(0.0, "dropout after each activation", low=0, below=1)
+    k: int = param(1, "1: ReLU, 2: GLU (the depthwise conv doubles to 2C, GLU halves it back)", choices=(1, 2))
+
+    def out_width(self) -> int:
+        return self.out_chan
+
+    def convs(self) -> list[ConvGeom]:
+        return [ConvGeom(self.kernel, self.stride, self.pad, self.dil)]
+
+    @classmethod
+    def from_knobs(cls, width: int, stride: int, knobs: dict) -> dict:
+        k = 2 if knobs["glu"] else 1  # GLU acts inside the block; the output stays at the width
+        return dict(
+            out_chan=width, kernel=knobs["kernel"], stride=stride, dil=knobs["dilation"], dropout=knobs["dropout"], k=k
+        )
+
+    to_knobs = ConvBlockConfig.to_knobs
+
+
+@dataclass(frozen=True)
+class AttentionConvBlockConfig(BlockConfig):
+    width_doc: ClassVar = "in_chan"
+    knobs: ClassVar = ("kernel", "dropout", "heads")
+
+    in_chan: int = param(None, "channels C, in and out (derived from the previous block)", required=True)
+    n_heads: int = param(8, "kernels, each shared by in_chan / n_heads channels")
+    kernel: int = param(5, "kernel width (odd: 'same' length)")
+    dropout: float = param(0.0, "DropConnect on the normalised kernels", low=0, below=1)
+    pad: int | None = param(None, "padding, derived for 'same' length: (kernel - 1) // 2", same_pad=("kernel", None))
+    bias: bool = param(True, "a bias per channel")
+
+    def out_width(self) -> int:
+        return self.in_chan
+
+    def convs(self) -> list[ConvGeom]:
+        return [ConvGeom(self.kernel, 1, self.pad, 1)]
+
+    def check(self) -> None:
+        _check_divides(self, "n_heads", {"": self.in_chan})
+
+    @classmethod
+    def from_knobs(cls, width: int, stride: int, knobs: dict) -> dict:
+        return dict(n_heads=knobs["heads"], kernel=knobs["kernel"], dropout=knobs["dropout"])
+
+    def to_knobs(self) -> dict:
+        return dict(kernel=self.kernel, dropout=self.dropout, heads=self.n_heads)
+
+
+@dataclass(frozen=True)
+class ConvAttentionConvBlockConfig(BlockConfig):
+    width_doc: ClassVar = "out_chan / k"
+    knobs: ClassVar = ("kernel", "dilation", "dropout", "glu", "heads", "attn_kernel")
+    can_stride: ClassVar = True
+
+    in_chan: int = param(None, "input channels C (derived from the previous block)", required=True)
+    out_chan: int = param(None, "conv output channels; the block outputs out_chan // k", required=True)
+    kernel_conv: int = param(3, "conv kernel width")
+    stride_conv: int = param(1, "conv stride")
+    pad_conv: int | None = param(
+        None, "conv padding, derived: dil_conv * (kernel_conv - 1) // 2", same_pad=("kernel_conv", "dil_conv")
+    )
+    dil_conv: int = param(1, "conv dilation")
+    dropout_conv: float = param(0.0, "dropout after the conv's activation", low=0, below=1)
+    groups: int = param(1, "conv groups (divides in_chan and out_chan)")
+    k: int = param(1, _K, choices=(1, 2))
+    n_heads: int = param(8, "lightweight-conv kernels (divides out_chan // k)")
+    kernel_attn: int = param(5, "lightweight-conv kernel width (odd)")
+    dropout_attn: float = param(0.0, "DropConnect on the lightweight-conv kernels", low=0, below=1)
+    pad_attn: int | None = param(
+        None, "lightweight-conv padding, derived: (kernel_attn - 1) // 2", same_pad=("kernel_attn", None)
+    )
+    bias: bool = param(True, "a bias per channel in the lightweight conv")
+
+    def out_width(self) -> int:
+        return self.out_chan // self.k
+
+    def convs(self) -> list[ConvGeom]:
+        return [
+            ConvGeom(self.kernel_conv, self.stride_conv, self.pad_conv, self.dil_conv),
+            ConvGeom(self.kernel_attn, 1, self.pad_attn, 1),
+        ]
+
+    def check(self) -> None:
+        _check_glu(self)
+        _check_divides(self, "groups", {"in_chan ": self.in_chan, "out_chan ": self.out_chan})
+        _check_divides(self, "n_heads", {"": self.out_chan // self.k})
+
+    def conv(self) -> ConvBlockConfig:
+        return ConvBlockConfig(
+            in_chan=self.in_chan,
+            out_chan=self.out_chan,
+            kernel=self.kernel_conv,
+            stride=self.stride_conv,
+            pad=self.pad_conv,
+            dil=self.dil_conv,
+            dropout=self.dropout_conv,
+            groups=self.groups,
+            k=self.k,
+        )
+
+    def attn(self) -> AttentionConvBlockConfig:
+        return AttentionConvBlockConfig(
+            in_chan=self.out_width(),
+            n_heads=self.n_heads,
+            kernel=self.kernel_attn,
+            dropout=self.dropout_attn,
+            pad=self.pad_attn,
+            bias=self.bias,
+        )
+
+    @classmethod
+    def from_knobs(cls, width: int, stride: int, knobs: dict) -> dict:
+        k = 2 if knobs["glu"] else 1
+        return dict(
+            out_chan=width * k,
+            kernel_conv=knobs["kernel"],
+            stride_conv=stride,
+            dil_conv=knobs["dilation"],
+            dropout_conv=knobs["dropout"],
+            k=k,
+            n_heads=knobs["heads"],
+            kernel_attn=knobs["attn_kernel"] or knobs["kernel"],
+            dropout_attn=knobs["dropout"],
+        )
+
+    def to_knobs(self) -> dict:
+        return dict(
+            kernel=self.kernel_conv,
+            dilation=self.dil_conv,
+            dropout=self.dropout_conv,
+            glu=self.k == 2,
+            heads=self.n_heads,
+            attn_kernel=self.kernel_attn,
+        )
+
+
+@dataclass(frozen=True)
+class FeedForwardConfig(BlockConfig):
+    width_doc: ClassVar = "output_size"
+    in_key: ClassVar = "input_size"
+    searchable: ClassVar = False  # a space adds it to merge parallel branches, never as a branch
+
+    input_size: int = param(None, "input channels (derived: the sum of the previous block's branches)", required=True)
+    output_size: int = param(None, "output channels", required=True)
+    d_ff: int = param(2048, "hidden width")
+    dropout: float = param(0.0, "dropout after each linear", low=0, below=1)
+
+    def out_width(self) -> int:
+        return self.output_size
+
+
+# ---------------------------------------------------------------------------
 # blocks
 
 
-class ConvBlock(nn.Module):
-    """Conv1d -> BatchNorm -> ReLU | GLU -> Dropout.
+class Block(nn.Module):
+    """A block type: ``forward(x [B, C, T], lengths [B] | None) -> (y [B, C', T'], lengths)``.
 
-    Args:
-        in_chan: input channels C.
-        out_chan: conv output channels; the block outputs ``out_chan // k``.
-        kernel, stride, pad, dil: the convolution's geometry (``pad`` is derived
-            as ``dil * (kernel - 1) // 2`` by the config loader).
-        dropout: dropout after the activation.
-        groups: conv groups (must divide ``in_chan`` and ``out_chan``).
-        k: 1 for ReLU, 2 for GLU.
-    Shapes: ``[B, in_chan, T] -> [B, out_chan // k, T']``.
+    Built from its config dataclass ``Config``; ``Block.of(**kwargs)`` builds from the config's keywords.
     """
 
-    in_key = "in_chan"
-    PARAMS = dict(in_chan=None, out_chan=None, kernel=3, stride=1, pad=None, dil=1, dropout=0.0, groups=1, k=1)
+    Config: ClassVar[type[BlockConfig]]
 
-    def __init__(self, in_chan, out_chan, kernel=3, stride=1, pad=1, dil=1, dropout=0.0, groups=1, k=1):
+    @classmethod
+    def of(cls, **kwargs) -> Block:
+        return cls(cls.Config(**kwargs))
+
+
+class ConvBlock(Block):
+    """Conv1d -> BatchNorm -> ReLU | GLU -> Dropout: ``[B, in_chan, T] -> [B, out_chan // k, T']``."""
+
+    Config = ConvBlockConfig
+
+    def __init__(self, cfg: ConvBlockConfig):
         super().__init__()
-        self.geom = ConvGeom(kernel, stride, pad, dil)
-        self.conv = nn.Conv1d(in_chan, out_chan, kernel, stride=stride, padding=pad, dilation=dil, groups=groups)
-        self.norm = MaskedBatchNorm1d(out_chan)
-        self.act = _activation(k)
-        self.drop = Dropout(dropout)
+        self.cfg = cfg
+        self.geom = cfg.convs()[0]
+        self.conv = nn.Conv1d(
+            cfg.in_chan,
+            cfg.out_chan,
+            cfg.kernel,
+            stride=cfg.stride,
+            padding=cfg.pad,
+            dilation=cfg.dil,
+            groups=cfg.groups,
+        )
+        self.norm = MaskedBatchNorm1d(cfg.out_chan)
+        self.act = _activation(cfg.k)
+        self.drop = Dropout(cfg.dropout)
 
-    @staticmethod
-    def out_width(kw: dict) -> int:
-        return kw["out_chan"] // kw["k"]
+    def extra_repr(self) -> str:
+        c = self.cfg
+        glu = f", glu: {c.out_chan}->{c.out_width()}" if c.k == 2 else ""
+        return (
+            f"{c.in_chan}->{c.out_width()}, kernel={c.kernel}, stride={c.stride}, dil={c.dil}, groups={c.groups}{glu}"
+        )
 
-    @staticmethod
-    def convs(kw: dict) -> list[ConvGeom]:
-        return [ConvGeom(kw["kernel"], kw["stride"], kw["pad"], kw["dil"])]
-
-    def forward(self, x, lengths):  # x: [B, C, T]
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, in_chan, T]`` (zero padded), lengths ``[B]`` or None.
+        Returns: ``([B, out_chan // k, T'], [B] or None)``.
+        """
         y, lengths, mask = _masked_conv(self.conv, self.geom, x, lengths)  # [B, out_chan, T']
         y = self.drop(self.act(self.norm(y, mask)))  # [B, out_chan // k, T']
         return apply_mask(y, mask), lengths
 
 
-class SeparableConvBlock(nn.Module):
+class SeparableConvBlock(Block):
     """Depthwise conv -> BN -> ReLU | GLU -> Dropout -> pointwise conv -> BN -> ReLU -> Dropout.
 
-    With GLU (``k=2``) the depthwise conv expands to ``2 * in_chan`` channels
-    and GLU brings them back to ``in_chan`` before the pointwise conv (the
-    design note fed ``k * in_chan`` channels into it after GLU had halved them).
-    Shapes: ``[B, in_chan, T] -> [B, out_chan, T']``.
+    With GLU (``k=2``) the depthwise conv expands to ``2 * in_chan`` channels and GLU brings them back to
+    ``in_chan`` before the pointwise conv (the design note fed ``k * in_chan`` channels into it after GLU
+    had halved them). ``[B, in_chan, T] -> [B, out_chan, T']``.
     """
 
-    in_key = "in_chan"
-    PARAMS = dict(in_chan=None, out_chan=None, kernel=3, stride=1, pad=None, dil=1, dropout=0.0, k=1)
+    Config = SeparableConvBlockConfig
 
-    def __init__(self, in_chan, out_chan, kernel=3, stride=1, pad=1, dil=1, dropout=0.0, k=1):
+    def __init__(self, cfg: SeparableConvBlockConfig):
         super().__init__()
-        self.geom = ConvGeom(kernel, stride, pad, dil)
-        self.depthwise = nn.Conv1d(in_chan, k * in_chan, kernel, stride=stride, padding=pad, dilation=dil, groups=in_chan)
-        self.norm1 = MaskedBatchNorm1d(k * in_chan)
+        self.cfg = cfg
+        self.geom = cfg.convs()[0]
+        c, k = cfg.in_chan, cfg.k
+        self.depthwise = nn.Conv1d(c, k * c, cfg.kernel, stride=cfg.stride, padding=cfg.pad, dilation=cfg.dil, groups=c)
+        self.norm1 = MaskedBatchNorm1d(k * c)
         self.act1 = _activation(k)
-        self.pointwise = nn.Conv1d(in_chan, out_chan, 1)
-        self.norm2 = MaskedBatchNorm1d(out_chan)
-        self.drop = Dropout(dropout)
+        self.pointwise = nn.Conv1d(c, cfg.out_chan, 1)
+        self.norm2 = MaskedBatchNorm1d(cfg.out_chan)
+        self.drop = Dropout(cfg.dropout)
 
-    @staticmethod
-    def out_width(kw: dict) -> int:
-        return kw["out_chan"]
+    def extra_repr(self) -> str:
+        c = self.cfg
+        glu = f", glu: {2 * c.in_chan}->{c.in_chan}" if c.k == 2 else ""
+        return f"{c.in_chan}->{c.out_chan}, kernel={c.kernel}, stride={c.stride}, dil={c.dil}{glu}"
 
-    convs = staticmethod(ConvBlock.convs)
-
-    def forward(self, x, lengths):  # x: [B, C, T]
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, in_chan, T]`` (zero padded), lengths ``[B]`` or None.
+        Returns: ``([B, out_chan, T'], [B] or None)``.
+        """
         y, lengths, mask = _masked_conv(self.depthwise, self.geom, x, lengths)  # [B, k*C, T']
         y = self.drop(self.act1(self.norm1(y, mask)))  # [B, C, T']
         y = self.pointwise(y)  # [B, out_chan, T'], pointwise: padding cannot spread
@@ -233,120 +557,104 @@ def lightweight_conv_reference(x: torch.Tensor, weight: torch.Tensor, pad: int) 
     return torch.cat(out, dim=1)
 
 
-class AttentionConvBlock(nn.Module):
+class AttentionConvBlock(Block):
     """Lightweight convolution (Wu et al. 2019): softmax-normalised kernels shared per head.
 
-    Each of ``n_heads`` kernels is softmax-normalised over its width and shared
-    by ``in_chan / n_heads`` channels; DropConnect drops kernel weights in
-    training. Shapes: ``[B, C, T] -> [B, C, T]``.
+    Each of ``n_heads`` kernels is softmax-normalised over its width and shared by ``in_chan / n_heads``
+    channels; DropConnect drops kernel weights in training. ``[B, C, T] -> [B, C, T]``.
     """
 
-    in_key = "in_chan"
-    PARAMS = dict(in_chan=None, n_heads=8, kernel=5, dropout=0.0, pad=None, bias=True)
+    Config = AttentionConvBlockConfig
 
-    def __init__(self, in_chan, n_heads=8, kernel=5, dropout=0.0, pad=2, bias=True):
+    def __init__(self, cfg: AttentionConvBlockConfig):
         super().__init__()
-        self.in_chan, self.n_heads, self.kernel, self.pad, self.dropout = in_chan, n_heads, kernel, pad, dropout
-        self.weight = nn.Parameter(torch.empty(n_heads, 1, kernel))
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_heads, 1, cfg.kernel))  # [H, 1, K]
         nn.init.xavier_uniform_(self.weight)
-        self.bias = nn.Parameter(torch.zeros(in_chan)) if bias else None
-
-    @staticmethod
-    def out_width(kw: dict) -> int:
-        return kw["in_chan"]
-
-    @staticmethod
-    def convs(kw: dict) -> list[ConvGeom]:
-        return [ConvGeom(kw["kernel"], 1, kw["pad"], 1)]
+        self.bias = nn.Parameter(torch.zeros(cfg.in_chan)) if cfg.bias else None
 
     def extra_repr(self) -> str:
-        return f"in_chan={self.in_chan}, n_heads={self.n_heads}, kernel={self.kernel}, pad={self.pad}, dropconnect={self.dropout}"
+        c = self.cfg
+        return (
+            f"{c.in_chan}->{c.in_chan}, n_heads={c.n_heads}, kernel={c.kernel}, dropconnect={c.dropout}, bias={c.bias}"
+        )
 
     def normalised_weight(self) -> torch.Tensor:
         w = F.softmax(self.weight, dim=-1)  # [H, 1, K]
-        return F.dropout(w, self.dropout, training=self.training)
+        return F.dropout(w, self.cfg.dropout, training=self.training)
 
-    def forward(self, x, lengths):  # x: [B, C, T], zero padded
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, C, T]`` (zero padded), lengths ``[B]`` or None.
+        Returns: ``([B, C, T], lengths)``.
+        """
+        c = self.cfg
         w = self.normalised_weight()  # [H, 1, K]
         # Channel c uses head c % H. The design note (and fairseq) reshape to [B*C/H, H, T] for one
         # grouped conv with H channels; a depthwise conv over the C channels with the head kernels
         # tiled to [C, 1, K] is the same sum and 3-4x faster (a tiny channel count starves the conv
         # kernels). The tiling's backward sums each head's gradient over its channels.
-        y = F.conv1d(x, w.repeat(self.in_chan // self.n_heads, 1, 1), self.bias, padding=self.pad,
-                     groups=self.in_chan)  # [B, C, T]  # fmt: skip
+        tiled = w.repeat(c.in_chan // c.n_heads, 1, 1)  # [C, 1, K]
+        y = F.conv1d(x, tiled, self.bias, padding=c.pad, groups=c.in_chan)  # [B, C, T]
         return apply_mask(y, length_mask(lengths, y.size(2))), lengths
 
 
-class ConvAttentionConvBlock(nn.Module):
+class ConvAttentionConvBlock(Block):
     """A ConvBlock followed by a lightweight-convolution AttentionConvBlock.
 
-    Shapes: ``[B, in_chan, T] -> [B, out_chan // k, T']``.
+    ``[B, in_chan, T] -> [B, out_chan // k, T']``.
     """
 
-    in_key = "in_chan"
-    PARAMS = dict(
-        in_chan=None, out_chan=None, kernel_conv=3, stride_conv=1, pad_conv=None, dil_conv=1, dropout_conv=0.0,
-        groups=1, k=1, n_heads=8, kernel_attn=5, dropout_attn=0.0, pad_attn=None, bias=True,
-    )  # fmt: skip
+    Config = ConvAttentionConvBlockConfig
 
-    def __init__(self, in_chan, out_chan, kernel_conv=3, stride_conv=1, pad_conv=1, dil_conv=1, dropout_conv=0.0,
-                 groups=1, k=1, n_heads=8, kernel_attn=5, dropout_attn=0.0, pad_attn=2, bias=True):  # fmt: skip
+    def __init__(self, cfg: ConvAttentionConvBlockConfig):
         super().__init__()
-        self.conv = ConvBlock(in_chan, out_chan, kernel_conv, stride_conv, pad_conv, dil_conv, dropout_conv, groups, k)
-        self.attn_conv = AttentionConvBlock(out_chan // k, n_heads, kernel_attn, dropout_attn, pad_attn, bias)
+        self.cfg = cfg
+        self.conv = ConvBlock(cfg.conv())
+        self.attn_conv = AttentionConvBlock(cfg.attn())
 
-    @staticmethod
-    def out_width(kw: dict) -> int:
-        return kw["out_chan"] // kw["k"]
-
-    @staticmethod
-    def convs(kw: dict) -> list[ConvGeom]:
-        return [
-            ConvGeom(kw["kernel_conv"], kw["stride_conv"], kw["pad_conv"], kw["dil_conv"]),
-            ConvGeom(kw["kernel_attn"], 1, kw["pad_attn"], 1),
-        ]
-
-    def forward(self, x, lengths):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, in_chan, T]`` (zero padded), lengths ``[B]`` or None.
+        Returns: ``([B, out_chan // k, T'], [B] or None)``.
+        """
         return self.attn_conv(*self.conv(x, lengths))
 
 
-class FeedForward(nn.Module):
+class FeedForward(Block):
     """Linear -> ReLU -> Dropout -> Linear -> Dropout -> LayerNorm, on every frame.
 
-    Shapes: ``[B, input_size, T] -> [B, output_size, T]`` (channel-first like
-    the other blocks; the design note's version took ``[B, T, C]``).
+    ``[B, input_size, T] -> [B, output_size, T]`` (channel-first like the other blocks; the design note's
+    version took ``[B, T, C]``).
     """
 
-    in_key = "input_size"
-    PARAMS = dict(input_size=None, output_size=None, d_ff=2048, dropout=0.0)
+    Config = FeedForwardConfig
 
-    def __init__(self, input_size, output_size, d_ff=2048, dropout=0.0):
+    def __init__(self, cfg: FeedForwardConfig):
         super().__init__()
+        self.cfg = cfg
         self.ff = nn.Sequential(
-            nn.Linear(input_size, d_ff),
+            nn.Linear(cfg.input_size, cfg.d_ff),
             nn.ReLU(inplace=True),
-            Dropout(dropout),
-            nn.Linear(d_ff, output_size),
-            Dropout(dropout),
-            nn.LayerNorm(output_size),
+            Dropout(cfg.dropout),
+            nn.Linear(cfg.d_ff, cfg.output_size),
+            Dropout(cfg.dropout),
+            nn.LayerNorm(cfg.output_size),
         )
 
-    @staticmethod
-    def out_width(kw: dict) -> int:
-        return kw["output_size"]
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"{c.input_size}->{c.output_size}, d_ff={c.d_ff}, dropout={c.dropout}"
 
-    @staticmethod
-    def convs(kw: dict) -> list[ConvGeom]:
-        return []
-
-    def forward(self, x, lengths):  # x: [B, C, T]
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, input_size, T]`` (zero padded), lengths ``[B]`` or None.
+        Returns: ``([B, output_size, T], lengths)``.
+        """
         y = self.ff(x.transpose(1, 2)).transpose(1, 2)  # per-frame on [B, T, C], back to [B, C', T]
         return apply_mask(y, length_mask(lengths, y.size(2))), lengths
 
 
-# The one table of block types: config name -> class. The config validator, the
-# model builder and the search spaces all read it.
-BLOCKS: dict[str, type[nn.Module]] = {
+# The one table of block types: config name -> block class (whose ``Config`` describes its keys). The config
+# loader, the model builder, the search spaces and the docs all read it; a new block type is one line here.
+BLOCKS: dict[str, type[Block]] = {
     "conv_block": ConvBlock,
     "separable_conv_block": SeparableConvBlock,
     "attention_conv_block": AttentionConvBlock,
@@ -355,5 +663,35 @@ BLOCKS: dict[str, type[nn.Module]] = {
 }
 
 
+def block_config(block_type: str, kw: dict) -> BlockConfig:
+    """The config object of one normalised branch ``(block_type, kwargs)``."""
+    return BLOCKS[block_type].Config(**kw)
+
+
 def block_stride(block_type: str, kw: dict) -> int:
-    return math.prod(g.stride for g in BLOCKS[block_type].convs(kw))
+    return block_config(block_type, kw).stride
+
+
+def block_table() -> str:
+    """The Markdown table of block types (the README's, checked by a test)."""
+    rows = ["| block type | keys (defaults) | output width |", "|---|---|---|"]
+    for name, cls in BLOCKS.items():
+        keys = []
+        for f in fields(cls.Config):
+            if f.metadata["same_pad"] or f.metadata["required"]:
+                keys.append(f.name)
+            else:
+                keys.append(f"{f.name}={str(f.default).lower() if isinstance(f.default, bool) else f.default}")
+        rows.append(f"| `{name}` | {', '.join(keys)} | {cls.Config.width_doc} |")
+    return "\n".join(rows) + "\n"
+
+
+def describe_blocks() -> str:
+    """Every block type's keys with their defaults and one line each (``stt describe --blocks``)."""
+    out = []
+    for name, cls in BLOCKS.items():
+        out.append(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for f in fields(cls.Config):
+            default = "required" if f.metadata["required"] else "derived" if f.metadata["same_pad"] else f.default
+            out.append(f"  {f.name:<13} {default!s:<9} {f.metadata['doc']}")
+    return "\n".join(out) + "\n"

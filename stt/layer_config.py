@@ -19,29 +19,25 @@ e.g. ``layers[2].blocks[0].branches[1].n_heads: 6 does not divide 512``.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import hashlib
 import json
 import math
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stt.blocks import BLOCKS, block_stride, same_pad
+from stt.blocks import BLOCKS, BlockConfigError, block_config, block_stride, same_pad
 from stt.errors import ConfigError
 
 
 class LayerConfigError(ConfigError):
     """A layer config that cannot build; the message names the path and the problem."""
-
-
-_INT_KEYS = {"in_chan", "out_chan", "kernel", "stride", "pad", "dil", "groups", "k", "n_heads", "input_size",
-             "output_size", "d_ff", "kernel_conv", "stride_conv", "pad_conv", "dil_conv", "kernel_attn", "pad_attn"}  # fmt: skip
-_FLOAT_KEYS = {"dropout", "dropout_conv", "dropout_attn"}
-_BOOL_KEYS = {"bias"}
-# (pad key, kernel key, dilation key or None) for every padding the loader derives.
-_PADS = [("pad", "kernel", "dil"), ("pad_conv", "kernel_conv", "dil_conv"), ("pad_attn", "kernel_attn", "-")]
 
 
 def _path(i: int, j: int | None = None, b: int | None = None, key: str | None = None) -> str:
@@ -58,40 +54,36 @@ def _path(i: int, j: int | None = None, b: int | None = None, key: str | None = 
 class LayerConfig:
     """A normalised, validated nested layer config.
 
-    ``layers[i][j][b] == (block_type, kwargs)`` with every keyword filled in.
+    ``layers[i][j][b] == (block_type, kwargs)`` with every keyword filled in; ``configs[i][j][b]`` is the
+    same branch as its block's config dataclass.
     """
 
     def __init__(self, layers: list, in_width: int):
         self.layers = layers
         self.in_width = in_width
+        self.configs = [[[block_config(t, kw) for t, kw in blk] for blk in layer] for layer in layers]
 
     # -- derived properties -------------------------------------------------
     @property
     def out_width(self) -> int:
         return block_width(self.layers[-1][-1])
 
-    @property
-    def width(self) -> int:
-        """The model width: the first layer's input channels."""
-        return self.in_width
-
     def layer_stride(self, i: int) -> int:
-        return math.prod(block_stride(*blk[0]) for blk in self.layers[i])
+        return math.prod(blk[0].stride for blk in self.configs[i])
 
     @property
     def total_stride(self) -> int:
         return math.prod(self.layer_stride(i) for i in range(len(self.layers)))
 
     def layer_in_out(self, i: int) -> tuple[int, int]:
-        first = self.layers[i][0][0]
-        return first[1][BLOCKS[first[0]].in_key], block_width(self.layers[i][-1])
+        btype, kw = self.layers[i][0][0]
+        return kw[BLOCKS[btype].Config.in_key], block_width(self.layers[i][-1])
 
     def output_lengths(self, lengths):
         """Frame counts after every stride: works on ints and LongTensors alike."""
-        for layer in self.layers:
-            for blk in layer:
-                btype, kw = blk[0]  # parallel branches share their length (validated)
-                for g in BLOCKS[btype].convs(kw):
+        for layer in self.configs:
+            for blk in layer:  # parallel branches share their length (validated): the first one says it
+                for g in blk[0].convs():
                     lengths = (lengths + 2 * g.pad - g.dil * (g.kernel - 1) - 1) // g.stride + 1
         return lengths
 
@@ -99,12 +91,12 @@ class LayerConfig:
     def receptive_field(self) -> int:
         """Input frames that one output frame can see (the widest branch of each block)."""
         rf, jump = 1, 1
-        for layer in self.layers:
+        for layer in self.configs:
             for blk in layer:
                 best_rf, best_jump = rf, jump
-                for btype, kw in blk:
+                for cfg in blk:
                     r, jmp = rf, jump
-                    for g in BLOCKS[btype].convs(kw):
+                    for g in cfg.convs():
                         r += (g.kernel - 1) * g.dil * jmp
                         jmp *= g.stride
                     best_rf, best_jump = max(best_rf, r), jmp
@@ -128,12 +120,13 @@ class LayerConfig:
 
     def __repr__(self):
         n = sum(len(blk) for layer in self.layers for blk in layer)
-        return f"LayerConfig({len(self.layers)} layers, {n} branches, width {self.in_width}->{self.out_width}, stride {self.total_stride})"
+        widths = f"{self.in_width}->{self.out_width}"
+        return f"LayerConfig({len(self.layers)} layers, {n} branches, width {widths}, stride {self.total_stride})"
 
 
 def block_width(block: list) -> int:
     """Channels out of one block: the sum over its parallel branches."""
-    return sum(BLOCKS[t].out_width(kw) for t, kw in block)
+    return sum(block_config(t, kw).out_width() for t, kw in block)
 
 
 def dump_layers_yaml(layers: list) -> str:
@@ -144,7 +137,9 @@ def dump_layers_yaml(layers: list) -> str:
         for j, blk in enumerate(layer):
             for b, branch in enumerate(blk):
                 lead = ("- " if j == 0 and b == 0 else "  ") + ("- " if b == 0 else "  ") + "- "
-                flow = yaml.safe_dump([branch[0], dict(branch[1])], default_flow_style=True, width=10**6, sort_keys=False)
+                flow = yaml.safe_dump(
+                    [branch[0], dict(branch[1])], default_flow_style=True, width=10**6, sort_keys=False
+                )
                 lines.append(lead + flow.strip())
     return "\n".join(lines) + "\n"
 
@@ -221,13 +216,15 @@ def normalise(layers, in_width: int | None = None) -> LayerConfig:
         new_layer = []
         for j, blk in enumerate(layer):
             if not isinstance(blk, (list, tuple)) or not blk:
-                raise LayerConfigError(f"{_path(i, j)}: expected a non-empty list of parallel branches, got {_show(blk)}")
+                raise LayerConfigError(
+                    f"{_path(i, j)}: expected a non-empty list of parallel branches, got {_show(blk)}"
+                )
             new_blk = []
             for b, branch in enumerate(blk):
                 btype, kw = _split_branch(branch, _path(i, j, b))
                 kw = _normalise_branch(btype, kw, width, _path(i, j, b))
                 if width is None:  # the first branch said the model's input width
-                    width = first_width = kw[BLOCKS[btype].in_key]
+                    width = first_width = kw[BLOCKS[btype].Config.in_key]
                 new_blk.append((btype, kw))
             strides = [block_stride(t, kw) for t, kw in new_blk]
             for b, s in enumerate(strides):
@@ -262,58 +259,54 @@ def _split_branch(branch, path: str) -> tuple[str, dict]:
     return btype, dict(kw)
 
 
-def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> dict:
-    cls = BLOCKS[btype]
-    params = cls.PARAMS
-    unknown = [k for k in kw if k not in params]
-    if unknown:
-        raise LayerConfigError(f"{path}.{unknown[0]}: unknown key for {btype}; valid: {', '.join(params)}")
-    for key, value in kw.items():
-        _check_type(key, value, f"{path}.{key}")
+@functools.cache
+def _fields(cfg_cls: type) -> tuple[dict, dict]:
+    """A block config's fields by name and their resolved types (resolving is slow: once per class)."""
+    return {f.name: f for f in dataclasses.fields(cfg_cls)}, typing.get_type_hints(cfg_cls)
 
-    in_key = cls.in_key
+
+def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> dict:
+    """Check one branch's kwargs against its block's config dataclass and fill in what follows from the rest."""
+    cfg_cls = BLOCKS[btype].Config
+    specs, types = _fields(cfg_cls)
+    unknown = [k for k in kw if k not in specs]
+    if unknown:
+        raise LayerConfigError(f"{path}.{unknown[0]}: unknown key for {btype}; valid: {', '.join(specs)}")
+    for key, value in kw.items():
+        _check_type(value, types[key], f"{path}.{key}")
+
+    in_key = cfg_cls.in_key
     given = kw.get(in_key)
     if width is None:
         if given is None:
             raise LayerConfigError(f"{path}.{in_key}: needed on the first branch (the model's input width)")
     elif given is not None and given != width:
         raise LayerConfigError(f"{path}.{in_key}: {given}, but the input to this block has {width} channels")
-    full = {k: (kw[k] if k in kw else v) for k, v in params.items()}
+    full = {k: kw.get(k, f.default) for k, f in specs.items()}
     full[in_key] = given if given is not None else width
 
-    for key, value in full.items():
-        if value is None and not key.startswith("pad"):
-            raise LayerConfigError(f"{path}.{key}: missing (required for {btype})")
-
-    for key in _INT_KEYS & full.keys():
-        if not key.startswith("pad") and full[key] < 1:
-            raise LayerConfigError(f"{path}.{key}: must be a positive integer, got {full[key]}")
-    for key in _FLOAT_KEYS & full.keys():
-        if not 0.0 <= full[key] < 1.0:
-            raise LayerConfigError(f"{path}.{key}: a dropout must be in [0, 1), got {full[key]}")
-
-    if "k" in full:
-        if full["k"] not in (1, 2):
-            raise LayerConfigError(f"{path}.k: must be 1 (ReLU) or 2 (GLU), got {full['k']}")
-        if full["k"] == 2 and btype != "separable_conv_block" and full["out_chan"] % 2:
-            raise LayerConfigError(f"{path}.out_chan: {full['out_chan']} is odd, but GLU (k: 2) halves it")
-
-    if "groups" in full:
-        for key in ("in_chan", "out_chan"):
-            if full[key] % full["groups"]:
-                raise LayerConfigError(f"{path}.groups: {full['groups']} does not divide {key} {full[key]}")
-
-    if "n_heads" in full:
-        chans = full["in_chan"] if btype == "attention_conv_block" else full["out_chan"] // full["k"]
-        if chans % full["n_heads"]:
-            raise LayerConfigError(f"{path}.n_heads: {full['n_heads']} does not divide {chans}")
-
-    for pad_key, kernel_key, dil_key in _PADS:
-        if pad_key not in full:
+    for key, f in specs.items():
+        meta, value = f.metadata, full[key]
+        if value is None:
+            if meta["required"]:
+                raise LayerConfigError(f"{path}.{key}: missing (required for {btype})")
             continue
-        kernel, dil = full[kernel_key], full.get(dil_key, 1)
+        if meta["choices"] is not None and value not in meta["choices"]:
+            choices = ", ".join(map(str, meta["choices"]))
+            raise LayerConfigError(f"{path}.{key}: must be one of {choices} ({meta['doc']}), got {value}")
+        low = meta["low"] if meta["low"] is not None else (1 if types[key] is int else None)
+        if low is not None and value < low or meta["below"] is not None and value >= meta["below"]:
+            if types[key] is int:
+                raise LayerConfigError(f"{path}.{key}: must be a positive integer, got {value}")
+            raise LayerConfigError(f"{path}.{key}: must be in [{low}, {meta['below']}), got {value}")
+
+    for pad_key, f in specs.items():
+        if not f.metadata["same_pad"]:
+            continue
+        kernel_key, dil_key = f.metadata["same_pad"]
+        kernel, dil = full[kernel_key], full[dil_key] if dil_key else 1
         if dil * (kernel - 1) % 2:
-            what = f"kernel {kernel} with dilation {dil}" if dil_key in full else f"even kernel {kernel}"
+            what = f"kernel {kernel} with dilation {dil}" if dil_key else f"even kernel {kernel}"
             raise LayerConfigError(
                 f"{path}.{kernel_key}: {what} cannot keep 'same' length (dilation*(kernel-1) must be even)"
             )
@@ -325,18 +318,27 @@ def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> dic
                 f"{path}.{pad_key}: {full[pad_key]} changes the length; 'same' padding for kernel {kernel}, "
                 f"dilation {dil} is {want} (or leave it out)"
             )
+    try:
+        cfg_cls(**full).check()
+    except BlockConfigError as e:
+        raise LayerConfigError(f"{path}.{e.key}: {e}") from None
     return full
 
 
-def _check_type(key: str, value, path: str) -> None:
-    if key in _INT_KEYS:
-        ok = value is None if key == "pad" or key.startswith("pad_") else False
-        if ok or (isinstance(value, int) and not isinstance(value, bool)):
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check_type(value, expected, path: str) -> None:
+    """``expected`` is a config field's type: int, float, bool, or ``int | None`` (a derived padding)."""
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        if value is None:
             return
-        raise LayerConfigError(f"{path}: expected an integer, got {_show(value)}")
-    if key in _FLOAT_KEYS:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return
-        raise LayerConfigError(f"{path}: expected a number, got {_show(value)}")
-    if key in _BOOL_KEYS and not isinstance(value, bool):
-        raise LayerConfigError(f"{path}: expected true or false, got {_show(value)}")
+        expected = next(t for t in typing.get_args(expected) if t is not type(None))
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected) and not isinstance(value, bool)
+    if not ok:
+        raise LayerConfigError(f"{path}: expected {_TYPE_WORDS.get(expected, expected.__name__)}, got {_show(value)}")

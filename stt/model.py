@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from stt.blocks import BLOCKS, Dropout, apply_mask, length_mask
-from stt.layer_config import LayerConfig, LayerConfigError, load_layer_config
+from stt.layer_config import LayerConfigError, load_layer_config
 
 INPUT_PROJS = ("base", None)
 
@@ -22,29 +22,36 @@ def _input_proj(kind: str | None, input_size: int, width: int) -> nn.Module | No
     return None
 
 
-class _Block(nn.Module):
-    """Parallel branches whose outputs are concatenated on channels."""
+class Parallel(nn.Module):
+    """One block: parallel branches whose outputs are concatenated on channels."""
 
     def __init__(self, branches: list[tuple[str, dict]]):
         super().__init__()
-        self.branches = nn.ModuleList(BLOCKS[t](**kw) for t, kw in branches)
+        self.branches = nn.ModuleList(BLOCKS[t].of(**kw) for t, kw in branches)
 
-    def forward(self, x, lengths):
+    def extra_repr(self) -> str:
+        return f"concat of {len(self.branches)}" if len(self.branches) > 1 else ""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, C, T]``, lengths ``[B]`` or None. Returns: ``([B, sum of branch widths, T'], lengths)``."""
         outs = [branch(x, lengths) for branch in self.branches]
         y = outs[0][0] if len(outs) == 1 else torch.cat([o[0] for o in outs], dim=1)  # [B, sum C_b, T']
         return y, outs[0][1]  # the validator guarantees every branch gives these lengths
 
 
-class _Layer(nn.Module):
+class Layer(nn.Module):
+    """Sequential blocks, with a residual around them when the layer keeps the shape."""
+
     def __init__(self, blocks: list, residual: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(_Block(b) for b in blocks)
+        self.blocks = nn.ModuleList(Parallel(b) for b in blocks)
         self.residual = residual
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}"
 
-    def forward(self, x, lengths):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, C, T]``, lengths ``[B]`` or None. Returns: ``([B, C', T'], lengths after the strides)``."""
         y, out_lengths = x, lengths
         for block in self.blocks:
             y, out_lengths = block(y, out_lengths)
@@ -64,8 +71,14 @@ class STTModel(nn.Module):
             (same width, stride 1).
     """
 
-    def __init__(self, config, input_size: int = 512, input_proj: str | None = "base",
-                 output_size: int | None = None, residual: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        config,
+        input_size: int = 512,
+        input_proj: str | None = "base",
+        output_size: int | None = None,
+        residual: bool = True,
+    ):
         super().__init__()
         if input_proj not in INPUT_PROJS:
             raise LayerConfigError(f"input_proj: unknown projection {input_proj!r}; valid: base, none")
@@ -77,7 +90,7 @@ class STTModel(nn.Module):
         self.layers = nn.ModuleList()
         for i, layer in enumerate(cfg.layers):
             c_in, c_out = cfg.layer_in_out(i)
-            self.layers.append(_Layer(layer, residual and c_in == c_out and cfg.layer_stride(i) == 1))
+            self.layers.append(Layer(layer, residual and c_in == c_out and cfg.layer_stride(i) == 1))
         self.output_proj = nn.Linear(cfg.out_width, output_size) if output_size is not None else None
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

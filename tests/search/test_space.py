@@ -7,8 +7,16 @@ import pytest
 import torch
 import yaml
 
-from search.space import (SpaceError, load_seed, load_space, max_feasible_stride, params_of, sample_config,
-                          shipped_spaces, validate_space)  # fmt: skip
+from search.space import (
+    SpaceError,
+    load_seed,
+    load_space,
+    max_feasible_stride,
+    params_of,
+    sample_config,
+    shipped_spaces,
+    validate_space,
+)
 from stt.model import STTModel
 from stt.run_config import load_run_config
 
@@ -55,11 +63,11 @@ def _described(run, name: str):
     """What the built model says about one parameter (read from the config, independently of the sampler)."""
     layers = run.layers
     if name in ("width", "layers"):
-        return layers.width if name == "width" else len(layers.layers)
+        return layers.in_width if name == "width" else len(layers.layers)
     if name.startswith("train."):
-        return getattr(run.train, name[len("train."):])
+        return getattr(run.train, name[len("train.") :])
     layer, *rest = name.split(".")
-    i = int(layer[len("layer"):])
+    i = int(layer[len("layer") :])
     blocks = layers.layers[i]
     if rest[0] == "stride" or rest[0].startswith("stride_upto"):
         return layers.layer_stride(i)
@@ -70,12 +78,18 @@ def _described(run, name: str):
     if rest[0] == "d_ff":
         ff = blocks[1][0][1]
         return ff["d_ff"] / ff["input_size"]
-    btype, kw = blocks[0][int(rest[0][len("branch"):])]
+    btype, kw = blocks[0][int(rest[0][len("branch") :])]
     if rest[1] in ("type", "strided_type"):
         return btype
     c = "_conv" if btype == "conv_attention_conv_block" else ""
-    return {"kernel": kw.get("kernel" + c), "attn_kernel": kw.get("kernel_attn"), "dilation": kw.get("dil" + c),
-            "glu": kw.get("k") == 2, "heads": kw.get("n_heads"), "dropout": kw.get("dropout" + c)}[rest[1]]  # fmt: skip
+    return {
+        "kernel": kw.get("kernel" + c),
+        "attn_kernel": kw.get("kernel_attn"),
+        "dilation": kw.get("dil" + c),
+        "glu": kw.get("k") == 2,
+        "heads": kw.get("n_heads"),
+        "dropout": kw.get("dropout" + c),
+    }[rest[1]]
 
 
 @pytest.mark.parametrize("space_name", shipped_spaces())
@@ -100,7 +114,7 @@ def test_every_recorded_parameter_describes_the_built_model(space_name):
                 else:
                     assert got == value and type(got) is type(value), (name, got, value)
                 if name.endswith("strided_type"):
-                    assert run.layers.layer_stride(int(name.split(".")[0][len("layer"):])) > 1
+                    assert run.layers.layer_stride(int(name.split(".")[0][len("layer") :])) > 1
                 narrowed |= {n.split(".")[-1] for n in trial.params if "upto" in n or "strided" in n}
             assert run.layers.total_stride <= cap
     assert "strided_type" in narrowed  # the conditional names were exercised
@@ -129,28 +143,41 @@ def test_a_seed_outside_the_space_names_what_does_not_fit(tmp_path):
     cfg["model"]["layers"][1][1][0][1]["dropout"] = 0.3  # a feed-forward dropout of its own: not a pattern of the space
     p = tmp_path / "mine.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SpaceError, match=r"^seed .*mine\.yaml: not in the space: layers\[1\] is .*the nearest the space"):
+    with pytest.raises(
+        SpaceError, match=r"^seed .*mine\.yaml: not in the space: layers\[1\] is .*the nearest the space"
+    ):
         load_seed(str(p), load_space("small"), 4)
     with pytest.raises(SpaceError, match=r"^seed nosuch: .*no such file"):
         load_seed("nosuch", narrow, 4)
 
 
-@pytest.mark.parametrize("spec,words", [
-    ({"width": [64], "layers": 2, "depth": 3}, "depth: unknown key; valid:"),
-    ({"width": [64], "layers": 2, "branch": {"kernal": [3]}}, "branch.kernal: unknown key; valid:"),
-    ({"width": [64], "layers": 2, "branch": {"type": ["lstm"]}}, "branch.type: 'lstm' is not a branch block"),
-    ({"width": [64], "layers": {"low": 4, "high": 2}}, "layers: low 4 > high 2"),
-    ({"layers": 2}, "width: missing"),
-    ({"width": [64], "layers": 2, "train": {"epochs": 2, "lr_max": 1}}, "train.lr_max: unknown key"),
-    ({"width": [64], "layers": 2, "layer": {"stride": [1, 1, 2]}}, "layer.stride: [1, 1, 2] repeats 1; list each choice once"),
-    ({"width": [64], "layers": 2, "branch": {"kernel": [3, 4]}}, "branch.kernel: 4 is even"),
-    ({"width": [64, 96], "layers": 2, "branch": {"heads": [4, 64]}}, "branch.heads: 64 does not divide width 96"),
-    ({"width": [64], "layers": 2, "layer": {"stride": [2]}}, "layer.stride: [2] lacks 1"),
-    ({"width": [64], "layers": 2, "layer": {"stride": [1, 2]}, "branch": {"type": ["attention_conv_block"]}},
-     "layer.stride: [1, 2] strides, but no branch.type can"),
-    ({"width": [64], "layers": 2, "branch": {"kernel": {"low": 3, "high": 7}}}, "branch.kernel: expected a list of choices"),
-    ({"width": [64], "layers": 2, "seeds": "small"}, "seeds: expected a list of config paths"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        ({"width": [64], "layers": 2, "depth": 3}, "depth: unknown key; valid:"),
+        ({"width": [64], "layers": 2, "branch": {"kernal": [3]}}, "branch.kernal: unknown key; valid:"),
+        ({"width": [64], "layers": 2, "branch": {"type": ["lstm"]}}, "branch.type: 'lstm' is not a branch block"),
+        ({"width": [64], "layers": {"low": 4, "high": 2}}, "layers: low 4 > high 2"),
+        ({"layers": 2}, "width: missing"),
+        ({"width": [64], "layers": 2, "train": {"epochs": 2, "lr_max": 1}}, "train.lr_max: unknown key"),
+        (
+            {"width": [64], "layers": 2, "layer": {"stride": [1, 1, 2]}},
+            "layer.stride: [1, 1, 2] repeats 1; list each choice once",
+        ),
+        ({"width": [64], "layers": 2, "branch": {"kernel": [3, 4]}}, "branch.kernel: 4 is even"),
+        ({"width": [64, 96], "layers": 2, "branch": {"heads": [4, 64]}}, "branch.heads: 64 does not divide width 96"),
+        ({"width": [64], "layers": 2, "layer": {"stride": [2]}}, "layer.stride: [2] lacks 1"),
+        (
+            {"width": [64], "layers": 2, "layer": {"stride": [1, 2]}, "branch": {"type": ["attention_conv_block"]}},
+            "layer.stride: [1, 2] strides, but no branch.type can",
+        ),
+        (
+            {"width": [64], "layers": 2, "branch": {"kernel": {"low": 3, "high": 7}}},
+            "branch.kernel: expected a list of choices",
+        ),
+        ({"width": [64], "layers": 2, "seeds": "small"}, "seeds: expected a list of config paths"),
+    ],
+)
 def test_invalid_space_names_the_key(spec, words):
     with pytest.raises(SpaceError, match=re.escape("my.yaml: " + words)):
         validate_space(spec, "my.yaml")

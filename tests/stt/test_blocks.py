@@ -1,5 +1,7 @@
 """Blocks on their own: the lightweight-conv fast path equals its reference; masked BatchNorm."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from stt.blocks import BLOCKS, AttentionConvBlock, MaskedBatchNorm1d, lightweigh
 @pytest.mark.parametrize("heads,chans,kernel", [(1, 4, 3), (4, 8, 5), (8, 16, 7)])
 def test_lightweight_conv_fast_path_equals_reference(heads, chans, kernel):
     torch.manual_seed(0)
-    blk = AttentionConvBlock(chans, n_heads=heads, kernel=kernel, pad=kernel // 2, bias=False).eval()
+    blk = AttentionConvBlock.of(in_chan=chans, n_heads=heads, kernel=kernel, bias=False).eval()
     x = torch.randn(3, chans, 17)
     y, _ = blk(x, torch.full((3,), 17))
     ref = lightweight_conv_reference(x, torch.softmax(blk.weight, -1), kernel // 2)
@@ -17,7 +19,7 @@ def test_lightweight_conv_fast_path_equals_reference(heads, chans, kernel):
 
 
 def test_lightweight_kernels_are_softmax_normalised_and_dropconnect_acts_in_training():
-    blk = AttentionConvBlock(8, n_heads=2, kernel=5, dropout=0.5, pad=2)
+    blk = AttentionConvBlock.of(in_chan=8, n_heads=2, kernel=5, dropout=0.5)
     blk.eval()
     w = blk.normalised_weight()
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 1))
@@ -42,10 +44,18 @@ def test_masked_batchnorm_trains_on_real_frames_only():
     torch.testing.assert_close(bn.running_var, ref_bn.running_var)
 
 
-def test_every_block_states_its_parameters():
-    for name, cls in BLOCKS.items():
-        assert cls.in_key in cls.PARAMS, name
-        assert callable(cls.out_width) and callable(cls.convs), name
+@pytest.mark.parametrize("btype", list(BLOCKS))
+def test_every_block_config_documents_each_field_and_its_defaults_build_the_block(btype):
+    cls = BLOCKS[btype]
+    specs = dataclasses.fields(cls.Config)
+    assert cls.Config.in_key in [f.name for f in specs]
+    assert all(f.metadata["doc"] for f in specs), "every field says what it is"
+    required = {f.name: 8 for f in specs if f.metadata["required"]}
+    cfg = cls.Config(**required)  # the defaults alone make a working block
+    blk = cls(cfg)
+    y, lengths = blk(torch.randn(2, 8, 20), torch.tensor([20, 11]))
+    assert y.shape[1] == cfg.out_width() and lengths.tolist() == [20 // cfg.stride, -(-11 // cfg.stride)]
+    assert all(g.pad == g.dil * (g.kernel - 1) // 2 for g in cfg.convs()), "left-out paddings are 'same'"
 
 
 @pytest.mark.parametrize("p", [0.05, 0.25, 0.5])
@@ -73,14 +83,16 @@ def test_cpu_dropout_fast_path_keeps_1_minus_p_and_scales_like_the_native_one(p)
 @pytest.mark.parametrize("btype", list(BLOCKS))
 def test_every_block_returns_zero_padding_for_zero_padding(btype):
     # the contract the blocks rely on instead of masking their inputs
-    from tests.stt.test_model import _branch
     from stt import load_layer_config
+    from tests.stt.test_model import _branch
 
     torch.manual_seed(0)
-    cfg = load_layer_config([[[_branch(btype, 8, kernel=5, stride=2 if btype not in ("attention_conv_block", "feed_forward") else 1)]]],
-                            in_width=8)  # fmt: skip
-    (name, kw), = cfg.layers[0][0]
-    blk = BLOCKS[name](**kw).train()
+    cfg = load_layer_config(
+        [[[_branch(btype, 8, kernel=5, stride=2 if btype not in ("attention_conv_block", "feed_forward") else 1)]]],
+        in_width=8,
+    )
+    ((name, kw),) = cfg.layers[0][0]
+    blk = BLOCKS[name].of(**kw).train()
     lengths = torch.tensor([30, 17, 4])
     x = torch.randn(3, 8, 30) * (torch.arange(30)[None, None] < lengths[:, None, None])
     y, out_lengths = blk(x, lengths)

@@ -13,20 +13,27 @@ def conv(**kw):
 
 def test_seed_base_is_the_design_notes_config():
     cfg = load_layer_config("seed_base.yaml")
-    assert len(cfg.layers) == 6 and cfg.width == 512 and cfg.out_width == 512
+    assert len(cfg.layers) == 6 and cfg.in_width == 512 and cfg.out_width == 512
     assert [cfg.layer_stride(i) for i in range(6)] == [1, 2, 1, 2, 1, 1]
     first = cfg.layers[0][0]
     assert [kw["dil_conv"] for _, kw in first] == [1, 2, 3]
     assert [kw["pad_conv"] for _, kw in first] == [1, 2, 3]
-    assert cfg.layers[0][1][0] == ("feed_forward", {"input_size": 1536, "output_size": 512, "d_ff": 2048, "dropout": 0.25})
+    assert cfg.layers[0][1][0] == (
+        "feed_forward",
+        {"input_size": 1536, "output_size": 512, "d_ff": 2048, "dropout": 0.25},
+    )
     assert "seed_base.yaml" in shipped_configs()
 
 
 def test_derives_widths_pads_and_feed_forward_input():
     cfg = load_layer_config(
-        [[[conv(in_chan=16, out_chan=32, kernel=5), conv(out_chan=32, kernel=3, dil=3, k=2)],
-          [["feed_forward", {"output_size": 16}]]]]
-    )  # fmt: skip
+        [
+            [
+                [conv(in_chan=16, out_chan=32, kernel=5), conv(out_chan=32, kernel=3, dil=3, k=2)],
+                [["feed_forward", {"output_size": 16}]],
+            ]
+        ]
+    )
     (_, a), (_, b) = cfg.layers[0][0]
     assert a["pad"] == 2 and b["pad"] == 3 and b["in_chan"] == 16
     assert cfg.layers[0][1][0][1]["input_size"] == 32 + 16  # GLU halves the second branch
@@ -65,11 +72,15 @@ INVALID = [
     ([[[conv(in_chan=64, out_chan=0)]]], "branches[0].out_chan", "must be a positive integer"),
     ([[[conv(**W, stride=-1)]]], "branches[0].stride", "must be a positive integer"),
     ([[[conv(in_chan=64, out_chan=63, k=2)]]], "branches[0].out_chan", "GLU"),
-    ([[[conv(**W, k=3)]]], "branches[0].k", "must be 1 (ReLU) or 2 (GLU)"),
+    ([[[conv(**W, k=3)]]], "branches[0].k", "must be one of 1, 2 (1: ReLU, 2: GLU"),
     ([[[conv(**W, groups=5)]]], "branches[0].groups", "does not divide in_chan 64"),
     ([[[conv(**W, dropout=1.5)]]], "branches[0].dropout", "in [0, 1)"),
     ([[[conv(**W, kernel="3")]]], "branches[0].kernel", "expected an integer"),
-    ([[[conv(**W)]], [[conv(in_chan=32, out_chan=64)]]], "layers[1].blocks[0].branches[0].in_chan", "32, but the input"),
+    (
+        [[[conv(**W)]], [[conv(in_chan=32, out_chan=64)]]],
+        "layers[1].blocks[0].branches[0].in_chan",
+        "32, but the input",
+    ),
     ([[[["feed_forward", {"input_size": 64}]]]], "branches[0].output_size", "missing"),
     ([[[conv(out_chan=64)]]], "branches[0].in_chan", "needed on the first branch"),
     ([[[["conv_block"]]]], "layers[0].blocks[0].branches[0]", "expected [block_type, {kwargs}]"),

@@ -43,21 +43,38 @@ def _branch(btype, width, kernel=3, stride=1, dil=1, k=1, heads=2, out=None):
 GEOMS = [(k, d, s) for k, d, s in itertools.product([1, 2, 3, 5, 7], [1, 2, 3], [1, 2, 3]) if d * (k - 1) % 2 == 0]
 
 
-@pytest.mark.parametrize("kernel,dil,stride", GEOMS)
-def test_output_lengths_match_real_lengths_for_1_to_400(kernel, dil, stride):
+def _lengths_agree(kernel, dil, stride, longest):
     # one layer per strided block type, so lengths go through the rounding three times
     types = ["conv_block", "separable_conv_block", "conv_attention_conv_block"]
     cfg = [[[_branch(t, 4, kernel, stride, dil)]] for t in types]
     cfg[0][0][0][1]["in_chan"] = 4
     model = STTModel(cfg, input_size=4, input_proj=None).eval()
     with torch.no_grad():
-        for t in range(1, 401):
+        for t in range(1, longest + 1):
             y, lengths = model(torch.randn(1, t, 4))
             assert y.size(1) == lengths.item() == model.output_lengths(torch.tensor([t])).item(), t
 
 
-CASES = [(b, k, par, s) for b in BLOCKS for k in (1, 2) for par in (1, 2) for s in (1, 2)
-         if not (b in ("attention_conv_block", "feed_forward") and (k == 2 or s == 2))]  # fmt: skip
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel,dil,stride", GEOMS)
+def test_output_lengths_match_real_lengths_for_1_to_400(kernel, dil, stride):
+    _lengths_agree(kernel, dil, stride, 400)
+
+
+@pytest.mark.parametrize("kernel,dil,stride", [(3, 1, 2), (5, 3, 3), (2, 2, 1)])
+def test_output_lengths_match_real_lengths_through_three_strides(kernel, dil, stride):
+    # the rounding repeats with period stride**3 <= 27: 1..60 frames cover it twice
+    _lengths_agree(kernel, dil, stride, 60)
+
+
+CASES = [
+    (b, k, par, s)
+    for b in BLOCKS
+    for k in (1, 2)
+    for par in (1, 2)
+    for s in (1, 2)
+    if not (b in ("attention_conv_block", "feed_forward") and (k == 2 or s == 2))
+]
 
 
 @pytest.mark.parametrize("btype,k,parallel,stride", CASES)
@@ -65,7 +82,7 @@ def test_every_block_builds_runs_forward_and_backward(btype, k, parallel, stride
     width = 8
     block = [_branch(btype, width, kernel=3, stride=stride, dil=1 + i, k=k) for i in range(parallel)]
     cfg = [[block, [["feed_forward", {"output_size": width, "d_ff": 16}]]], [[_branch(btype, width, k=k)]]]
-    cfg[0][0][0][1][BLOCKS[btype].in_key] = width
+    cfg[0][0][0][1][BLOCKS[btype].Config.in_key] = width
     model = STTModel(cfg, input_size=5, input_proj="base", output_size=7)
     x = torch.randn(3, 23, 5, requires_grad=True)
     lengths = torch.tensor([23, 17, 9])
@@ -94,11 +111,16 @@ def test_padding_never_changes_real_frames_in_eval(btype):
     torch.manual_seed(0)
     strided = btype not in ("attention_conv_block", "feed_forward")
     cfg = [
-        [[_branch(btype, 8, kernel=5, stride=2 if strided else 1), _branch(btype, 8, kernel=3, stride=2 if strided else 1)],
-         [["feed_forward", {"output_size": 8, "d_ff": 16}]]],
+        [
+            [
+                _branch(btype, 8, kernel=5, stride=2 if strided else 1),
+                _branch(btype, 8, kernel=3, stride=2 if strided else 1),
+            ],
+            [["feed_forward", {"output_size": 8, "d_ff": 16}]],
+        ],
         [[_branch(btype, 8, kernel=3, dil=1)]],
-    ]  # fmt: skip
-    cfg[0][0][0][1][BLOCKS[btype].in_key] = 8
+    ]
+    cfg[0][0][0][1][BLOCKS[btype].Config.in_key] = 8
     model = STTModel(cfg, input_size=6, input_proj="base", output_size=5)
     # fresh BatchNorm has running stats (0, 1); train a step so they are not trivial
     model.train()
@@ -159,7 +181,9 @@ def test_random_valid_configs_build_run_and_track_lengths(layers, t):
 
 def test_input_proj_none_requires_matching_width():
     cfg = [[[["conv_block", {"in_chan": 8, "out_chan": 8}]]]]
-    with pytest.raises(LayerConfigError, match=r"layers\[0\].blocks\[0\].branches\[0\].in_chan: 8, but the input to this block has 80"):
+    with pytest.raises(
+        LayerConfigError, match=r"layers\[0\].blocks\[0\].branches\[0\].in_chan: 8, but the input to this block has 80"
+    ):
         STTModel(cfg, input_size=80, input_proj=None)
     with pytest.raises(LayerConfigError, match="input_proj: unknown projection 'big'"):
         STTModel(cfg, input_size=8, input_proj="big")
@@ -167,4 +191,11 @@ def test_input_proj_none_requires_matching_width():
 
 def test_print_model_shows_architecture():
     text = str(STTModel("seed_base.yaml"))
-    assert "n_heads=8, kernel=5" in text and "residual=True" in text and "dilation=(3,)" in text
+    # each branch's type, widths, kernel, dilation, stride, heads; the merge; the residual
+    assert "ConvBlock(\n" in text and "512->512, kernel=3, stride=1, dil=3, groups=1\n" in text
+    assert "512->512, kernel=3, stride=2, dil=1" in text  # the strided layers
+    assert "AttentionConvBlock(512->512, n_heads=8, kernel=5, dropconnect=0.25, bias=True)" in text
+    assert "Parallel(\n          concat of 3" in text and "FeedForward(\n              1536->512, d_ff=2048" in text
+    assert "residual=True" in text
+    glu = str(STTModel([[[["conv_block", {"in_chan": 8, "out_chan": 16, "k": 2}]]]], input_size=8))
+    assert "8->8, kernel=3, stride=1, dil=1, groups=1, glu: 16->8" in glu
