@@ -17,16 +17,37 @@ def _launch(args) -> int:
     from search.study import create_study, launch, settings_from_space
 
     settings = settings_from_space(
-        args.space, args.data, args.trials, sampler=args.sampler, pruner=args.pruner, prune_on=args.prune_on, seed=args.seed,
-        objectives=tuple(args.objectives.split(",")), max_params=args.max_params, max_gflops=args.max_gflops,
-        epochs=args.epochs, trial_seconds=args.trial_seconds, runs_dir=args.runs_dir, startup_trials=args.startup_trials,
-        heartbeat=args.heartbeat, rescore_top=args.rescore_top, lm=args.lm, lexicon=args.lexicon,
-    )  # fmt: skip
+        args.space,
+        args.data,
+        args.trials,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        prune_on=args.prune_on,
+        seed=args.seed,
+        objectives=tuple(args.objectives.split(",")),
+        max_params=args.max_params,
+        max_gflops=args.max_gflops,
+        epochs=args.epochs,
+        trial_seconds=args.trial_seconds,
+        runs_dir=args.runs_dir,
+        startup_trials=args.startup_trials,
+        heartbeat=args.heartbeat,
+        rescore_top=args.rescore_top,
+        lm=args.lm,
+        lexicon=args.lexicon,
+    )
     if args.workers > 1:
         create_study(args.study, settings, args.storage, enqueue=tuple(args.enqueue))
         return _run_workers(args)
-    study = launch(args.study, settings, args.storage, timeout=args.timeout, device=args.device,
-                   isolate=not args.in_process, enqueue=tuple(args.enqueue))  # fmt: skip
+    study = launch(
+        args.study,
+        settings,
+        args.storage,
+        timeout=args.timeout,
+        device=args.device,
+        isolate=not args.in_process,
+        enqueue=tuple(args.enqueue),
+    )
     return _after_run(study, args)
 
 
@@ -34,8 +55,16 @@ def _join(args, **extra):
     """Work on an existing study from this process (resume and worker alike), with this host's mounts."""
     from search.study import run_study
 
-    return run_study(args.study, args.storage, timeout=args.timeout, device=args.device, isolate=not args.in_process,
-                     data_dir=args.data, runs_dir=args.runs_dir, **extra)  # fmt: skip
+    return run_study(
+        args.study,
+        args.storage,
+        timeout=args.timeout,
+        device=args.device,
+        isolate=not args.in_process,
+        data_dir=args.data,
+        runs_dir=args.runs_dir,
+        **extra,
+    )
 
 
 def _resume(args) -> int:
@@ -51,8 +80,10 @@ def _worker(args) -> int:
     if args.workers > 1:
         return _run_workers(args)
     study = _join(args, dry_run=args.dry_run)
-    print(f"worker done: study '{study.study_name}' has {count_finished(study)}/{read_settings(study).trials} trials "
-          f"finished; storage {redact(args.storage or DEFAULT_STORAGE)}")  # fmt: skip
+    print(
+        f"worker done: study '{study.study_name}' has {count_finished(study)}/{read_settings(study).trials} trials "
+        f"finished; storage {redact(args.storage or DEFAULT_STORAGE)}"
+    )
     return 0
 
 
@@ -102,9 +133,11 @@ def _run_workers(args) -> int:
     if failed:
         # a lost worker is said; it is an error only when the others could not finish the study without it
         done = count_finished(study) >= read_settings(study).trials
-        print(f"stt-search {args.command}: {len(failed)} of {len(codes)} workers exited with an error "
-              f"(status {', '.join(map(str, failed))}){'; the others finished the study' if done else ''}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"stt-search {args.command}: {len(failed)} of {len(codes)} workers exited with an error "
+            f"(status {', '.join(map(str, failed))}){'; the others finished the study' if done else ''}",
+            file=sys.stderr,
+        )
         return rc if done else 1
     return rc
 
@@ -118,8 +151,10 @@ def _after_run(study, args) -> int:
     target = read_settings(study).trials
     promoted = int(df["continues"].notna().sum()) if "continues" in df else 0
     more = f" (and {promoted} trials that continued promoted candidates)" if promoted else ""
-    print(f"study '{study.study_name}': {count_finished(study)}/{target} trials finished{more}; "
-          f"storage {redact(args.storage or DEFAULT_STORAGE)}")  # fmt: skip
+    print(
+        f"study '{study.study_name}': {count_finished(study)}/{target} trials finished{more}; "
+        f"storage {redact(args.storage or DEFAULT_STORAGE)}"
+    )
     return 0
 
 
@@ -160,8 +195,16 @@ def _demo(args) -> int:
         print(f"study '{args.study}' exists: resuming it", flush=True)
         study = run_study(args.study, storage, timeout=args.budget)
     else:
-        settings = settings_from_space(args.space, str(data), args.trials, sampler="tpe", pruner="asha", seed=args.seed,
-                                       runs_dir=args.runs_dir, epochs=args.epochs)  # fmt: skip
+        settings = settings_from_space(
+            args.space,
+            str(data),
+            args.trials,
+            sampler="tpe",
+            pruner="asha",
+            seed=args.seed,
+            runs_dir=args.runs_dir,
+            epochs=args.epochs,
+        )
         study = launch(args.study, settings, storage, timeout=args.budget)
     _after_run(study, args)
     out = Path(args.export)
@@ -181,61 +224,128 @@ def _storage_proxy(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from search.study import DEFAULT_STORAGE, PRUNERS, SIGNALS
-    from stt.cli import OneLineParser, nonnegative_int, positive_float, positive_int
+    from stt.cli_args import OneLineParser, nonnegative_int, positive_float, positive_int
 
     p = OneLineParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
     sub = p.add_subparsers(dest="command", required=True)
 
     def storage(sp):
-        sp.add_argument("--storage", default=None, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... for many hosts)")
+        sp.add_argument(
+            "--storage",
+            default=None,
+            help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... for many hosts)",
+        )
 
     def device(sp):
-        sp.add_argument("--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)")
-        sp.add_argument("--in-process", action="store_true",
-                        help="train trials in this process instead of one child process each (debugging; memory grows)")
+        sp.add_argument(
+            "--device", default=None, help="where trials train: cpu, cuda, cuda:1 ... (default: CUDA if available)"
+        )
+        sp.add_argument(
+            "--in-process",
+            action="store_true",
+            help="train trials in this process instead of one child process each (debugging; memory grows)",
+        )
         sp.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1: this one)")
-        sp.add_argument("--trials-per-device", type=positive_int, default=1,
-                        help="with --workers and several GPUs: workers per GPU (default 1)")
+        sp.add_argument(
+            "--trials-per-device",
+            type=positive_int,
+            default=1,
+            help="with --workers and several GPUs: workers per GPU (default 1)",
+        )
 
     def mounts(sp):
-        sp.add_argument("--data", default=None, help="where this host mounts the study's data folder (default: the study's)")
-        sp.add_argument("--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)")
+        sp.add_argument(
+            "--data", default=None, help="where this host mounts the study's data folder (default: the study's)"
+        )
+        sp.add_argument(
+            "--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)"
+        )
 
     la = sub.add_parser("launch", help="create a study and run it")
     la.add_argument("--space", required=True, help="a shipped space by name (small, seed) or a search space YAML")
     la.add_argument("--data", required=True, help="data folder (features are prepared if missing)")
     la.add_argument("--study", required=True, help="study name")
     la.add_argument("--trials", type=positive_int, default=20, help="target number of finished trials")
-    la.add_argument("--timeout", type=positive_float, default=None,
-                    help="wall seconds for this run: no trial starts after it, and a running one stops at its next "
-                         "epoch end (resume continues it)")  # fmt: skip
+    la.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=None,
+        help="wall seconds for this run: no trial starts after it, and a running one stops at its next "
+        "epoch end (resume continues it)",
+    )
     la.add_argument("--sampler", default="tpe", choices=["tpe", "random", "nsga2"])
-    la.add_argument("--pruner", default="asha", choices=list(PRUNERS),
-                    help="asha (default): successive halving with pause and promote, rungs at a probe after 1/3 "
-                         "of epoch 1, then 1, 3, 9... epochs; median: the median of earlier trials at the same epoch")  # fmt: skip
-    la.add_argument("--prune-on", default="loss", choices=list(SIGNALS),
-                    help="the dev signal pruning compares each epoch (default loss, the CTC loss per letter: it ranks "
-                         "candidates best from the first epoch, when WER is still ~100%%; see bench/early_signals.py)")  # fmt: skip
-    la.add_argument("--enqueue", action="append", default=[], metavar="CONFIG",
-                    help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable")
-    la.add_argument("--rescore-top", type=nonnegative_int, default=0, metavar="K",
-                    help="beam-decode the K best finished trials with a lexicon and LM at the end (leaderboard "
-                         "columns dev/test_wer_beam); candidates are still ranked by greedy dev WER")  # fmt: skip
-    la.add_argument("--lm", default=None, help="with --rescore-top: ARPA or KenLM file (default: a unigram LM of the "
-                    "training transcripts, built into DATA/lm)")  # fmt: skip
-    la.add_argument("--lexicon", default=None, help="with --rescore-top and --lm: lexicon file, or auto (the LM's words)")
-    la.add_argument("--startup-trials", type=nonnegative_int, default=None,
-                    help="random trials before TPE models the space (default: a third of --trials, 3 to 10)")
+    la.add_argument(
+        "--pruner",
+        default="asha",
+        choices=list(PRUNERS),
+        help="asha (default): successive halving with pause and promote, rungs at a probe after 1/3 "
+        "of epoch 1, then 1, 3, 9... epochs; median: the median of earlier trials at the same epoch",
+    )
+    la.add_argument(
+        "--prune-on",
+        default="loss",
+        choices=list(SIGNALS),
+        help="the dev signal pruning compares each epoch (default loss, the CTC loss per letter: it ranks "
+        "candidates best from the first epoch, when WER is still ~100%%; see bench/early_signals.py)",
+    )
+    la.add_argument(
+        "--enqueue",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable",
+    )
+    la.add_argument(
+        "--rescore-top",
+        type=nonnegative_int,
+        default=0,
+        metavar="K",
+        help="beam-decode the K best finished trials with a lexicon and LM at the end (leaderboard "
+        "columns dev/test_wer_beam); candidates are still ranked by greedy dev WER",
+    )
+    la.add_argument(
+        "--lm",
+        default=None,
+        help="with --rescore-top: ARPA or KenLM file (default: a unigram LM of the "
+        "training transcripts, built into DATA/lm)",
+    )
+    la.add_argument(
+        "--lexicon", default=None, help="with --rescore-top and --lm: lexicon file, or auto (the LM's words)"
+    )
+    la.add_argument(
+        "--startup-trials",
+        type=nonnegative_int,
+        default=None,
+        help="random trials before TPE models the space (default: a third of --trials, 3 to 10)",
+    )
     la.add_argument("--seed", type=int, default=None)
     la.add_argument("--objectives", default="wer", help="wer, or wer,params / wer,gflops for a Pareto front")
-    la.add_argument("--max-params", type=positive_float, default=None, help="skip (prune) candidates with more parameters")
-    la.add_argument("--max-gflops", type=positive_float, default=None, help="skip candidates above this many forward GFLOPs per audio-second")
+    la.add_argument(
+        "--max-params", type=positive_float, default=None, help="skip (prune) candidates with more parameters"
+    )
+    la.add_argument(
+        "--max-gflops",
+        type=positive_float,
+        default=None,
+        help="skip candidates above this many forward GFLOPs per audio-second",
+    )
     la.add_argument("--epochs", type=positive_int, default=None, help="override the space's train.epochs")
-    la.add_argument("--trial-seconds", type=positive_float, default=None, help="wall budget per trial (stops after the epoch that crosses it)")
-    la.add_argument("--runs-dir", default="results/runs", help="the runs root: trials train in RUNS_DIR/STUDY-UID/trial_N")
-    la.add_argument("--heartbeat", type=positive_int, default=30,
-                    help="seconds between a running trial's heartbeats; a worker silent for 4 is presumed dead and "
-                         "its trial re-queued (database storages)")  # fmt: skip
+    la.add_argument(
+        "--trial-seconds",
+        type=positive_float,
+        default=None,
+        help="wall budget per trial (stops after the epoch that crosses it)",
+    )
+    la.add_argument(
+        "--runs-dir", default="results/runs", help="the runs root: trials train in RUNS_DIR/STUDY-UID/trial_N"
+    )
+    la.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=30,
+        help="seconds between a running trial's heartbeats; a worker silent for 4 is presumed dead and "
+        "its trial re-queued (database storages)",
+    )
     storage(la)
     device(la)
     la.set_defaults(func=_launch)
@@ -253,12 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     wo = sub.add_parser("worker", help="join a study from any machine and train its trials until the target is met")
     joins(wo)
-    wo.add_argument("--dry-run", type=float, default=None, metavar="SECONDS",
-                    help="load test: sample and build each candidate, wait SECONDS, train nothing")
+    wo.add_argument(
+        "--dry-run",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="load test: sample and build each candidate, wait SECONDS, train nothing",
+    )
     wo.set_defaults(func=_worker)
 
-    sp = sub.add_parser("storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)")
-    sp.add_argument("--storage", required=True, help="the database behind the proxy (postgresql://... or sqlite:///...)")
+    sp = sub.add_parser(
+        "storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)"
+    )
+    sp.add_argument(
+        "--storage", required=True, help="the database behind the proxy (postgresql://... or sqlite:///...)"
+    )
     sp.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
     sp.add_argument("--port", type=int, default=13000)
     sp.set_defaults(func=_storage_proxy)
@@ -268,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--trial", type=int, default=None)
     ex.add_argument("-o", "--output", required=True)
     ex.add_argument("--weights", action="store_true", help="also copy the trial's best.pt beside the YAML")
-    ex.add_argument("--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)")
+    ex.add_argument(
+        "--runs-dir", default=None, help="where this host mounts the study's runs root (default: the study's)"
+    )
     storage(ex)
     ex.set_defaults(func=_export)
 
@@ -279,16 +400,26 @@ def build_parser() -> argparse.ArgumentParser:
     storage(co)
     co.set_defaults(func=_compare)
 
-    de = sub.add_parser("demo", help="the main job: synthesise the corpus if absent, run a short CPU study, export the best")
+    de = sub.add_parser(
+        "demo", help="the main job: synthesise the corpus if absent, run a short CPU study, export the best"
+    )
     de.add_argument("--data", default="data/synth")
     de.add_argument("--hours", type=positive_float, default=1.0)
     de.add_argument("--space", default="small", help="a shipped space by name (small, seed) or a space YAML")
     de.add_argument("--study", default="demo")
-    de.add_argument("--trials", type=positive_int, default=60, help="target trials (default 60: the budget ends it first)")
-    de.add_argument("--budget", type=positive_float, default=20 * 60,
-                    help="wall seconds for the study (default 20 min); a trial running then stops at its next epoch end")
+    de.add_argument(
+        "--trials", type=positive_int, default=60, help="target trials (default 60: the budget ends it first)"
+    )
+    de.add_argument(
+        "--budget",
+        type=positive_float,
+        default=20 * 60,
+        help="wall seconds for the study (default 20 min); a trial running then stops at its next epoch end",
+    )
     de.add_argument("--seed", type=int, default=0)
-    de.add_argument("--epochs", type=positive_int, default=None, help="override the space's train.epochs (a quick look)")
+    de.add_argument(
+        "--epochs", type=positive_int, default=None, help="override the space's train.epochs (a quick look)"
+    )
     de.add_argument("--runs-dir", default="results/runs")
     de.add_argument("--export", default="results/demo-best.yaml")
     storage(de)
@@ -326,8 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stt-search {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"stt-search {args.command}: interrupted; the current trial is marked and `stt-search resume` continues it",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"stt-search {args.command}: interrupted; the current trial is marked and `stt-search resume` continues it",
+            file=sys.stderr,
+        )
         return 130
 
 

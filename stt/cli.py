@@ -6,54 +6,25 @@ import argparse
 import logging
 import sys
 
-from stt.errors import one_line
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A bad flag is one line naming it, not the whole usage block (``--help`` still shows it)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _integer(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= {low}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (``--epochs 0`` is an error, not "use the default")."""
-    return _integer(text, 1)
-
-
-def nonnegative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    return _integer(text, 0)
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g}: expected a number > 0")
-    return value
+from stt import cli_data, cli_decode, cli_train  # each command lives beside its module
+from stt.cli_args import OneLineParser, positive_int
+from stt.errors import ConfigError, STTError, one_line
 
 
 def _cmd_describe(args) -> None:
+    from stt.blocks import describe_blocks
     from stt.model import STTModel, describe
     from stt.run_config import load_run_config
 
+    if args.blocks:
+        print(describe_blocks(), end="")
+        return
+    if args.config is None:
+        raise ConfigError("describe: give a config (or --blocks for the block types and their keys)")
     run = load_run_config(args.config)
-    model = STTModel(run.layers, input_size=args.input_size or run.input_size, input_proj=run.input_proj,
-                     output_size=None)  # fmt: skip
+    model = STTModel(
+        run.layers, input_size=args.input_size or run.input_size, input_proj=run.input_proj, output_size=None
+    )
     if args.print_model:
         print(model)
     d = describe(model)
@@ -72,12 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("describe", help="parameters, stride, receptive field and GFLOPs of a config")
-    d.add_argument("config", help="a layer config or run config YAML (or a shipped name such as seed_base.yaml)")
-    d.add_argument("--input-size", type=positive_int, default=None, help="feature size (default 80, the fbank frontend's; the design note used 512-d wav2vec)")
+    d.add_argument(
+        "config", nargs="?", help="a layer config or run config YAML (or a shipped name such as seed_base.yaml)"
+    )
+    d.add_argument("--blocks", action="store_true", help="list the block types, their keys, defaults and docs instead")
+    d.add_argument(
+        "--input-size",
+        type=positive_int,
+        default=None,
+        help="feature size (default 80, the fbank frontend's; the design note used 512-d wav2vec)",
+    )
     d.add_argument("--print-model", action="store_true", help="also print the module tree")
     d.set_defaults(func=_cmd_describe)
-
-    from stt import cli_data, cli_decode, cli_train  # the data, training and decoding commands live beside their modules
 
     cli_data.add_commands(sub)
     cli_train.add_commands(sub)
@@ -86,8 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stt.errors import STTError
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:

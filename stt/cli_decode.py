@@ -19,7 +19,7 @@ def add_decoder_args(p) -> None:
 
 
 def _positive_int(text: str) -> int:
-    from stt.cli import positive_int
+    from stt.cli_args import positive_int
 
     return positive_int(text)
 
@@ -73,7 +73,10 @@ def _cmd_lm_build(args) -> int:
     write_text(out / "lexicon.txt", lexicon_text(sentences))
     write_text(out / "lm.arpa", arpa)
     words = len({w for s in sentences for w in s})
-    print(f"{split}: {len(sentences)} sentences, {words} words -> {out / 'lexicon.txt'}, {out / 'lm.arpa'} (order {args.order})")
+    print(
+        f"{split}: {len(sentences)} sentences, {words} words -> "
+        f"{out / 'lexicon.txt'}, {out / 'lm.arpa'} (order {args.order})"
+    )
     return 0
 
 
@@ -93,47 +96,64 @@ def _cmd_tune(args) -> int:
     device = model_device(loaded.model)
     cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
     make_decoder(loaded.tokenizer, args.lm, args.lexicon)  # checks the files before any decoding
-    batches, refs = split_log_probs(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
-                                    loaded.run.train.precision)  # fmt: skip
+    batches, refs = split_log_probs(
+        loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames, loaded.run.train.precision
+    )
 
     def objective(trial: optuna.Trial) -> float:
-        s = BeamSettings(beam_size=args.beam_size, lm_weight=trial.suggest_float("lm_weight", 0.0, 8.0),
-                         word_score=trial.suggest_float("word_score", -3.0, 3.0))  # fmt: skip
+        s = BeamSettings(
+            beam_size=args.beam_size,
+            lm_weight=trial.suggest_float("lm_weight", 0.0, 8.0),
+            word_score=trial.suggest_float("word_score", -3.0, 3.0),
+        )
         decoder = make_decoder(loaded.tokenizer, args.lm, args.lexicon, s)
         return score(refs, decode_batches(batches, decoder, len(refs))).wer
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=args.seed))
     study.enqueue_trial({"lm_weight": 1.0, "word_score": 0.0})  # the untuned default competes too
-    greedy = evaluate_split(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
-                            loaded.run.train.precision)[0].wer  # fmt: skip
+    greedy = evaluate_split(
+        loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames, loaded.run.train.precision
+    )[0].wer
     study.optimize(objective, n_trials=args.trials, show_progress_bar=sys.stderr.isatty())
     best = study.best_trial
-    tuned = {"lm": str(Path(args.lm).resolve()) if args.lm else None,
-             "lexicon": args.lexicon if args.lexicon in (None, "auto") else str(Path(args.lexicon).resolve()),
-             "beam_size": args.beam_size, **best.params, f"{args.split}_wer_beam": best.value,
-             f"{args.split}_wer_greedy": greedy}  # fmt: skip
+    tuned = {
+        "lm": str(Path(args.lm).resolve()) if args.lm else None,
+        "lexicon": args.lexicon if args.lexicon in (None, "auto") else str(Path(args.lexicon).resolve()),
+        "beam_size": args.beam_size,
+        **best.params,
+        f"{args.split}_wer_beam": best.value,
+        f"{args.split}_wer_greedy": greedy,
+    }
     write_text(Path(args.checkpoint) / TUNED, json.dumps(tuned, indent=1))
-    print(f"{args.split}: WER greedy {100 * greedy:.2f}% -> beam {100 * best.value:.2f}% with LM weight "
-          f"{best.params['lm_weight']:.2f}, word score {best.params['word_score']:.2f} ({args.trials} trials); "
-          f"saved in {Path(args.checkpoint) / TUNED}")  # fmt: skip
+    print(
+        f"{args.split}: WER greedy {100 * greedy:.2f}% -> beam {100 * best.value:.2f}% with LM weight "
+        f"{best.params['lm_weight']:.2f}, word score {best.params['word_score']:.2f} ({args.trials} trials); "
+        f"saved in {Path(args.checkpoint) / TUNED}"
+    )
     return 0
 
 
 def add_commands(sub) -> None:
-    from stt.cli import positive_int
+    from stt.cli_args import positive_int
 
     lm = sub.add_parser("lm", help="language models for beam-search decoding")
     lsub = lm.add_subparsers(dest="lm_command", required=True)
     b = lsub.add_parser("build", help="a lexicon and an ARPA n-gram LM from a corpus's training transcripts")
     b.add_argument("--data", required=True, help="data folder")
-    b.add_argument("--order", type=positive_int, default=1, help="n-gram order (default 1: the built-in corpus's "
-                   "sentences are random word sequences; 3-4 for real text)")  # fmt: skip
+    b.add_argument(
+        "--order",
+        type=positive_int,
+        default=1,
+        help="n-gram order (default 1: the built-in corpus's sentences are random word sequences; 3-4 for real text)",
+    )
     b.add_argument("--split", default=None, help="training split (default: the one named/prefixed 'train')")
     b.add_argument("--out", default=None, help="output folder (default DATA/lm)")
     b.set_defaults(func=_cmd_lm_build)
 
-    t = sub.add_parser("tune-decoder", help="fit the beam decoder's LM weight and word score on dev; saved with the run")
+    t = sub.add_parser(
+        "tune-decoder", help="fit the beam decoder's LM weight and word score on dev; saved with the run"
+    )
     t.add_argument("--checkpoint", required=True, help="run directory")
     t.add_argument("--data", required=True)
     t.add_argument("--lm", required=True, help="ARPA file or KenLM binary")

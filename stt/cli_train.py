@@ -20,23 +20,41 @@ def _cmd_train(args) -> int:
     previous = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if previous and not (args.resume or args.overwrite):  # a finished run's best.pt is not silently replaced
         shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
-        raise CheckpointError(f"{out}: holds a previous run ({shown}); continue it with --resume, "
-                              "or replace it with --overwrite")  # fmt: skip
+        raise CheckpointError(
+            f"{out}: holds a previous run ({shown}); continue it with --resume, or replace it with --overwrite"
+        )
     splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
     data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
     try:
-        trainer = Trainer(run, data, out, device=args.device, max_seconds=args.max_seconds,
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every)  # fmt: skip
+        trainer = Trainer(
+            run,
+            data,
+            out,
+            device=args.device,
+            max_seconds=args.max_seconds,
+            checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
+        )
     except InfeasibleError as e:  # a property of the config on this corpus: name the file
         raise InfeasibleError(f"{args.config}: {e}") from None
-    print(f"training {trainer.model.config!r} on {trainer.device} ({trainer.precision}{', compiled' if trainer.compiled else ''}); "
-          f"run directory {out}", file=sys.stderr)  # fmt: skip
+    print(
+        f"training {trainer.model.config!r} on {trainer.device} "
+        f"({trainer.precision}{', compiled' if trainer.compiled else ''}); "
+        f"run directory {out}",
+        file=sys.stderr,
+    )
     res = trainer.fit(resume=args.resume)
     for h in res.history:
-        print(f"epoch {h['epoch']:3d}  loss {h['train_loss']:.3f}  dev WER {100 * h['dev_wer']:5.1f}%  "
-              f"CER {100 * h['dev_cer']:5.1f}%  {h['audio_seconds_per_second']:.0f} audio-s/s  {h['elapsed']:.0f} s")  # fmt: skip
+        print(
+            f"epoch {h['epoch']:3d}  loss {h['train_loss']:.3f}  dev WER {100 * h['dev_wer']:5.1f}%  "
+            f"CER {100 * h['dev_cer']:5.1f}%  {h['audio_seconds_per_second']:.0f} audio-s/s  {h['elapsed']:.0f} s"
+        )
     test = f", test WER {100 * res.test_wer:.1f}% CER {100 * res.test_cer:.1f}%" if res.test_wer is not None else ""
-    dev = f"best dev WER {100 * res.dev_wer:.1f}% (epoch {res.best_epoch})" if res.dev_wer is not None else "no epoch finished"
+    dev = (
+        f"best dev WER {100 * res.dev_wer:.1f}% (epoch {res.best_epoch})"
+        if res.dev_wer is not None
+        else "no epoch finished"
+    )
     print(f"{res.status}: {dev}{test}; {res.params:,} parameters; run directory {out}")
     return 0 if res.status in ("completed", "early_stopped", "time_budget") else 1
 
@@ -54,15 +72,19 @@ def _cmd_eval(args) -> int:
     cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
     precision = loaded.run.train.precision  # as in training, so the logged WER is reproduced
     decoder = decoder_from_args(args, args.checkpoint, loaded.tokenizer)
-    scores, ids, refs, hyps = evaluate_split(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
-                                             precision, decoder)  # fmt: skip
+    scores, ids, refs, hyps = evaluate_split(
+        loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames, precision, decoder
+    )
     if args.errors:
         for row in error_listing(ids, refs, hyps)[: args.errors]:
             print(f"{row['id']}\tWER {100 * row['wer']:.0f}%\tREF: {row['ref']}\n\t\tHYP: {row['hyp']}")
     used = "bf16" if uses_bf16(device, precision) else "fp32"
     how = "greedy" if decoder is None else decoder.describe()
-    print(f"{args.split}: WER {100 * scores.wer:.2f}%  CER {100 * scores.cer:.2f}%  "
-          f"({scores.utterances} utterances, {scores.words} words; {args.checkpoint}/{args.weights}.pt on {device}, {used}; {how})")  # fmt: skip
+    print(
+        f"{args.split}: WER {100 * scores.wer:.2f}%  CER {100 * scores.cer:.2f}%  "
+        f"({scores.utterances} utterances, {scores.words} words; "
+        f"{args.checkpoint}/{args.weights}.pt on {device}, {used}; {how})"
+    )
     return 0
 
 
@@ -99,7 +121,7 @@ def _cmd_transcribe(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from stt.cli import nonnegative_int, positive_float, positive_int
+    from stt.cli_args import nonnegative_int, positive_float, positive_int
     from stt.cli_decode import add_decoder_args
 
     t = sub.add_parser("train", help="train one run config with CTC")
@@ -113,12 +135,22 @@ def add_commands(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
-    t.add_argument("--max-seconds", type=positive_float, default=None, help="stop after the epoch that crosses this wall time")
-    t.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="also checkpoint every N steps within an epoch")
-    t.add_argument("--log-every", type=positive_int, default=50,
-                   help="read the loss every N steps (a GPU sync); logs a line then when stderr is no terminal")
+    t.add_argument(
+        "--max-seconds", type=positive_float, default=None, help="stop after the epoch that crosses this wall time"
+    )
+    t.add_argument(
+        "--checkpoint-every", type=nonnegative_int, default=0, help="also checkpoint every N steps within an epoch"
+    )
+    t.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=50,
+        help="read the loss every N steps (a GPU sync); logs a line then when stderr is no terminal",
+    )
     for role in ("train", "dev", "test"):
-        t.add_argument(f"--{role}-split", default=None, help=f"split name for {role} (default: the one named/prefixed '{role}')")
+        t.add_argument(
+            f"--{role}-split", default=None, help=f"split name for {role} (default: the one named/prefixed '{role}')"
+        )
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="WER/CER of a trained run on a split")
