@@ -44,7 +44,10 @@ def main() -> None:
     for w in wavs:
         fe(w)
     dt = time.perf_counter() - t
-    print(f"frontend {fe.identity}: {audio_s / dt:,.0f} audio-s/s ({len(wavs)} utterances, {audio_s:.0f} s, torch threads {torch.get_num_threads()})")
+    print(
+        f"frontend {fe.identity}: {audio_s / dt:,.0f} audio-s/s "
+        f"({len(wavs)} utterances, {audio_s:.0f} s, torch threads {torch.get_num_threads()})"
+    )
 
     cache = open_split(args.data, args.split, args.frontend, progress=False)
     loader = make_loader(cache, args.batch_frames, shuffle=True)
@@ -54,8 +57,10 @@ def main() -> None:
         for _ in loader:
             n += 1
     dt = time.perf_counter() - t
-    print(f"cached loader: {n / dt:,.1f} batches/s, {cache.hours * 3600 * args.epochs / dt:,.0f} audio-s/s "
-          f"({len(cache)} utterances, {args.batch_frames} frames/batch, {args.epochs} epochs)")  # fmt: skip
+    print(
+        f"cached loader: {n / dt:,.1f} batches/s, {cache.hours * 3600 * args.epochs / dt:,.0f} audio-s/s "
+        f"({len(cache)} utterances, {args.batch_frames} frames/batch, {args.epochs} epochs)"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,11 @@ def main() -> None:
     p.add_argument("--lexicon", default=None, help="lexicon file (default: DATA/lm/lexicon.txt, or auto with --lm)")
     p.add_argument("--beam-size", type=int, default=BeamSettings.beam_size)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--homophones", action="store_true",
-                   help="also score with words espeak-ng pronounces alike merged (the built-in corpus's floor)")
+    p.add_argument(
+        "--homophones",
+        action="store_true",
+        help="also score with words espeak-ng pronounces alike merged (the built-in corpus's floor)",
+    )
     args = p.parse_args()
     if args.lm is None:
         from search.rescore import default_lm
@@ -70,23 +73,33 @@ def main() -> None:
     cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
     audio = sum(cache.frames) / 100.0  # 100 Hz features
     t = time.perf_counter()
-    batches, refs = split_log_probs(loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames,
-                                    loaded.run.train.precision)  # fmt: skip
+    batches, refs = split_log_probs(
+        loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames, loaded.run.train.precision
+    )
     forward = time.perf_counter() - t
-    with_lm = BeamSettings(beam_size=args.beam_size, lm_weight=tuned.get("lm_weight", BeamSettings.lm_weight),
-                           word_score=tuned.get("word_score", BeamSettings.word_score))  # fmt: skip
+    with_lm = BeamSettings(
+        beam_size=args.beam_size,
+        lm_weight=tuned.get("lm_weight", BeamSettings.lm_weight),
+        word_score=tuned.get("word_score", BeamSettings.word_score),
+    )
     plain = BeamSettings(beam_size=args.beam_size)
     decoders = {
         "greedy": None,
         "beam, lexicon-free": make_decoder(loaded.tokenizer, settings=plain),
         # the LM at weight 0: the lexicon alone (and --lexicon auto still finds the LM's words)
-        "beam + lexicon": make_decoder(loaded.tokenizer, args.lm, lexicon, BeamSettings(beam_size=args.beam_size, lm_weight=0.0)),
+        "beam + lexicon": make_decoder(
+            loaded.tokenizer, args.lm, lexicon, BeamSettings(beam_size=args.beam_size, lm_weight=0.0)
+        ),
         "beam + lexicon + LM": make_decoder(loaded.tokenizer, args.lm, lexicon, with_lm),
-    }  # fmt: skip
-    print(f"{args.checkpoint} on {args.split}: {len(refs)} utterances, {audio / 60:.1f} min of audio; model forward "
-          f"{forward:.1f} s (RTF {forward / audio:.4f}) on {device}, {torch.get_num_threads()} threads")  # fmt: skip
-    print(f"LM {args.lm}, lexicon {lexicon}; LM weight {with_lm.lm_weight:g}, word score {with_lm.word_score:g}"
-          f"{' (tuned)' if tuned else ''}, beam {args.beam_size}")  # fmt: skip
+    }
+    print(
+        f"{args.checkpoint} on {args.split}: {len(refs)} utterances, {audio / 60:.1f} min of audio; model forward "
+        f"{forward:.1f} s (RTF {forward / audio:.4f}) on {device}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"LM {args.lm}, lexicon {lexicon}; LM weight {with_lm.lm_weight:g}, word score {with_lm.word_score:g}"
+        f"{' (tuned)' if tuned else ''}, beam {args.beam_size}"
+    )
     merge = {}
     if args.homophones:
         merge = homophones(sorted({w for r in refs for w in r.split()}))
@@ -97,8 +110,10 @@ def main() -> None:
     rows = []
     for name, dec in decoders.items():
         if dec is None:
+
             def dec(log_probs, lens):
                 return [loaded.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lens, loaded.tokenizer.blank)]
+
         t = time.perf_counter()
         hyps = decode_batches(batches, dec, len(refs))
         seconds = time.perf_counter() - t
@@ -106,13 +121,17 @@ def main() -> None:
         row = {"decoder": name, "wer": s.wer, "cer": s.cer, "seconds": seconds, "rtf": seconds / audio}
         extra = ""
         if merge:
+
             def merged(texts):
                 return [" ".join(merge.get(w, w) for w in t.split()) for t in texts]
 
             row["wer_homophones_merged"] = score(merged(refs), merged(hyps)).wer
             extra = f" {100 * row['wer_homophones_merged']:.2f}% |"
         rows.append(row)
-        print(f"| {name} | {100 * s.wer:.2f}% | {100 * s.cer:.2f}% | {seconds:.2f} | {seconds / audio:.4f} |{extra}", flush=True)
+        print(
+            f"| {name} | {100 * s.wer:.2f}% | {100 * s.cer:.2f}% | {seconds:.2f} | {seconds / audio:.4f} |{extra}",
+            flush=True,
+        )
     print(json.dumps({"checkpoint": args.checkpoint, "split": args.split, "audio_seconds": audio, "rows": rows}))
 
 

@@ -16,8 +16,12 @@ import torch.nn.functional as F
 class _NoteConv(nn.Module):
     def __init__(self, in_chan, out_chan, kernel=3, stride=1, pad=1, dil=1, dropout=0.0, groups=1, k=1, **kw):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv1d(in_chan, out_chan, kernel, stride=stride, padding=pad, dilation=dil, groups=groups),
-                                  nn.BatchNorm1d(out_chan), nn.ReLU(inplace=True) if k == 1 else nn.GLU(dim=1), nn.Dropout(dropout))  # fmt: skip
+        self.conv = nn.Sequential(
+            nn.Conv1d(in_chan, out_chan, kernel, stride=stride, padding=pad, dilation=dil, groups=groups),
+            nn.BatchNorm1d(out_chan),
+            nn.ReLU(inplace=True) if k == 1 else nn.GLU(dim=1),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x):
         return self.conv(x)
@@ -26,9 +30,16 @@ class _NoteConv(nn.Module):
 class _NoteSep(nn.Module):
     def __init__(self, in_chan, out_chan, kernel=3, stride=1, pad=1, dil=1, dropout=0.0, k=1, **kw):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv1d(in_chan, k * in_chan, kernel, stride=stride, padding=pad, dilation=dil, groups=in_chan),
-                                  nn.BatchNorm1d(k * in_chan), nn.ReLU(inplace=True) if k == 1 else nn.GLU(dim=1), nn.Dropout(dropout),
-                                  nn.Conv1d(in_chan, out_chan, 1), nn.BatchNorm1d(out_chan), nn.ReLU(inplace=True), nn.Dropout(dropout))  # fmt: skip
+        self.conv = nn.Sequential(
+            nn.Conv1d(in_chan, k * in_chan, kernel, stride=stride, padding=pad, dilation=dil, groups=in_chan),
+            nn.BatchNorm1d(k * in_chan),
+            nn.ReLU(inplace=True) if k == 1 else nn.GLU(dim=1),
+            nn.Dropout(dropout),
+            nn.Conv1d(in_chan, out_chan, 1),
+            nn.BatchNorm1d(out_chan),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x):
         return self.conv(x)
@@ -50,8 +61,23 @@ class _NoteAttn(nn.Module):
 
 
 class _NoteCAC(nn.Module):
-    def __init__(self, in_chan, out_chan, kernel_conv=3, stride_conv=1, pad_conv=1, dil_conv=1, dropout_conv=0.0, groups=1,
-                 k=1, n_heads=8, kernel_attn=5, dropout_attn=0.0, pad_attn=2, bias=True):  # fmt: skip
+    def __init__(
+        self,
+        in_chan,
+        out_chan,
+        kernel_conv=3,
+        stride_conv=1,
+        pad_conv=1,
+        dil_conv=1,
+        dropout_conv=0.0,
+        groups=1,
+        k=1,
+        n_heads=8,
+        kernel_attn=5,
+        dropout_attn=0.0,
+        pad_attn=2,
+        bias=True,
+    ):
         super().__init__()
         self.conv = _NoteConv(in_chan, out_chan, kernel_conv, stride_conv, pad_conv, dil_conv, dropout_conv, groups, k)
         self.attn_conv = _NoteAttn(out_chan // k, n_heads, kernel_attn, dropout_attn, pad_attn, bias)
@@ -63,15 +89,26 @@ class _NoteCAC(nn.Module):
 class _NoteFF(nn.Module):
     def __init__(self, input_size, output_size, d_ff=2048, dropout=0.0, **kw):
         super().__init__()
-        self.ff = nn.Sequential(nn.Linear(input_size, d_ff), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                nn.Linear(d_ff, output_size), nn.Dropout(dropout), nn.LayerNorm(output_size))  # fmt: skip
+        self.ff = nn.Sequential(
+            nn.Linear(input_size, d_ff),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(d_ff, output_size),
+            nn.Dropout(dropout),
+            nn.LayerNorm(output_size),
+        )
 
     def forward(self, x):
         return self.ff(x)
 
 
-_NOTE_BLOCKS = {"conv_block": _NoteConv, "separable_conv_block": _NoteSep, "attention_conv_block": _NoteAttn,
-                "conv_attention_conv_block": _NoteCAC, "feed_forward": _NoteFF}  # fmt: skip
+_NOTE_BLOCKS = {
+    "conv_block": _NoteConv,
+    "separable_conv_block": _NoteSep,
+    "attention_conv_block": _NoteAttn,
+    "conv_attention_conv_block": _NoteCAC,
+    "feed_forward": _NoteFF,
+}
 
 
 class NoteModel(nn.Module):
@@ -81,9 +118,12 @@ class NoteModel(nn.Module):
         super().__init__()
         self.cfg = cfg.layers
         width = cfg.in_width
-        self.input_proj = nn.Sequential(nn.Dropout(0.25), nn.Linear(input_size, width), nn.ReLU(inplace=True), nn.LayerNorm(width))
-        self.network = nn.ModuleList(nn.ModuleList(nn.ModuleList(_NOTE_BLOCKS[t](**kw) for t, kw in blk) for blk in layer)
-                                     for layer in self.cfg)  # fmt: skip
+        self.input_proj = nn.Sequential(
+            nn.Dropout(0.25), nn.Linear(input_size, width), nn.ReLU(inplace=True), nn.LayerNorm(width)
+        )
+        self.network = nn.ModuleList(
+            nn.ModuleList(nn.ModuleList(_NOTE_BLOCKS[t](**kw) for t, kw in blk) for blk in layer) for layer in self.cfg
+        )
         self.output_proj = nn.Linear(cfg.out_width, output_size)
 
     def forward(self, x):
@@ -110,10 +150,12 @@ def note_train_step(model: NoteModel, opt: torch.optim.Optimizer, feats, targets
     """
     import contextlib
 
-    with (autocast() if autocast else contextlib.nullcontext()):
+    with autocast() if autocast else contextlib.nullcontext():
         logits = model(feats)  # [B, T', V]
     out_lens = torch.full((feats.size(0),), logits.size(1), dtype=torch.long, device=feats.device)
-    loss = F.ctc_loss(logits.float().log_softmax(-1).transpose(0, 1), targets, out_lens, target_lens, zero_infinity=True)
+    loss = F.ctc_loss(
+        logits.float().log_softmax(-1).transpose(0, 1), targets, out_lens, target_lens, zero_infinity=True
+    )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -28,8 +28,9 @@ def rank_table(histories: list[dict], at: tuple[int, ...]) -> pd.DataFrame:
     final = pd.Series([h["dev_wer"][-1] for h in histories])
     rows = {}
     for key, label in SIGNALS.items():
-        rows[label] = {f"epoch {e}": pd.Series([h[key][e - 1] for h in histories]).corr(final, method="spearman")
-                       for e in at}  # fmt: skip
+        rows[label] = {
+            f"epoch {e}": pd.Series([h[key][e - 1] for h in histories]).corr(final, method="spearman") for e in at
+        }
     return pd.DataFrame(rows).T
 
 
@@ -45,12 +46,24 @@ def main():
     p.add_argument("--runs-dir", default="results/runs")
     args = p.parse_args()
     if "uid" not in existing_studies(args.storage).get(args.study, {}):
-        s = settings_from_space(args.space, args.data, args.trials, sampler="random", pruner="none", seed=args.seed,
-                                epochs=args.epochs, runs_dir=args.runs_dir)  # fmt: skip
+        s = settings_from_space(
+            args.space,
+            args.data,
+            args.trials,
+            sampler="random",
+            pruner="none",
+            seed=args.seed,
+            epochs=args.epochs,
+            runs_dir=args.runs_dir,
+        )
         create_study(args.study, s, args.storage)
     study = run_study(args.study, args.storage)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
-            and len(t.user_attrs.get("history", {}).get("dev_wer", [])) == args.epochs]  # fmt: skip
+    done = [
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and len(t.user_attrs.get("history", {}).get("dev_wer", [])) == args.epochs
+    ]
     at = tuple(e for e in (1, 2, 3, 5) if e < args.epochs)
     table = rank_table([t.user_attrs["history"] for t in done], at)
     print(f"\nSpearman rank correlation with the final (epoch {args.epochs}) dev WER, {len(done)} candidates:\n")
@@ -58,8 +71,10 @@ def main():
     print("\nper candidate (trial, params, final dev WER, dev CER by epoch):")
     for t in sorted(done, key=lambda t: t.user_attrs["history"]["dev_wer"][-1]):
         h = t.user_attrs["history"]
-        print(f"  {t.number:3d} {t.user_attrs.get('params', 0) / 1e6:5.2f} M  WER {100 * h['dev_wer'][-1]:5.1f}%  "
-              f"CER {' '.join(f'{100 * c:4.1f}' for c in h['dev_cer'])}")  # fmt: skip
+        print(
+            f"  {t.number:3d} {t.user_attrs.get('params', 0) / 1e6:5.2f} M  WER {100 * h['dev_wer'][-1]:5.1f}%  "
+            f"CER {' '.join(f'{100 * c:4.1f}' for c in h['dev_cer'])}"
+        )
     print(json.dumps({"candidates": len(done), "epochs": args.epochs, "spearman": table.round(3).to_dict()}))
     print(f"database: {args.storage}")
 

@@ -48,7 +48,8 @@ frontend: fbank
 width: [16, 24]
 layers: {low: 1, high: 2}
 layer: {stride: [1, 2], branches: 1, d_ff: [1]}
-branch: {type: [conv_block, separable_conv_block], kernel: [3, 5], dilation: [1], glu: [false], heads: [2], dropout: 0.0}
+branch:
+  {type: [conv_block, separable_conv_block], kernel: [3, 5], dilation: [1], glu: [false], heads: [2], dropout: 0.0}
 train: {epochs: 1, batch_frames: [3000]}
 """
 
@@ -85,7 +86,18 @@ def timed(cmd, **kw) -> float:
 
 def try_train(tmp: Path, data: Path, i: int, delay: float) -> str:
     out = tmp / f"train_{i}"
-    cmd = [*STT, "train", "--config", str(tmp / "run.yaml"), "--data", str(data), "--out", str(out), "--checkpoint-every", "2"]
+    cmd = [
+        *STT,
+        "train",
+        "--config",
+        str(tmp / "run.yaml"),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--checkpoint-every",
+        "2",
+    ]
     if not killed_at(cmd, delay):
         return "finished before the kill"
     r = run([*cmd, "--resume"])
@@ -112,7 +124,9 @@ def _features(data: Path, complete: bool = True) -> dict:
     for split in sorted(find_splits(data)):
         rep = prepare_split(data, split, "fbank", progress=False)
         if complete and rep.computed:
-            raise AssertionError(f"{split}: the cache was reported complete but {rep.computed} utterances were recomputed")
+            raise AssertionError(
+                f"{split}: the cache was reported complete but {rep.computed} utterances were recomputed"
+            )
         c = FeatureCache(rep.cache_dir)
         feats.update({(split, u["id"]): c.features(k).copy() for k, u in enumerate(c.utterances)})
     return feats
@@ -150,14 +164,36 @@ def try_launch(tmp: Path, data: Path, i: int, delay: float) -> str:
     from search.study import open_storage
 
     db = f"sqlite:///{tmp}/launch_{i}.db"
-    launch = [*SEARCH, "launch", "--space", str(tmp / "space.yaml"), "--data", str(data), "--study", "k", "--trials", "2",
-              "--pruner", "none", "--seed", str(abs(hash(str(i))) % 1000), "--storage", db, "--runs-dir", str(tmp / f"runs_{i}")]  # fmt: skip
+    launch = [
+        *SEARCH,
+        "launch",
+        "--space",
+        str(tmp / "space.yaml"),
+        "--data",
+        str(data),
+        "--study",
+        "k",
+        "--trials",
+        "2",
+        "--pruner",
+        "none",
+        "--seed",
+        str(abs(hash(str(i))) % 1000),
+        "--storage",
+        db,
+        "--runs-dir",
+        str(tmp / f"runs_{i}"),
+    ]
     if not killed_at(launch, delay):
         return "finished before the kill"
     r = run([*SEARCH, "resume", "--study", "k", "--storage", db])
     how = "resumed"
-    if r.returncode == 2 and ("no such file" in r.stderr or "no study 'k'" in r.stderr or "launch again" in r.stderr
-                              or "the same `stt-search launch`" in r.stderr):  # fmt: skip
+    if r.returncode == 2 and (
+        "no such file" in r.stderr
+        or "no study 'k'" in r.stderr
+        or "launch again" in r.stderr
+        or "the same `stt-search launch`" in r.stderr
+    ):
         r, how = run(launch), "redone"
     if r.returncode != 0:
         raise AssertionError(f"the command after the kill ({how}) failed:\n{r.stderr[-1500:]}")
@@ -188,9 +224,13 @@ def main():
         from stt.synth import SynthSettings, prepare_synth
 
         data = tmp / "data"  # train and launch: a tiny corpus, so that a run is mostly training, not start-up
-        prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False)
+        prepare_synth(
+            data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False
+        )
         audio = tmp / "audio"  # prepare: more audio, so that computing features is a good part of its time
-        prepare_synth(audio, SynthSettings(hours=0.06, vocab=30, seed=4, min_words=2, max_words=5), workers=2, progress=False)
+        prepare_synth(
+            audio, SynthSettings(hours=0.06, vocab=30, seed=4, min_words=2, max_words=5), workers=2, progress=False
+        )
         (tmp / "run.yaml").write_text(RUN)
         (tmp / "space.yaml").write_text(SPACE)
         _features(data, complete=False)  # prepares the shared cache: train and launch read it
@@ -198,7 +238,18 @@ def main():
         shutil.rmtree(audio / ".stt-cache", ignore_errors=True)  # each prepare try starts from audio only
         for what in args.what.split(","):
             if what == "train":
-                full = timed([*STT, "train", "--config", str(tmp / "run.yaml"), "--data", str(data), "--out", str(tmp / "ref_run")])
+                full = timed(
+                    [
+                        *STT,
+                        "train",
+                        "--config",
+                        str(tmp / "run.yaml"),
+                        "--data",
+                        str(data),
+                        "--out",
+                        str(tmp / "ref_run"),
+                    ]
+                )
                 go = lambda i, d: try_train(tmp, data, i, d)  # noqa: E731
             elif what == "prepare":
                 ref = tmp / "ref_prepare"
@@ -206,9 +257,26 @@ def main():
                 full = timed([*STT, "prepare", "features", "--data", str(ref), "--quiet"])
                 go = lambda i, d: try_prepare(tmp, audio, reference, i, d)  # noqa: E731
             elif what == "launch":
-                full = timed([*SEARCH, "launch", "--space", str(tmp / "space.yaml"), "--data", str(data), "--study", "ref",
-                              "--trials", "2", "--pruner", "none", "--storage", f"sqlite:///{tmp}/ref.db",
-                              "--runs-dir", str(tmp / "ref_runs")])  # fmt: skip
+                full = timed(
+                    [
+                        *SEARCH,
+                        "launch",
+                        "--space",
+                        str(tmp / "space.yaml"),
+                        "--data",
+                        str(data),
+                        "--study",
+                        "ref",
+                        "--trials",
+                        "2",
+                        "--pruner",
+                        "none",
+                        "--storage",
+                        f"sqlite:///{tmp}/ref.db",
+                        "--runs-dir",
+                        str(tmp / "ref_runs"),
+                    ]
+                )
                 go = lambda i, d: try_launch(tmp, data, i, d)  # noqa: E731
             else:
                 sys.exit(f"--what: {what!r} is not one of train, prepare, launch")
@@ -228,8 +296,10 @@ def main():
             rows.append((what, full, outcomes, failures))
     print(f"\n{'command':8s} {'unkilled s':>10s} {'tries':>6s}  outcomes of the next command")
     for what, full, outcomes, failures in rows:
-        print(f"{what:8s} {full:10.1f} {sum(outcomes.values()):6d}  "
-              + ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())))  # fmt: skip
+        print(
+            f"{what:8s} {full:10.1f} {sum(outcomes.values()):6d}  "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))
+        )
         for f in failures:
             print(f"  {f}")
     sys.exit(1 if any(f for *_, f in rows) else 0)

@@ -32,9 +32,22 @@ def main():
     args = p.parse_args()
     storage = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     runs = tempfile.mkdtemp()
-    for name, sampler, pruner in [("tpe", "tpe", "median"), ("random", "random", "median"), ("tpe-nopruning", "tpe", "none")]:
-        s = settings_from_space(args.space, args.data, 1000, sampler=sampler, pruner=pruner, seed=args.seed,
-                                epochs=args.epochs, runs_dir=runs, startup_trials=args.startup_trials)  # fmt: skip
+    for name, sampler, pruner in [
+        ("tpe", "tpe", "median"),
+        ("random", "random", "median"),
+        ("tpe-nopruning", "tpe", "none"),
+    ]:
+        s = settings_from_space(
+            args.space,
+            args.data,
+            1000,
+            sampler=sampler,
+            pruner=pruner,
+            seed=args.seed,
+            epochs=args.epochs,
+            runs_dir=runs,
+            startup_trials=args.startup_trials,
+        )
         t = time.time()
         launch(name, s, storage, timeout=args.budget)
         wall = time.time() - t
@@ -42,9 +55,12 @@ def main():
         max_epochs = df["train_epochs"].max()
         pruned = df[df["state"] == "PRUNED"]
         saved = int((max_epochs - pruned["epochs"].fillna(0)).sum()) if len(pruned) else 0
-        print(f"{name:14s} best dev WER {100 * df['dev_wer'].min():5.1f}%  trials {len(df):3d} "
-              f"(pruned {len(pruned)})  wall {wall:6.0f} s  trial-epochs {int(df['epochs'].fillna(0).sum()):4d}  "
-              f"saved by pruning {saved}", flush=True)  # fmt: skip
+        print(
+            f"{name:14s} best dev WER {100 * df['dev_wer'].min():5.1f}%  trials {len(df):3d} "
+            f"(pruned {len(pruned)})  wall {wall:6.0f} s  trial-epochs {int(df['epochs'].fillna(0).sum()):4d}  "
+            f"saved by pruning {saved}",
+            flush=True,
+        )
     print(f"database: {storage}")
 
 

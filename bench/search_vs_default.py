@@ -59,8 +59,14 @@ def default_arm(data: str, out: Path, budget: float) -> dict:
     except subprocess.TimeoutExpired:
         pass  # best.pt holds the best epoch so far; score it as it stands
     res = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {}
-    return {"arm": "default", "best_dev_wer": res.get("dev_wer"), "test_wer": res.get("test_wer"), "candidates": 1,
-            "fidelity": {res.get("epochs"): 1}, "wall_seconds": round(time.time() - t)}  # fmt: skip
+    return {
+        "arm": "default",
+        "best_dev_wer": res.get("dev_wer"),
+        "test_wer": res.get("test_wer"),
+        "candidates": 1,
+        "fidelity": {res.get("epochs"): 1},
+        "wall_seconds": round(time.time() - t),
+    }
 
 
 def search_arm(name: str, space: str, data: str, storage: str, runs: str, budget: float, seed: int, **kw) -> dict:
@@ -76,12 +82,16 @@ def search_arm(name: str, space: str, data: str, storage: str, runs: str, budget
     if done.empty:  # the budget ended before any candidate reached full fidelity: the best so far, as export does
         done = df[df["status"] == "paused"].sort_values("dev_wer")
     best = done.iloc[0] if len(done) else None
-    return {"arm": name, "best_dev_wer": None if best is None else float(best["dev_wer"]),
-            "test_wer": None if best is None or pd.isna(best["test_wer"]) else float(best["test_wer"]),
-            "best_trial": None if best is None else int(best["trial"]),
-            "best_epochs": None if best is None else float(best["epochs"]), "candidates": len(reached),
-            "fidelity": dict(sorted(collections.Counter(round(float(e), 2) for e in reached).items())),
-            "wall_seconds": round(wall)}  # fmt: skip
+    return {
+        "arm": name,
+        "best_dev_wer": None if best is None else float(best["dev_wer"]),
+        "test_wer": None if best is None or pd.isna(best["test_wer"]) else float(best["test_wer"]),
+        "best_trial": None if best is None else int(best["trial"]),
+        "best_epochs": None if best is None else float(best["epochs"]),
+        "candidates": len(reached),
+        "fidelity": dict(sorted(collections.Counter(round(float(e), 2) for e in reached).items())),
+        "wall_seconds": round(wall),
+    }
 
 
 def main():
@@ -99,14 +109,28 @@ def main():
         if arm == "default":
             rows.append(default_arm(args.data, work / "default", args.budget))
         elif arm == "before":
-            rows.append(search_arm("before", str(work / "before.yaml"), args.data, storage, runs, args.budget, args.seed,
-                                   pruner="median", prune_on="wer"))  # fmt: skip
+            rows.append(
+                search_arm(
+                    "before",
+                    str(work / "before.yaml"),
+                    args.data,
+                    storage,
+                    runs,
+                    args.budget,
+                    args.seed,
+                    pruner="median",
+                    prune_on="wer",
+                )
+            )
         elif arm == "now":
             rows.append(search_arm("now", "small", args.data, storage, runs, args.budget, args.seed))
         r = rows[-1]
         fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        print(f"{r['arm']:8s} best dev WER {fmt(r['best_dev_wer']):>6s}  test WER {fmt(r['test_wer']):>6s}  "
-              f"candidates {r['candidates']:3d}  epochs reached {r['fidelity']}  wall {r['wall_seconds']} s", flush=True)
+        print(
+            f"{r['arm']:8s} best dev WER {fmt(r['best_dev_wer']):>6s}  test WER {fmt(r['test_wer']):>6s}  "
+            f"candidates {r['candidates']:3d}  epochs reached {r['fidelity']}  wall {r['wall_seconds']} s",
+            flush=True,
+        )
     print(json.dumps({"budget": args.budget, "arms": rows}))
     print(f"database: {storage}")
 

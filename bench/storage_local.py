@@ -27,17 +27,43 @@ def run_mode(name: str, url: str, data: Path, runs: Path, args) -> dict:
 
     study = f"local-{name}"
     target = args.workers * args.trials_per_worker
-    settings = settings_from_space(str(ROOT / "spaces" / "small.yaml"), str(data), target, sampler="random",
-                                   pruner="none", seed=0, runs_dir=str(runs))  # fmt: skip
+    settings = settings_from_space(
+        str(ROOT / "spaces" / "small.yaml"),
+        str(data),
+        target,
+        sampler="random",
+        pruner="none",
+        seed=0,
+        runs_dir=str(runs),
+    )
     create_study(study, settings, url)
-    cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", url, "--device", "cpu",
-           "--dry-run", str(args.sleep)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "worker",
+        "--study",
+        study,
+        "--storage",
+        url,
+        "--device",
+        "cpu",
+        "--dry-run",
+        str(args.sleep),
+    ]
     t0 = time.time()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)
+    ]
     errors = [p.communicate()[1] for p in procs]
     wall = time.time() - t0
-    return {"mode": name, "wall_s": wall, "locked": sum(e.count("database is locked") for e in errors),
-            "failed_workers": sum(p.returncode != 0 for p in procs), **tally(study, url, target)}  # fmt: skip
+    return {
+        "mode": name,
+        "wall_s": wall,
+        "locked": sum(e.count("database is locked") for e in errors),
+        "failed_workers": sum(p.returncode != 0 for p in procs),
+        **tally(study, url, target),
+    }
 
 
 def main():
@@ -50,14 +76,22 @@ def main():
         data = Path(tmp) / "corpus"
         from stt.synth import SynthSettings, prepare_synth
 
-        prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2,
-                      progress=False)  # fmt: skip
-        rows = [run_mode("sqlite-wal", f"sqlite:///{tmp}/studies.db", data, Path(tmp) / "runs", args),
-                run_mode("journal", f"journal:///{tmp}/studies.log", data, Path(tmp) / "runs", args)]  # fmt: skip
-    print(f"{'storage':11s} {'complete':>9s} {'trials/s':>9s} {'wall s':>7s} {'locked':>7s} {'failed':>7s} {'dups':>5s} {'lost':>5s}")
+        prepare_synth(
+            data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False
+        )
+        rows = [
+            run_mode("sqlite-wal", f"sqlite:///{tmp}/studies.db", data, Path(tmp) / "runs", args),
+            run_mode("journal", f"journal:///{tmp}/studies.log", data, Path(tmp) / "runs", args),
+        ]
+    print(
+        f"{'storage':11s} {'complete':>9s} {'trials/s':>9s} {'wall s':>7s} "
+        f"{'locked':>7s} {'failed':>7s} {'dups':>5s} {'lost':>5s}"
+    )
     for r in rows:
-        print(f"{r['mode']:11s} {r['complete']:5d}/{r['target']:<4d}{r['trials_per_s']:9.2f} {r['wall_s']:7.1f} "
-              f"{r['locked']:7d} {r['failed_workers']:7d} {r['duplicates']:5d} {r['lost']:5d}")  # fmt: skip
+        print(
+            f"{r['mode']:11s} {r['complete']:5d}/{r['target']:<4d}{r['trials_per_s']:9.2f} {r['wall_s']:7.1f} "
+            f"{r['locked']:7d} {r['failed_workers']:7d} {r['duplicates']:5d} {r['lost']:5d}"
+        )
 
 
 if __name__ == "__main__":

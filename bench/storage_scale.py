@@ -31,8 +31,15 @@ def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, a
 
     study = f"scale-{name}"
     target = args.workers * args.trials_per_worker
-    settings = settings_from_space(str(ROOT / "spaces" / "small.yaml"), str(data), target, sampler="random",
-                                   pruner="none", seed=0, runs_dir=str(runs))  # fmt: skip
+    settings = settings_from_space(
+        str(ROOT / "spaces" / "small.yaml"),
+        str(data),
+        target,
+        sampler="random",
+        pruner="none",
+        seed=0,
+        runs_dir=str(runs),
+    )
     create_study(study, settings, db_url)
     peak, stop = [0], threading.Event()
 
@@ -46,16 +53,37 @@ def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, a
 
     threading.Thread(target=watch, daemon=True).start()
     t0 = time.time()
-    cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", url, "--device", "cpu",
-           "--dry-run", str(args.sleep)]  # fmt: skip
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "worker",
+        "--study",
+        study,
+        "--storage",
+        url,
+        "--device",
+        "cpu",
+        "--dry-run",
+        str(args.sleep),
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)
+    ]
     errors = [p.communicate()[1] for p in procs]
     wall = time.time() - t0
     stop.set()
     failed = [e[-300:] for p, e in zip(procs, errors) if p.returncode != 0]
-    return {"mode": name, "workers": args.workers, "wall_s": wall, "peak_connections": peak[0],
-            "failed_workers": len(failed), "first_failure": failed[0] if failed else "",
-            "locked_errors": sum(e.count("database is locked") for e in errors), **tally(study, db_url, target)}  # fmt: skip
+    return {
+        "mode": name,
+        "workers": args.workers,
+        "wall_s": wall,
+        "peak_connections": peak[0],
+        "failed_workers": len(failed),
+        "first_failure": failed[0] if failed else "",
+        "locked_errors": sum(e.count("database is locked") for e in errors),
+        **tally(study, db_url, target),
+    }
 
 
 def tally(study: str, url: str, target: int) -> dict:
@@ -71,9 +99,13 @@ def tally(study: str, url: str, target: int) -> dict:
     starts = [t.datetime_start for t in counted if t.datetime_start]
     ends = [t.datetime_complete for t in counted if t.datetime_complete]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
-    return {"target": target, "complete": len(counted), "trials_per_s": len(counted) / span,
-            "duplicates": sum(n - 1 for n in hashes.values()),
-            "lost": target - len(counted) + sum(t.state.name == "RUNNING" for t in trials)}  # fmt: skip
+    return {
+        "target": target,
+        "complete": len(counted),
+        "trials_per_s": len(counted) / span,
+        "duplicates": sum(n - 1 for n in hashes.values()),
+        "lost": target - len(counted) + sum(t.state.name == "RUNNING" for t in trials),
+    }
 
 
 def main():
@@ -93,20 +125,36 @@ def main():
             data = Path(tmp) / "corpus"
             from stt.synth import SynthSettings, prepare_synth
 
-            prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2,
-                          progress=False)  # fmt: skip
+            prepare_synth(
+                data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False
+            )
             rows = []
             if "direct" in args.modes:
                 rows.append(run_mode("direct", server.url, server.url, server, data, Path(tmp) / "runs", args))
             if "grpc-proxy" not in args.modes:
                 return _print(rows)
-            proxy = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--storage", server.url,
-                                      "--port", str(args.port)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+            proxy = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "search.cli",
+                    "storage-proxy",
+                    "--storage",
+                    server.url,
+                    "--port",
+                    str(args.port),
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for line in proxy.stderr:
                 if "storage proxy for" in line:
                     break
-            rows.append(run_mode("grpc-proxy", f"grpc://localhost:{args.port}", server.url, server, data,
-                                 Path(tmp) / "runs", args))  # fmt: skip
+            rows.append(
+                run_mode(
+                    "grpc-proxy", f"grpc://localhost:{args.port}", server.url, server, data, Path(tmp) / "runs", args
+                )
+            )
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -116,11 +164,15 @@ def main():
 
 
 def _print(rows: list[dict]) -> None:
-    print(f"{'mode':11s} {'workers':>7s} {'complete':>9s} {'trials/s':>9s} {'peak conns':>10s} {'dups':>5s} {'lost':>5s} "
-          f"{'failed workers':>14s}")  # fmt: skip
+    print(
+        f"{'mode':11s} {'workers':>7s} {'complete':>9s} {'trials/s':>9s} {'peak conns':>10s} {'dups':>5s} {'lost':>5s} "
+        f"{'failed workers':>14s}"
+    )
     for r in rows:
-        print(f"{r['mode']:11s} {r['workers']:7d} {r['complete']:5d}/{r['target']:<4d}{r['trials_per_s']:9.1f} "
-              f"{r['peak_connections']:10d} {r['duplicates']:5d} {r['lost']:5d} {r['failed_workers']:14d}")  # fmt: skip
+        print(
+            f"{r['mode']:11s} {r['workers']:7d} {r['complete']:5d}/{r['target']:<4d}{r['trials_per_s']:9.1f} "
+            f"{r['peak_connections']:10d} {r['duplicates']:5d} {r['lost']:5d} {r['failed_workers']:14d}"
+        )
         if r["first_failure"]:
             print(f"  first failure ({r['mode']}): {r['first_failure']}")
 

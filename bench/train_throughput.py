@@ -31,17 +31,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from design_note import NoteModel, note_train_step  # noqa: E402
-from timing import time_steps  # noqa: E402
+from design_note import NoteModel, note_train_step
+from timing import time_steps
 
-from stt.audio import read_audio  # noqa: E402
-from stt.batching import collate  # noqa: E402
-from stt.corpus import find_splits, read_split  # noqa: E402
-from stt.data import open_training_data  # noqa: E402
-from stt.frontends import Fbank  # noqa: E402
-from stt.layer_config import load_layer_config  # noqa: E402
-from stt.run_config import RunConfig, load_run_config  # noqa: E402
-from stt.train import Trainer  # noqa: E402
+from stt.audio import read_audio
+from stt.batching import collate
+from stt.corpus import find_splits, read_split
+from stt.data import open_training_data
+from stt.frontends import Fbank
+from stt.layer_config import load_layer_config
+from stt.run_config import RunConfig, load_run_config
+from stt.train import Trainer
 
 
 def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.device) -> dict:
@@ -54,7 +54,9 @@ def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.devi
     pad = 1 - sum(int(b.feat_lens.sum()) for b in host) / sum(b.feats.shape[0] * b.feats.shape[1] for b in host)
     dur = [sum(trainer.durations[trainer.keep[i]] for i in b) for b in order]
     ours_batches = [(trainer._to_device(collate(it, trainer.buckets))[:4], d) for it, d in zip(items, dur)]
-    note_batches = [((b.feats.to(device), b.targets.to(device), b.target_lens.to(device)), d) for b, d in zip(host, dur)]
+    note_batches = [
+        ((b.feats.to(device), b.targets.to(device), b.target_lens.to(device)), d) for b, d in zip(host, dur)
+    ]
     fbank = Fbank()
     utts = data.train.utterances
 
@@ -68,8 +70,10 @@ def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.devi
     kinds = {
         "ours": (lambda b: trainer.train_step(*b), ours_batches),
         "note": (lambda b: note_train_step(note, note_opt, *b), note_batches),
-        "note+fe": (lambda b: note_train_step(note, note_opt, fe_batch(b[0]), b[1], b[2]),
-                    [((hb, nb[0][1], nb[0][2]), nb[1]) for hb, nb in zip(host, note_batches)]),
+        "note+fe": (
+            lambda b: note_train_step(note, note_opt, fe_batch(b[0]), b[1], b[2]),
+            [((hb, nb[0][1], nb[0][2]), nb[1]) for hb, nb in zip(host, note_batches)],
+        ),
     }
     rates = {k: [] for k in kinds}
     for _ in range(args.rounds):
@@ -77,9 +81,12 @@ def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.devi
             audio, secs = time_steps(step, batches, device)
             rates[k].append(audio / secs)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"{name:15s} padding {100 * pad:4.1f}%  ours {med['ours']:8.1f}  note {med['note']:8.1f}  "
-          f"note+fe {med['note+fe']:8.1f} audio-s/s   ours/note {med['ours'] / med['note']:.2f}x   "
-          f"ours/note+fe {med['ours'] / med['note+fe']:.2f}x", flush=True)  # fmt: skip
+    print(
+        f"{name:15s} padding {100 * pad:4.1f}%  ours {med['ours']:8.1f}  note {med['note']:8.1f}  "
+        f"note+fe {med['note+fe']:8.1f} audio-s/s   ours/note {med['ours'] / med['note']:.2f}x   "
+        f"ours/note+fe {med['ours'] / med['note+fe']:.2f}x",
+        flush=True,
+    )
     return {"config": name, "padding": pad, **{k: v for k, v in med.items()}, "rounds": rates}
 
 
@@ -87,7 +94,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/synth-bench")
     p.add_argument("--steps", type=int, default=8, help="timed steps per round for small.yaml")
-    p.add_argument("--seed-steps", type=int, default=3, help="timed steps per round for the 512-wide seed config (slow on CPU)")
+    p.add_argument(
+        "--seed-steps", type=int, default=3, help="timed steps per round for the 512-wide seed config (slow on CPU)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row is the median")
     p.add_argument("--batch-frames", type=int, default=8000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,8 +108,11 @@ def main():
     device = torch.device(args.device)
     data = open_training_data(args.data, progress=False)
     paths = {u.id: u.path for u in read_split(find_splits(args.data)[data.split_names["train"]])[0]}
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.batch_frames} frames/batch, "
-          f"{args.rounds} rounds", flush=True)  # fmt: skip
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, {args.batch_frames} frames/batch, "
+        f"{args.rounds} rounds",
+        flush=True,
+    )
     small = load_run_config("small.yaml")
     small.train.batch_frames = args.batch_frames
     base = RunConfig(layers=load_layer_config("seed_base.yaml"))

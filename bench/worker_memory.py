@@ -35,9 +35,30 @@ LINE = re.compile(r"^trial (\d+) \w+.*worker RSS (\d+) MB")
 
 def run(work: Path, data: Path, trials: int, in_process: bool) -> dict[int, int]:
     name = "inproc" if in_process else "isolated"
-    cmd = [sys.executable, "-m", "search.cli", "launch", "--space", str(work / "space.yaml"), "--data", str(data),
-           "--study", name, "--trials", str(trials), "--sampler", "random", "--pruner", "none", "--seed", "0",
-           "--storage", f"sqlite:///{work / 'memory.db'}", "--runs-dir", str(work / "runs")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "launch",
+        "--space",
+        str(work / "space.yaml"),
+        "--data",
+        str(data),
+        "--study",
+        name,
+        "--trials",
+        str(trials),
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--seed",
+        "0",
+        "--storage",
+        f"sqlite:///{work / 'memory.db'}",
+        "--runs-dir",
+        str(work / "runs"),
+    ]
     if in_process:
         cmd.append("--in-process")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,8 +86,9 @@ def main():
         if not data.exists():
             from stt.synth import SynthSettings, prepare_synth
 
-            prepare_synth(data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2,
-                          progress=False)  # fmt: skip
+            prepare_synth(
+                data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False
+            )
         results = {"isolated": run(work, data, args.trials, False), "in-process": run(work, data, args.trials, True)}
     print(f"{'trials':>6s} {'isolated MB':>12s} {'in-process MB':>14s}")
     for n in sorted(set(results["isolated"]) | set(results["in-process"])):

@@ -81,8 +81,9 @@ class AshaPruner(optuna.pruners.BasePruner):
     holds, per trial number, the rank that decided it.
     """
 
-    def __init__(self, epochs: int, eta: int = ETA, target: int | None = None, units: int = UNITS,
-                 deadline: float | None = None):  # fmt: skip
+    def __init__(
+        self, epochs: int, eta: int = ETA, target: int | None = None, units: int = UNITS, deadline: float | None = None
+    ):
         self.units, self.eta, self.target, self.deadline = units, eta, target, deadline
         self.rungs = rung_epochs(epochs * units, eta)  # in steps of 1/units epoch: 1/3, 1, 3, 9... epochs
         self.reasons: dict[int, str] = {}
@@ -140,8 +141,10 @@ class AshaPruner(optuna.pruners.BasePruner):
         if me in go_on or me == self.closing(trials):
             return False
         rank = 1 + sorted(values, key=values.get).index(me) if me in values else len(values)
-        self.reasons[trial.number] = (f"rank {rank} of {len(values)} {self.at(step)}, where the best {len(go_on)} go on; "
-                                      f"promoted if it rises into the best 1/{self.eta}")  # fmt: skip
+        self.reasons[trial.number] = (
+            f"rank {rank} of {len(values)} {self.at(step)}, where the best {len(go_on)} go on; "
+            f"promoted if it rises into the best 1/{self.eta}"
+        )
         return True
 
 
@@ -149,9 +152,12 @@ def paused(t: FrozenTrial) -> bool:
     return t.state == TrialState.PRUNED and t.user_attrs.get("status") == "paused"
 
 
-def promotions(trials: list[FrozenTrial], rungs: list[int], final: bool = False, eta: int = ETA,
-               closing: int | None = None) -> list[FrozenTrial]:  # fmt: skip
-    """Paused trials whose candidate now ranks in the best ``1/eta`` of its rung (or is ``closing``), highest rung first.
+def promotions(
+    trials: list[FrozenTrial], rungs: list[int], final: bool = False, eta: int = ETA, closing: int | None = None
+) -> list[FrozenTrial]:
+    """Paused trials whose candidate now ranks in the best ``1/eta`` of its rung (or is ``closing``).
+
+    Highest rung first.
 
     A candidate is promoted once per rung: a trial that already continues it (waiting, running,
     finished, or failed and re-queued) rules it out.

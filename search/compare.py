@@ -38,9 +38,29 @@ def _architecture(config_json: str | None) -> dict:
     return row
 
 
-_USER_COLUMNS = ("status", "reason", "dev_wer", "dev_cer", "test_wer", "test_cer", "params", "gflops_per_second",
-                 "epochs", "wall_seconds", "audio_seconds_per_second", "device", "precision", "version", "run_dir",
-                 "duplicate_of", "config_hash", "worker", "seed", "candidate", "continues")  # fmt: skip
+_USER_COLUMNS = (
+    "status",
+    "reason",
+    "dev_wer",
+    "dev_cer",
+    "test_wer",
+    "test_cer",
+    "params",
+    "gflops_per_second",
+    "epochs",
+    "wall_seconds",
+    "audio_seconds_per_second",
+    "device",
+    "precision",
+    "version",
+    "run_dir",
+    "duplicate_of",
+    "config_hash",
+    "worker",
+    "seed",
+    "candidate",
+    "continues",
+)
 
 
 def load(study_name: str, storage: str | None = None) -> optuna.Study:
@@ -53,8 +73,10 @@ def load(study_name: str, storage: str | None = None) -> optuna.Study:
 def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
     """One row per trial: Optuna's ``trials_dataframe`` plus metrics, status and the flattened architecture."""
     study = load(study_name, storage)
-    raw = study.trials_dataframe(attrs=("number", "state", "values", "datetime_start", "datetime_complete",
-                                        "user_attrs", "system_attrs"), multi_index=False)  # fmt: skip
+    raw = study.trials_dataframe(
+        attrs=("number", "state", "values", "datetime_start", "datetime_complete", "user_attrs", "system_attrs"),
+        multi_index=False,
+    )
     if raw.empty:
         return pd.DataFrame(columns=["study", "trial", "state", "value", *_USER_COLUMNS])
     df = pd.DataFrame({"study": study_name, "trial": raw["number"], "state": raw["state"]})
@@ -64,18 +86,20 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
         for i, c in enumerate(values):
             df[f"value_{i}"] = raw[c]
     for c in _USER_COLUMNS:
-        df[c] = raw[f"user_attrs_{c}"] if f"user_attrs_{c}" in raw else None
+        df[c] = raw.get(f"user_attrs_{c}")
     df["status"] = df["status"].where(df["status"].notna(), raw["state"].str.lower())
     df["candidate"] = df["candidate"].where(df["candidate"].notna(), df["trial"])  # trials before search.asha
     df["reason"] = df["reason"].fillna("")
     df["epochs"] = df["epochs"].where(df["epochs"].notna(), [len(t.intermediate_values) for t in study.trials])
-    df["retry_of"] = raw["system_attrs_failed_trial"] if "system_attrs_failed_trial" in raw else None
+    df["retry_of"] = raw.get("system_attrs_failed_trial")
     df["datetime_start"], df["datetime_complete"] = raw["datetime_start"], raw["datetime_complete"]
     beam = rescored(study)
     for c in ("dev_wer_beam", "dev_cer_beam", "test_wer_beam", "test_cer_beam"):
         df[c] = [beam.get(n, {}).get(c) for n in raw["number"]]
-    arch = pd.DataFrame([_architecture(c) for c in (raw["user_attrs_config"] if "user_attrs_config" in raw
-                                                      else [None] * len(raw))], index=df.index)  # fmt: skip
+    arch = pd.DataFrame(
+        [_architecture(c) for c in (raw["user_attrs_config"] if "user_attrs_config" in raw else [None] * len(raw))],
+        index=df.index,
+    )
     return pd.concat([df, arch], axis=1)
 
 
@@ -89,9 +113,30 @@ def candidates(df: pd.DataFrame) -> pd.DataFrame:
 def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
     """The best candidates by dev WER, one row each (its most-trained trial), as a text table."""
     df = candidates(df)
-    cols = ["study", "trial", "status", "dev_wer", "dev_cer", "test_wer", "dev_wer_beam", "test_wer_beam", "params", "gflops_per_second", "epochs",
-            "n_layers", "branches_per_layer", "total_stride", "width", "wall_seconds", "seed"]  # fmt: skip
-    cols = [c for c in cols if c in df.columns and (c not in ("seed", "dev_wer_beam", "test_wer_beam") or df[c].notna().any())]
+    cols = [
+        "study",
+        "trial",
+        "status",
+        "dev_wer",
+        "dev_cer",
+        "test_wer",
+        "dev_wer_beam",
+        "test_wer_beam",
+        "params",
+        "gflops_per_second",
+        "epochs",
+        "n_layers",
+        "branches_per_layer",
+        "total_stride",
+        "width",
+        "wall_seconds",
+        "seed",
+    ]
+    cols = [
+        c
+        for c in cols
+        if c in df.columns and (c not in ("seed", "dev_wer_beam", "test_wer_beam") or df[c].notna().any())
+    ]
     shown = df.sort_values(["dev_wer", "trial"], na_position="last").head(top)[cols].copy()
     for c in ("dev_wer", "dev_cer", "test_wer", "dev_wer_beam", "test_wer_beam"):
         if c in shown:
@@ -125,8 +170,10 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
 
     out = Path(out_dir)
     if not df["dev_wer"].notna().any():
-        raise StudyError(f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
-                         "(`stt-search resume` continues a study)")  # fmt: skip
+        raise StudyError(
+            f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
+            "(`stt-search resume` continues a study)"
+        )
     import warnings
 
     from optuna.visualization import matplotlib as ovm
@@ -136,8 +183,11 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # single-objective studies get Optuna's best-so-far line; a Pareto study is plotted by its first objective
         single = all(len(st.directions) == 1 for st in loaded)
-        ax = ovm.plot_optimization_history(loaded if len(loaded) > 1 else loaded[0], target_name="dev WER",
-                                           target=None if single else (lambda t: t.values[0]))  # fmt: skip
+        ax = ovm.plot_optimization_history(
+            loaded if len(loaded) > 1 else loaded[0],
+            target_name="dev WER",
+            target=None if single else (lambda t: t.values[0]),
+        )
     ax.figure.set_size_inches(7, 4)
     make_dir(out)
     with atomic_path(out / "history.png") as tmp:
@@ -163,16 +213,22 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
     # study names, parameter names and stored strings come from a database: text, never markup
     esc = html.escape
     imp_html = "".join(
-        f"<h3>{esc(n)}</h3><table>" + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v) if isinstance(v, str) else f'{v:.3f}'}</td></tr>"
-                                               for k, v in list(imp.items())[:15]) + "</table>"
+        f"<h3>{esc(n)}</h3><table>"
+        + "".join(
+            f"<tr><td>{esc(k)}</td><td>{esc(v) if isinstance(v, str) else f'{v:.3f}'}</td></tr>"
+            for k, v in list(imp.items())[:15]
+        )
+        + "</table>"
         for n, imp in importances.items()
-    )  # fmt: skip
+    )
     names = esc(", ".join(studies))
-    page = (f"<html><head><meta charset='utf-8'><title>stt-search: {names}</title></head><body>"
-            f"<h1>Studies {names}</h1><h2>Leaderboard</h2><pre>{esc(leaderboard(df, 20))}</pre>"
-            "<h2>History</h2><img src='history.png'><h2>WER vs parameters</h2><img src='wer_vs_params.png'>"
-            f"<h2>Parameter importances (dev WER)</h2>{imp_html}<p>All trials: <a href='trials.csv'>trials.csv</a></p>"
-            "</body></html>")  # fmt: skip
+    page = (
+        f"<html><head><meta charset='utf-8'><title>stt-search: {names}</title></head><body>"
+        f"<h1>Studies {names}</h1><h2>Leaderboard</h2><pre>{esc(leaderboard(df, 20))}</pre>"
+        "<h2>History</h2><img src='history.png'><h2>WER vs parameters</h2><img src='wer_vs_params.png'>"
+        f"<h2>Parameter importances (dev WER)</h2>{imp_html}<p>All trials: <a href='trials.csv'>trials.csv</a></p>"
+        "</body></html>"
+    )
     with atomic_path(out / "trials.csv") as tmp:
         df.to_csv(tmp, index=False)
     write_text(out / "report.html", page)  # last: a report.html means the whole report is there

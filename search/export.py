@@ -22,7 +22,9 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
         if not match:
             raise StudyError(f"study '{study.study_name}' has no trial {number}")
         if "config" not in match[0].user_attrs:
-            raise StudyError(f"trial {number} of '{study.study_name}' has no stored config (state {match[0].state.name})")
+            raise StudyError(
+                f"trial {number} of '{study.study_name}' has no stored config (state {match[0].state.name})"
+            )
         return match[0]
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     if not done:  # a budget that ended before any candidate reached full fidelity: the best paused one so far
@@ -33,8 +35,14 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.F
     return min(done, key=lambda t: (t.values[0], t.number))
 
 
-def export(study_name: str, out: str | Path, storage: str | None = None, trial: int | None = None,
-           weights: bool = False, runs_dir: str | None = None) -> tuple[Path, optuna.trial.FrozenTrial]:  # fmt: skip
+def export(
+    study_name: str,
+    out: str | Path,
+    storage: str | None = None,
+    trial: int | None = None,
+    weights: bool = False,
+    runs_dir: str | None = None,
+) -> tuple[Path, optuna.trial.FrozenTrial]:
     """Write the trial's run config to ``out`` (atomically); with ``weights``, copy its best.pt beside it."""
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
@@ -43,10 +51,13 @@ def export(study_name: str, out: str | Path, storage: str | None = None, trial: 
     t = pick_trial(study, trial)
     run = load_run_config(json.loads(t.user_attrs["config"]))
     out = Path(out)
-    header = (f"# exported from study '{study_name}', trial {t.number}: dev WER "
-              f"{t.user_attrs.get('dev_wer', float('nan')):.4f} after {t.user_attrs.get('epochs', '?')} of {run.train.epochs} "
-              f"epochs, {t.user_attrs.get('params', 0):,} parameters\n"
-              f"# train it: stt train --config {out.name} --data DATA\n")  # fmt: skip
+    header = (
+        f"# exported from study '{study_name}', trial {t.number}: dev WER "
+        f"{t.user_attrs.get('dev_wer', float('nan')):.4f} "
+        f"after {t.user_attrs.get('epochs', '?')} of {run.train.epochs} "
+        f"epochs, {t.user_attrs.get('params', 0):,} parameters\n"
+        f"# train it: stt train --config {out.name} --data DATA\n"
+    )
     src = _weights(study, t, runs_dir) if weights else None  # every check before the first write
     make_dir(out.parent)
     if src is not None:
@@ -65,9 +76,13 @@ def _weights(study: optuna.Study, t: optuna.trial.FrozenTrial, runs_dir: str | N
     root = Path(runs_dir or study.user_attrs.get("runs_dir", ".")).resolve()
     src = (root / t.user_attrs.get("run_dir", "") / "best.pt").resolve()
     if not src.is_relative_to(root):
-        raise StudyError(f"trial {t.number}: its run_dir {t.user_attrs.get('run_dir')!r} points outside the runs "
-                         f"root {root}; refusing to copy {src}")  # fmt: skip
+        raise StudyError(
+            f"trial {t.number}: its run_dir {t.user_attrs.get('run_dir')!r} points outside the runs "
+            f"root {root}; refusing to copy {src}"
+        )
     if not src.exists():
-        raise StudyError(f"trial {t.number}: no weights at {src} (a host that mounts the runs root elsewhere passes --runs-dir)")
+        raise StudyError(
+            f"trial {t.number}: no weights at {src} (a host that mounts the runs root elsewhere passes --runs-dir)"
+        )
     load_checkpoint(src, keys=("model",))  # loads nothing executable; a file that is not ours fails here, named
     return src

@@ -23,8 +23,8 @@ import signal
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from stt.files import locked
 
@@ -65,7 +65,9 @@ def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> di
     child.start()
     theirs.close()
     life_keep.close()
-    log.info("trial %s: training in process %d (worker %d, %s)", job.get("trial"), child.pid, os.getpid(), job["run_dir"])
+    log.info(
+        "trial %s: training in process %d (worker %d, %s)", job.get("trial"), child.pid, os.getpid(), job["run_dir"]
+    )
     try:
         while True:
             try:
@@ -75,9 +77,13 @@ def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> di
             if kind == "epoch":  # sent after the epoch's checkpoint is on disk
                 m = payload["metrics"]
                 if m.get("probe"):
-                    log.info("trial %s: after %.2f of epoch 1 dev loss %.3f", job.get("trial"), m["probe"], m["dev_loss"])
+                    log.info(
+                        "trial %s: after %.2f of epoch 1 dev loss %.3f", job.get("trial"), m["probe"], m["dev_loss"]
+                    )
                 else:
-                    log.info("trial %s: epoch %d dev WER %.1f%%", job.get("trial"), payload["epoch"], 100 * m["dev_wer"])
+                    log.info(
+                        "trial %s: epoch %d dev WER %.1f%%", job.get("trial"), payload["epoch"], 100 * m["dev_wer"]
+                    )
                 ours.send(on_epoch(payload["epoch"], m))
             elif kind == "result":
                 child.join()
@@ -125,7 +131,9 @@ def hold_run_dir(run_dir: str | Path):
             holder = lock.read_text().strip()
         except OSError:
             holder = ""
-        raise RunDirBusy(f"run directory {run_dir} is in use by another training process ({holder or 'unknown'})") from None
+        raise RunDirBusy(
+            f"run directory {run_dir} is in use by another training process ({holder or 'unknown'})"
+        ) from None
     with held:
         os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
         yield
@@ -164,8 +172,15 @@ def _child_main(job: dict, conn, lifeline) -> None:
     try:
         run = load_run_config(job["run"])
         data = open_training_data(job["data_dir"], run.frontend, progress=False, device=device)
-        trainer = Trainer(run, data, job["run_dir"], device=device, max_seconds=job.get("max_seconds"),
-                          progress=job.get("progress", False), probe=job.get("probe", 0.0))  # fmt: skip
+        trainer = Trainer(
+            run,
+            data,
+            job["run_dir"],
+            device=device,
+            max_seconds=job.get("max_seconds"),
+            progress=job.get("progress", False),
+            probe=job.get("probe", 0.0),
+        )
         with hold_run_dir(job["run_dir"]):
             result = trainer.fit(resume=job.get("resume", False), on_epoch=on_epoch)
         conn.send(("result", dataclasses.asdict(result)))
@@ -173,7 +188,7 @@ def _child_main(job: dict, conn, lifeline) -> None:
         conn.send(("infeasible", str(e)))
     except KeyboardInterrupt:
         conn.send(("interrupted", None))
-    except BaseException as e:  # noqa: BLE001 - handed to the worker with its traceback
+    except BaseException as e:
         conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     finally:
         conn.close()
@@ -194,7 +209,9 @@ def call_in_child(fn: Callable, *args):
         kind, payload = ours.recv()
     except EOFError:
         child.join()
-        raise ChildDied(f"process {child.pid} ({fn.__name__}) ended with status {child.exitcode} before its result") from None
+        raise ChildDied(
+            f"process {child.pid} ({fn.__name__}) ended with status {child.exitcode} before its result"
+        ) from None
     finally:
         ours.close()
     child.join()
@@ -206,7 +223,7 @@ def call_in_child(fn: Callable, *args):
 def _call_main(fn, args, conn) -> None:
     try:
         conn.send(("result", fn(*args)))
-    except BaseException as e:  # noqa: BLE001 - handed to the caller with its traceback
+    except BaseException as e:
         conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     finally:
         conn.close()

@@ -44,8 +44,23 @@ from stt.files import make_dir, write_text
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.train import InfeasibleError, Trainer
 
-METRIC_ATTRS = ("params", "gflops_per_second", "dev_wer", "dev_cer", "test_wer", "test_cer", "epochs", "wall_seconds",
-                "audio_seconds_per_second", "device", "precision", "version", "run_dir", "status", "reason")  # fmt: skip
+METRIC_ATTRS = (
+    "params",
+    "gflops_per_second",
+    "dev_wer",
+    "dev_cer",
+    "test_wer",
+    "test_cer",
+    "epochs",
+    "wall_seconds",
+    "audio_seconds_per_second",
+    "device",
+    "precision",
+    "version",
+    "run_dir",
+    "status",
+    "reason",
+)
 
 
 def _resumable(run_dir: Path, config_hash: str) -> bool:
@@ -100,18 +115,25 @@ class Objective:
     def _values(self, attrs: dict):
         out = []
         for o in self.objectives:
-            out.append({"wer": attrs.get("dev_wer"), "params": attrs.get("params"), "gflops": attrs.get("gflops_per_second")}[o])
+            out.append(
+                {"wer": attrs.get("dev_wer"), "params": attrs.get("params"), "gflops": attrs.get("gflops_per_second")}[
+                    o
+                ]
+            )
         return out[0] if len(out) == 1 else out
 
     def __call__(self, trial: optuna.Trial):
-        # first: a resumer judges a RUNNING trial by its worker; a trial without one is an orphan (see requeue_dead_trials)
+        # first: a resumer judges a RUNNING trial by its worker; a trial without one is an orphan
+        # (see requeue_dead_trials)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("worker_ns", process_namespace())  # whether a resumer may judge this pid
         trial.set_user_attr("candidate", candidate_of(trial))  # kept by re-queued copies and promotions
         if self._promoted_twice(trial):
             # two workers promoted the same paused candidate at once: the later trial steps aside (FAIL, not counted)
             trial.set_user_attr("status", "duplicate_promotion")
-            trial.set_user_attr("reason", f"trial {trial.user_attrs['continues']} is already continued by another trial")
+            trial.set_user_attr(
+                "reason", f"trial {trial.user_attrs['continues']} is already continued by another trial"
+            )
             return float("nan") if len(self.objectives) == 1 else [float("nan")] * len(self.objectives)
         if self._beyond_target(trial):
             # two workers asked at once for the last place: the later-numbered trial steps aside (FAIL, not
@@ -135,7 +157,7 @@ class Objective:
                 model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
                 params, gflops = count_parameters(model), forward_gflops_per_second(model)
             del model
-        except Exception as e:  # noqa: BLE001 - any build failure is this candidate's, recorded with its reason
+        except Exception as e:
             return self._stop(trial, "build_error", f"{type(e).__name__}: {e}"[:500], failed=True)
         trial.set_user_attr("params", params)
         trial.set_user_attr("gflops_per_second", gflops)
@@ -173,7 +195,9 @@ class Objective:
         trial.set_user_attr("run_dir", rel)
         run_dir = Path(self.runs_dir) / rel
         if not run_dir.resolve().is_relative_to(Path(self.runs_dir).resolve()):  # a database from elsewhere
-            return self._stop(trial, "error", f"run_dir {rel!r} points outside the runs root {self.runs_dir}", failed=True)
+            return self._stop(
+                trial, "error", f"run_dir {rel!r} points outside the runs root {self.runs_dir}", failed=True
+            )
         resume = _resumable(run_dir, h)
         pruner = trial.study.pruner
         # ASHA counts fidelity in thirds of an epoch: a probe after 1/3 of epoch 1 is its cheapest rung
@@ -181,8 +205,10 @@ class Objective:
         if resume and len(self.objectives) == 1:
             self._report_history(trial, run_dir, units)
         make_dir(run_dir)
-        write_text(run_dir / "trial.json", json.dumps({"study": trial.study.study_name, "trial": trial.number,
-                                                       "config_hash": h}))  # fmt: skip
+        write_text(
+            run_dir / "trial.json",
+            json.dumps({"study": trial.study.study_name, "trial": trial.number, "config_hash": h}),
+        )
         run_dir = str(run_dir)
         multi = len(self.objectives) > 1
 
@@ -211,9 +237,13 @@ class Objective:
             raise
         except optuna.TrialPruned:
             raise
-        except Exception as e:  # a bug, a broken file, a killed child: the trial fails with the reason, the study goes on
+        except (
+            Exception
+        ) as e:  # a bug, a broken file, a killed child: the trial fails with the reason, the study goes on
             trial.set_user_attr("status", "error")
-            trial.set_user_attr("reason", (str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}")[:500])
+            trial.set_user_attr(
+                "reason", (str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}")[:500]
+            )
             raise
         if res.get("dev_wer") is None and probed:  # stopped at the probe: its dev scores are all there is
             res.update(dev_wer=probed["dev_wer"], dev_cer=probed["dev_cer"], epochs=round(probed["probe"], 2))
@@ -221,7 +251,9 @@ class Objective:
             if k in res and k != "run_dir":  # the trial keeps its run directory relative to the runs root
                 trial.set_user_attr(k, res[k])
         trial.set_user_attr("resumed", resume)
-        trial.set_user_attr("history", {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")})
+        trial.set_user_attr(
+            "history", {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")}
+        )
         if out_of_time:
             where = f"epoch {out_of_time[0]}" if out_of_time[0] else "the probe in epoch 1"
             reason = f"the study's time budget ran out after {where}"
@@ -243,12 +275,27 @@ class Objective:
     def _train(self, trial, run, run_dir: str, resume: bool, on_epoch, probe: float = 0.0) -> dict:
         """Train in a child process (``isolate``), or here; returns the TrainResult as a dict."""
         if self.isolate:
-            job = {"run": run.to_dict(), "data_dir": self.data_dir, "run_dir": run_dir, "device": self.device,
-                   "max_seconds": self.trial_seconds, "resume": resume, "progress": self.progress, "trial": trial.number,
-                   "probe": probe}  # fmt: skip
+            job = {
+                "run": run.to_dict(),
+                "data_dir": self.data_dir,
+                "run_dir": run_dir,
+                "device": self.device,
+                "max_seconds": self.trial_seconds,
+                "resume": resume,
+                "progress": self.progress,
+                "trial": trial.number,
+                "probe": probe,
+            }
             return train_in_child(job, on_epoch)
-        trainer = Trainer(run, self.data(run.frontend), run_dir, device=self.device, max_seconds=self.trial_seconds,
-                          progress=self.progress, probe=probe)  # fmt: skip
+        trainer = Trainer(
+            run,
+            self.data(run.frontend),
+            run_dir,
+            device=self.device,
+            max_seconds=self.trial_seconds,
+            progress=self.progress,
+            probe=probe,
+        )
         with hold_run_dir(run_dir):
             return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
 
@@ -288,10 +335,13 @@ class Objective:
         src = trial.user_attrs.get("continues")
         if src is None:
             return False
-        return any(t.user_attrs.get("continues") == src and t.number < trial.number
-                   and t.user_attrs.get("status") not in ("duplicate_promotion", "beyond_target")
-                   and t.state != optuna.trial.TrialState.FAIL
-                   for t in trial.study.get_trials(deepcopy=False))  # fmt: skip
+        return any(
+            t.user_attrs.get("continues") == src
+            and t.number < trial.number
+            and t.user_attrs.get("status") not in ("duplicate_promotion", "beyond_target")
+            and t.state != optuna.trial.TrialState.FAIL
+            for t in trial.study.get_trials(deepcopy=False)
+        )
 
     def _beyond_target(self, trial) -> bool:
         if "continues" in trial.user_attrs:  # a promotion continues a counted candidate: never beyond the target

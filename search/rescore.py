@@ -38,24 +38,31 @@ def default_lm(data_dir: str | Path) -> tuple[str, str]:
     return str(lm.resolve()), str(lexicon.resolve())
 
 
-def rescore_top(study: optuna.Study, k: int, lm: str, lexicon: str, data_dir: str, runs_dir: str,
-                device: str | None = None) -> list[int]:  # fmt: skip
+def rescore_top(
+    study: optuna.Study, k: int, lm: str, lexicon: str, data_dir: str, runs_dir: str, device: str | None = None
+) -> list[int]:
     """Beam-decode the ``k`` best finished trials not rescored yet; returns their numbers."""
     from search.isolation import call_in_child
 
-    done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values),
-                  key=lambda t: (t.values[0], t.number))[:k]  # fmt: skip
+    done = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values),
+        key=lambda t: (t.values[0], t.number),
+    )[:k]
     have = study.user_attrs
     todo = [t for t in done if f"{PREFIX}{t.number}" not in have]
     for t in todo:
         run_dir = Path(runs_dir) / t.user_attrs.get("run_dir", "")
         if not run_dir.resolve().is_relative_to(Path(runs_dir).resolve()):
-            log.warning("trial %d: run_dir %r is outside the runs root; not rescored", t.number, t.user_attrs.get("run_dir"))
+            log.warning(
+                "trial %d: run_dir %r is outside the runs root; not rescored", t.number, t.user_attrs.get("run_dir")
+            )
             continue
         scores = call_in_child(beam_scores, str(run_dir), data_dir, lm, lexicon, device)
         study.set_user_attr(f"{PREFIX}{t.number}", scores)
         shown = ", ".join(f"{k} {100 * v:.1f}%" for k, v in scores.items() if k.endswith("wer_beam"))
-        log.info("trial %d rescored with the beam decoder: %s (greedy dev WER %.1f%%)", t.number, shown, 100 * t.values[0])
+        log.info(
+            "trial %d rescored with the beam decoder: %s (greedy dev WER %.1f%%)", t.number, shown, 100 * t.values[0]
+        )
     return [t.number for t in todo]
 
 
@@ -79,8 +86,15 @@ def beam_scores(run_dir: str, data_dir: str, lm: str, lexicon: str, device: str 
         except ValueError:  # no such split in this corpus
             continue
         cache = open_split(data_dir, name, loaded.frontend["spec"], device=str(dev))
-        s, *_ = evaluate_split(loaded.model, cache, loaded.tokenizer, dev, loaded.run.train.batch_frames,
-                               loaded.run.train.precision, decoder)  # fmt: skip
+        s, *_ = evaluate_split(
+            loaded.model,
+            cache,
+            loaded.tokenizer,
+            dev,
+            loaded.run.train.batch_frames,
+            loaded.run.train.precision,
+            decoder,
+        )
         out[f"{role}_wer_beam"], out[f"{role}_cer_beam"] = s.wer, s.cer
     out["decoder"] = decoder.describe()
     return out
@@ -88,4 +102,6 @@ def beam_scores(run_dir: str, data_dir: str, lm: str, lexicon: str, device: str 
 
 def rescored(study: optuna.Study) -> dict[int, dict]:
     """trial number -> its beam-search scores."""
-    return {int(k[len(PREFIX):]): v for k, v in study.user_attrs.items() if k.startswith(PREFIX) and isinstance(v, dict)}
+    return {
+        int(k[len(PREFIX) :]): v for k, v in study.user_attrs.items() if k.startswith(PREFIX) and isinstance(v, dict)
+    }

@@ -46,7 +46,7 @@ def redact(url: str) -> str:
 
 @contextlib.contextmanager
 def stable_enough():
-    """Heartbeats, retries and TPE's grouped sampling are what the search is built on; Optuna still labels them experimental."""
+    """Heartbeats, retries and TPE's grouped sampling: the search is built on them; Optuna labels them experimental."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
@@ -59,9 +59,7 @@ def _transient(e: BaseException) -> bool:
     cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
     if isinstance(cause, sa.DBAPIError) and cause.connection_invalidated:
         return True
-    if isinstance(cause, (sa.OperationalError, sa.InterfaceError)):
-        return True
-    return False
+    return isinstance(cause, (sa.OperationalError, sa.InterfaceError))
 
 
 def _with_retries(call, url: str, doing: str = "retrying", final: tuple[str, ...] = ()):
@@ -72,8 +70,14 @@ def _with_retries(call, url: str, doing: str = "retrying", final: tuple[str, ...
         except Exception as e:
             if delay is None or not _transient(e) or any(m in str(e).lower() for m in final):
                 raise
-            log.warning("storage %s: %s; %s in %.1f s (attempt %d)", redact(url),
-                        redact(str(e.__cause__ or e).splitlines()[0][:160]), doing, delay, attempt + 2)  # fmt: skip
+            log.warning(
+                "storage %s: %s; %s in %.1f s (attempt %d)",
+                redact(url),
+                redact(str(e.__cause__ or e).splitlines()[0][:160]),
+                doing,
+                delay,
+                attempt + 2,
+            )
             time.sleep(delay)
 
 
@@ -94,8 +98,11 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
 
 
 for _name, _fn in list(vars(optuna.storages.RDBStorage).items()):
-    if callable(_fn) and not _name.startswith("_") and _name not in ("remove_session", "get_heartbeat_interval",
-                                                                      "get_heartbeat_stale_trial_callback"):
+    if (
+        callable(_fn)
+        and not _name.startswith("_")
+        and _name not in ("remove_session", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback")
+    ):
         setattr(RetryingRDBStorage, _name, _retrying(_fn))
 
 
@@ -115,7 +122,7 @@ def open_storage(url: str | None = None, heartbeat: int = 30, create: bool = Fal
     """
     url = given = url or DEFAULT_STORAGE
     try:
-        if url.startswith("journal:///"):  # Optuna's append-only log file; measured beside SQLite in bench/storage_local.py
+        if url.startswith("journal:///"):  # Optuna's append-only log file; measured beside SQLite in bench/
             from optuna.storages.journal import JournalFileBackend
 
             path = _file_storage(url, "journal:///", create)
@@ -138,7 +145,9 @@ def open_storage(url: str | None = None, heartbeat: int = 30, create: bool = Fal
     except StorageError:
         raise
     except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
-        raise StorageError(f"storage {redact(given)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})") from None
+        raise StorageError(
+            f"storage {redact(given)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})"
+        ) from None
 
 
 # A server that answers these will not change its mind: say so at once instead of retrying for half a minute.
@@ -148,8 +157,9 @@ _FINAL = ("authentication failed", "does not exist", "no password supplied", "pe
 def _file_storage(url: str, scheme: str, create: bool) -> Path:
     path = Path(url[len(scheme) :])
     if not path.exists() and not create:
-        raise StorageError(f"storage {url}: no such file (a study database is created by `stt-search launch`; "
-                           "check --storage)")  # fmt: skip
+        raise StorageError(
+            f"storage {url}: no such file (a study database is created by `stt-search launch`; check --storage)"
+        )
     if create:
         from stt.files import make_dir
 
@@ -163,9 +173,13 @@ def _open_rdb(url: str, heartbeat: int, engine_kwargs: dict, wait: bool) -> Retr
 
     def open_once():
         with stable_enough():
-            return RetryingRDBStorage(url, heartbeat_interval=heartbeat, grace_period=heartbeat * 4,
-                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                                      engine_kwargs=engine_kwargs or None)  # fmt: skip
+            return RetryingRDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=heartbeat * 4,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs=engine_kwargs or None,
+            )
 
     return _with_retries(open_once, url, "opening again", _FINAL) if wait else open_once()
 

@@ -35,9 +35,9 @@ from optuna.trial import TrialState
 
 from search.asha import AshaPruner, enqueue_promotions
 from search.objective import Objective
-from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
-from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough  # noqa: F401 (re-exported)
 from search.space import Space, load_seed, load_space, max_feasible_stride, validate_space
+from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough
+from search.trials import COUNTED_FAILURES, counts, in_play, pid_alive, process_namespace
 from stt.errors import StudyError
 
 log = logging.getLogger("search")
@@ -103,8 +103,9 @@ def _base_sampler(name: str, seed: int | None, n_startup: int):
         # multivariate + group: the space is conditional (branches exist only for some layer counts);
         # constant_liar: parallel workers do not all sample next to the same running trial
         with stable_enough():
-            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, n_startup_trials=n_startup,
-                                              constant_liar=True)  # fmt: skip
+            return optuna.samplers.TPESampler(
+                multivariate=True, group=True, seed=seed, n_startup_trials=n_startup, constant_liar=True
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
@@ -149,7 +150,9 @@ class StudySettings:
     trials: int
     sampler: str = "tpe"
     pruner: str = "asha"
-    prune_on: str = "loss"  # the dev signal the pruner compares at each epoch: loss, cer or wer (see bench/early_signals.py)
+    prune_on: str = (
+        "loss"  # the dev signal the pruner compares at each epoch: loss, cer or wer (see bench/early_signals.py)
+    )
     seed: int | None = None
     objectives: tuple = ("wer",)
     max_params: float | None = None
@@ -169,7 +172,7 @@ class StudySettings:
         return d
 
     @classmethod
-    def from_attrs(cls, attrs: dict) -> "StudySettings":
+    def from_attrs(cls, attrs: dict) -> StudySettings:
         d = {k: attrs[k] for k in cls.__dataclass_fields__ if k in attrs}
         d["objectives"] = tuple(d.get("objectives", ("wer",)))
         return cls(**d)
@@ -196,14 +199,16 @@ def _feasibility(data_dir: str, frontend: str) -> tuple[int, int]:
     targets = FeatureDataset(cache).targets
     stride = max_feasible_stride(cache.frames, targets)
     if stride == 0:
-        raise StudyError(f"data {data_dir}: even at total stride 1 the {frontend} features of more than 2% of the "
-                         f"{split} utterances have fewer frames than CTC needs for their transcripts; no config "
-                         f"in any space is feasible (check the transcripts, or use a finer frontend)")  # fmt: skip
+        raise StudyError(
+            f"data {data_dir}: even at total stride 1 the {frontend} features of more than 2% of the "
+            f"{split} utterances have fewer frames than CTC needs for their transcripts; no config "
+            f"in any space is feasible (check the transcripts, or use a finer frontend)"
+        )
     return stride, cache.feature_size
 
 
 def existing_studies(storage: str | None) -> dict[str, dict]:
-    """The studies in a storage, name -> user attributes; none (and nothing created) when its file does not exist yet."""
+    """The studies in a storage, name -> user attributes; none (nothing created) when its file does not exist yet."""
     try:
         st = open_storage(storage)
     except StorageError as e:
@@ -213,8 +218,15 @@ def existing_studies(storage: str | None) -> dict[str, dict]:
     return {s.study_name: s.user_attrs for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
 
 
-def launch(name: str, settings: StudySettings, storage: str | None = None, timeout: float | None = None,
-           device: str | None = None, isolate: bool = True, enqueue: tuple = ()) -> optuna.Study:  # fmt: skip
+def launch(
+    name: str,
+    settings: StudySettings,
+    storage: str | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    isolate: bool = True,
+    enqueue: tuple = (),
+) -> optuna.Study:
     """Create a study (an existing name is an error: use resume) and run it to its target."""
     create_study(name, settings, storage, enqueue)
     return run_study(name, storage, timeout=timeout, device=device, isolate=isolate)
@@ -229,11 +241,19 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
     space = load_space_text(settings)
     found = existing_studies(storage)
     if name in found and "uid" in found[name]:
-        raise StudyError(f"study '{name}' already exists in {redact(storage or DEFAULT_STORAGE)}; continue it with "
-                         f"`stt-search resume --study {name}` or choose another --study")  # fmt: skip
-    for flag, value in (("--trials", settings.trials), ("--epochs", settings.epochs), ("--trial-seconds", settings.trial_seconds),
-                        ("--heartbeat", settings.heartbeat), ("--max-params", settings.max_params),
-                        ("--max-gflops", settings.max_gflops), ("--startup-trials", settings.startup_trials)):  # fmt: skip
+        raise StudyError(
+            f"study '{name}' already exists in {redact(storage or DEFAULT_STORAGE)}; continue it with "
+            f"`stt-search resume --study {name}` or choose another --study"
+        )
+    for flag, value in (
+        ("--trials", settings.trials),
+        ("--epochs", settings.epochs),
+        ("--trial-seconds", settings.trial_seconds),
+        ("--heartbeat", settings.heartbeat),
+        ("--max-params", settings.max_params),
+        ("--max-gflops", settings.max_gflops),
+        ("--startup-trials", settings.startup_trials),
+    ):
         if value is not None and not value > (-1 if flag == "--startup-trials" else 0):
             raise StudyError(f"{flag} {value}: expected a number {'>= 0' if flag == '--startup-trials' else '> 0'}")
     _directions(settings.objectives)
@@ -287,7 +307,11 @@ def _rescoring_files(settings: StudySettings) -> None:
 def load_space_text(settings: StudySettings) -> Space:
     import yaml
 
-    return Space(validate_space(yaml.safe_load(settings.space_text), settings.space_name), settings.space_name, settings.space_text)
+    return Space(
+        validate_space(yaml.safe_load(settings.space_text), settings.space_name),
+        settings.space_name,
+        settings.space_text,
+    )
 
 
 def requeue_dead_trials(study: optuna.Study, orphan_after: float = 120.0) -> list[int]:
@@ -307,16 +331,26 @@ def requeue_dead_trials(study: optuna.Study, orphan_after: float = 120.0) -> lis
         retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
     now = datetime.datetime.now()
     for t in trials:
-        if (t.state == TrialState.RUNNING and "worker" not in t.user_attrs and t.datetime_start is not None
-                and (now - t.datetime_start).total_seconds() > orphan_after):  # fmt: skip
+        if (
+            t.state == TrialState.RUNNING
+            and "worker" not in t.user_attrs
+            and t.datetime_start is not None
+            and (now - t.datetime_start).total_seconds() > orphan_after
+        ):
             with contextlib.suppress(ValueError, RuntimeError):  # finished meanwhile: another resumer
                 optuna.Trial(study, t._trial_id).set_user_attr("status", "orphaned")
                 study.tell(t.number, state=TrialState.FAIL)
             continue
         pid = t.user_attrs.get("worker", "").rpartition(":")[2]
-        dead = (t.state == TrialState.RUNNING and t.user_attrs.get("worker_ns") == here and pid.isdigit()
-                and not pid_alive(int(pid)))  # fmt: skip
-        interrupted = t.state == TrialState.FAIL and t.user_attrs.get("status") == "interrupted" and t.number not in retried
+        dead = (
+            t.state == TrialState.RUNNING
+            and t.user_attrs.get("worker_ns") == here
+            and pid.isdigit()
+            and not pid_alive(int(pid))
+        )
+        interrupted = (
+            t.state == TrialState.FAIL and t.user_attrs.get("status") == "interrupted" and t.number not in retried
+        )
         if dead:
             try:
                 study.tell(t.number, state=TrialState.FAIL)
@@ -350,9 +384,17 @@ def run_key(study: optuna.Study) -> str:
     return f"{study.study_name}-{uid[:8]}" if uid else study.study_name
 
 
-def run_study(name: str, storage: str | None = None, timeout: float | None = None, progress: bool = True,
-              device: str | None = None, isolate: bool = True, data_dir: str | None = None,
-              runs_dir: str | None = None, dry_run: float | None = None) -> optuna.Study:  # fmt: skip
+def run_study(
+    name: str,
+    storage: str | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+    device: str | None = None,
+    isolate: bool = True,
+    data_dir: str | None = None,
+    runs_dir: str | None = None,
+    dry_run: float | None = None,
+) -> optuna.Study:
     """Run (or continue) a stored study until it has its target number of finished trials.
 
     Args:
@@ -365,21 +407,28 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         study = optuna.load_study(study_name=name, storage=st)
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
-        raise StudyError(f"no study '{name}' in {redact(storage or DEFAULT_STORAGE)} (studies there: {', '.join(names) or 'none'})") from None
+        raise StudyError(
+            f"no study '{name}' in {redact(storage or DEFAULT_STORAGE)} (studies there: {', '.join(names) or 'none'})"
+        ) from None
     if "uid" not in study.user_attrs:
-        raise StudyError(f"study '{name}' was never fully created (its launch was stopped while creating it); "
-                         "run the same `stt-search launch` again")  # fmt: skip
+        raise StudyError(
+            f"study '{name}' was never fully created (its launch was stopped while creating it); "
+            "run the same `stt-search launch` again"
+        )
     settings = StudySettings.from_attrs(study.user_attrs)
     settings.data_dir = data_dir or settings.data_dir
     settings.runs_dir = runs_dir or settings.runs_dir
-    if settings.heartbeat != 30 and isinstance(st, optuna.storages.RDBStorage):  # every worker beats at the study's pace
+    # every worker beats at the study's pace
+    if settings.heartbeat != 30 and isinstance(st, optuna.storages.RDBStorage):
         st = open_storage(storage, heartbeat=settings.heartbeat)
         study = optuna.load_study(study_name=name, storage=st)
     space = load_space_text(settings)
     frontend = space.spec.get("frontend", "fbank")
     max_stride, feature_size = _feasibility(settings.data_dir, frontend)
     epochs = settings.epochs or space.spec.get("train", {}).get("epochs", 12)
-    study.sampler = make_sampler(settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials))
+    study.sampler = make_sampler(
+        settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials)
+    )
     study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12, settings.trials)
     requeued = requeue_dead_trials(study, orphan_after=settings.heartbeat * 4)
     if requeued:
@@ -389,15 +438,34 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         promoted = enqueue_promotions(study, asha)  # a resumed study first continues what it had promoted
         if promoted:
             log.info("promoting paused trials %s", promoted)
-    objective = Objective(space=space, data_dir=settings.data_dir, runs_dir=settings.runs_dir, run_key=run_key(study),
-                          target=settings.trials, isolate=isolate, dry_run=dry_run,
-                          objectives=tuple(settings.objectives), max_total_stride=max_stride,
-                          max_params=settings.max_params, max_gflops=settings.max_gflops, epochs=settings.epochs,
-                          trial_seconds=settings.trial_seconds, feature_size=feature_size, device=device,
-                          progress=progress, prune_on=settings.prune_on)  # fmt: skip
+    objective = Objective(
+        space=space,
+        data_dir=settings.data_dir,
+        runs_dir=settings.runs_dir,
+        run_key=run_key(study),
+        target=settings.trials,
+        isolate=isolate,
+        dry_run=dry_run,
+        objectives=tuple(settings.objectives),
+        max_total_stride=max_stride,
+        max_params=settings.max_params,
+        max_gflops=settings.max_gflops,
+        epochs=settings.epochs,
+        trial_seconds=settings.trial_seconds,
+        feature_size=feature_size,
+        device=device,
+        progress=progress,
+        prune_on=settings.prune_on,
+    )
     remaining = settings.trials - count_finished(study)
-    log.info("study '%s' in %s: %d of %d trials finished, max total stride %d", name, redact(storage or DEFAULT_STORAGE),
-             count_finished(study), settings.trials, max_stride)  # fmt: skip
+    log.info(
+        "study '%s' in %s: %d of %d trials finished, max total stride %d",
+        name,
+        redact(storage or DEFAULT_STORAGE),
+        count_finished(study),
+        settings.trials,
+        max_stride,
+    )
     if remaining <= 0:
         _rescore(study, settings, device)  # what a stopped worker left unrescored
         return study
@@ -411,12 +479,24 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
         done = [t for t in trials if counts(t)]
         ua = trial.user_attrs
         wer = f" dev WER {100 * ua['dev_wer']:.1f}%" if ua.get("dev_wer") is not None else ""
-        why = f" ({ua.get('status')}: {ua.get('reason', '')})" if trial.state != TrialState.COMPLETE and ua.get("status") else ""
+        why = (
+            f" ({ua.get('status')}: {ua.get('reason', '')})"
+            if trial.state != TrialState.COMPLETE and ua.get("status")
+            else ""
+        )
         if ua.get("status") == "paused":
             why = f" ({ua.get('reason', '')})"
         state = "paused" if ua.get("status") == "paused" else trial.state.name.lower()
-        log.info("trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB", trial.number, state, wer,
-                 why, len(done), settings.trials, rss_mb())  # fmt: skip
+        log.info(
+            "trial %d %s%s%s  [%d/%d finished]  worker RSS %.0f MB",
+            trial.number,
+            state,
+            wer,
+            why,
+            len(done),
+            settings.trials,
+            rss_mb(),
+        )
         if asha is not None:
             for n in enqueue_promotions(study, asha):
                 log.info("trial %d promoted: a new trial continues it from its checkpoint", n)
@@ -442,9 +522,14 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     try:
         while deadline is None or time.time() < deadline:
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
-            study.optimize(objective, n_trials=settings.trials + 100, callbacks=[after_trial],
-                           timeout=None if deadline is None else deadline - time.time(), catch=(Exception,),
-                           show_progress_bar=False)  # fmt: skip
+            study.optimize(
+                objective,
+                n_trials=settings.trials + 100,
+                callbacks=[after_trial],
+                timeout=None if deadline is None else deadline - time.time(),
+                catch=(Exception,),
+                show_progress_bar=False,
+            )
             if failing or stuck or not _more_to_do(study, settings.trials, st, deadline, settings.heartbeat * 4):
                 break
     finally:
@@ -452,11 +537,15 @@ def run_study(name: str, storage: str | None = None, timeout: float | None = Non
     if not (failing or stuck):
         _rescore(study, settings, device)
     if failing:
-        raise StudyError(f"study '{name}': the last {FAILED_AFTER} candidates failed (last: {failing[0]}); "
-                         f"see the trials' 'reason' with `stt-search compare {name}`")  # fmt: skip
+        raise StudyError(
+            f"study '{name}': the last {FAILED_AFTER} candidates failed (last: {failing[0]}); "
+            f"see the trials' 'reason' with `stt-search compare {name}`"
+        )
     if stuck:
-        raise StudyError(f"study '{name}': the last {STUCK_AFTER} candidates from {settings.space_name} could not be "
-                         f"trained (last: {stuck[0]}); loosen --max-params/--max-gflops or narrow the space")  # fmt: skip
+        raise StudyError(
+            f"study '{name}': the last {STUCK_AFTER} candidates from {settings.space_name} could not be "
+            f"trained (last: {stuck[0]}); loosen --max-params/--max-gflops or narrow the space"
+        )
     return study
 
 
@@ -464,7 +553,9 @@ def _rescore(study: optuna.Study, settings: StudySettings, device: str | None) -
     if settings.rescore_top:
         from search.rescore import rescore_top
 
-        rescore_top(study, settings.rescore_top, settings.lm, settings.lexicon, settings.data_dir, settings.runs_dir, device)
+        rescore_top(
+            study, settings.rescore_top, settings.lm, settings.lexicon, settings.data_dir, settings.runs_dir, device
+        )
 
 
 def _more_to_do(study: optuna.Study, target: int, storage, deadline: float | None, orphan_after: float = 120.0) -> bool:

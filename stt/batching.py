@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from typing import Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -170,9 +171,16 @@ class _Failure:
         self.error = error
 
 
-def make_loader(cache: FeatureCache, max_frames: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                tokenizer: LetterTokenizer | None = None) -> torch.utils.data.DataLoader:  # fmt: skip
+def make_loader(
+    cache: FeatureCache,
+    max_frames: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    tokenizer: LetterTokenizer | None = None,
+) -> torch.utils.data.DataLoader:
     ds = FeatureDataset(cache, tokenizer)
     sampler = FrameBudgetBatchSampler(cache.frames, max_frames, shuffle=shuffle, seed=seed)
-    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                                       persistent_workers=num_workers > 0)  # fmt: skip
+    return torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers, persistent_workers=num_workers > 0
+    )

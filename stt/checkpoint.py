@@ -54,19 +54,34 @@ def load_checkpoint(path: str | Path, keys: Iterable[str] = (), allow: Iterable[
         # torch's message names the refused global (e.g. "GLOBAL posix.system"); keep only that part
         what = re.search(r"GLOBAL ([\w.]+)", str(e))
         if what:
-            raise CheckpointError(f"{path}: refused to load: it would call {what[1]} (code or an object, not weights; "
-                                  "a checkpoint should hold only tensors and plain data)") from None  # fmt: skip
+            raise CheckpointError(
+                f"{path}: refused to load: it would call {what[1]} (code or an object, not weights; "
+                "a checkpoint should hold only tensors and plain data)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (not made by torch.save, or damaged)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, ImportError,
-            IndexError, KeyError, TypeError) as e:  # fmt: skip
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, damaged or not made by torch.save: "
-                              f"{_first_line(e)[:80]})") from None  # fmt: skip
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as e:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, damaged or not made by torch.save: {_first_line(e)[:80]})"
+        ) from None
     if not isinstance(ck, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(ck).__name__}, expected a dict)")
     missing = [k for k in keys if k not in ck]
     if missing:
-        raise CheckpointError(f"{path}: not a checkpoint of this kind (missing {', '.join(missing)}; "
-                              f"has {', '.join(map(str, list(ck)[:8]))})")  # fmt: skip
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this kind (missing {', '.join(missing)}; "
+            f"has {', '.join(map(str, list(ck)[:8]))})"
+        )
     return ck
 
 

@@ -87,7 +87,9 @@ def resolve_split(splits: dict[str, Path], role: str, name: str | None = None) -
     if len(cands) == 1:
         return cands[0]
     if not cands:
-        raise CorpusError(f"no {role} split found (available: {', '.join(sorted(splits)) or 'none'}); name one with --{role}-split")
+        raise CorpusError(
+            f"no {role} split found (available: {', '.join(sorted(splits)) or 'none'}); name one with --{role}-split"
+        )
     raise CorpusError(f"several {role} splits ({', '.join(cands)}); choose one with --{role}-split")
 
 

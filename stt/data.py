@@ -41,8 +41,13 @@ class TrainingData:
         return self.train.frames_per_second
 
 
-def open_training_data(data_dir: str | Path, frontend: str = "fbank", splits: dict | None = None,
-                       progress: bool = True, device: str | None = None) -> TrainingData:  # fmt: skip
+def open_training_data(
+    data_dir: str | Path,
+    frontend: str = "fbank",
+    splits: dict | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> TrainingData:
     """Resolve the train/dev(/test) splits of ``data_dir`` and open their feature caches.
 
     Args:

@@ -68,8 +68,14 @@ class BeamDecoder:
     boundaries it can look up). Emissions are log-probabilities ``[B, T, V]`` on the host.
     """
 
-    def __init__(self, tokenizer: LetterTokenizer, lexicon: Lexicon | None = None, lm: str | Path | None = None,
-                 settings: BeamSettings | None = None, lm_upper: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        tokenizer: LetterTokenizer,
+        lexicon: Lexicon | None = None,
+        lm: str | Path | None = None,
+        settings: BeamSettings | None = None,
+        lm_upper: bool = False,
+    ):
         from flashlight.lib.text import decoder as fl
         from flashlight.lib.text.dictionary import Dictionary
 
@@ -79,9 +85,15 @@ class BeamDecoder:
         if lexicon is None:
             if lm is not None:
                 raise LMError(f"{lm}: a word LM needs a lexicon (--lexicon FILE, or auto for the LM's own words)")
-            opts = fl.LexiconFreeDecoderOptions(beam_size=s.beam_size, beam_size_token=V, beam_threshold=s.beam_threshold,
-                                                lm_weight=0.0, sil_score=s.sil_score, log_add=False,
-                                                criterion_type=fl.CriterionType.CTC)  # fmt: skip
+            opts = fl.LexiconFreeDecoderOptions(
+                beam_size=s.beam_size,
+                beam_size_token=V,
+                beam_threshold=s.beam_threshold,
+                lm_weight=0.0,
+                sil_score=s.sil_score,
+                log_add=False,
+                criterion_type=fl.CriterionType.CTC,
+            )
             self._decoder = fl.LexiconFreeDecoder(opts, fl.ZeroLM(), sil, blank, [])
             self._words = None
             return
@@ -96,7 +108,7 @@ class BeamDecoder:
             try:
                 with _quiet_stderr():  # KenLM draws a progress bar of stars on fd 2
                     model = KenLM(str(lm), lookup)
-            except Exception as e:  # noqa: BLE001 - KenLM's own parse errors, raised as RuntimeError from C++
+            except Exception as e:
                 raise LMError(f"{lm}: KenLM cannot load it ({' '.join(str(e).split())[:200]})") from None
         trie = fl.Trie(V, sil)
         start = model.start(False)
@@ -104,9 +116,17 @@ class BeamDecoder:
             _, score = model.score(start, i)  # unigram score, smeared up the trie so the beam sees it early
             trie.insert(lexicon.spellings[word], i, score)
         trie.smear(fl.SmearingMode.MAX)
-        opts = fl.LexiconDecoderOptions(beam_size=s.beam_size, beam_size_token=V, beam_threshold=s.beam_threshold,
-                                        lm_weight=s.lm_weight, word_score=s.word_score, unk_score=s.unk_score,
-                                        sil_score=s.sil_score, log_add=False, criterion_type=fl.CriterionType.CTC)  # fmt: skip
+        opts = fl.LexiconDecoderOptions(
+            beam_size=s.beam_size,
+            beam_size_token=V,
+            beam_threshold=s.beam_threshold,
+            lm_weight=s.lm_weight,
+            word_score=s.word_score,
+            unk_score=s.unk_score,
+            sil_score=s.sil_score,
+            log_add=False,
+            criterion_type=fl.CriterionType.CTC,
+        )
         self._decoder = fl.LexiconDecoder(opts, trie, model, sil, blank, 0, [], False)
         self._model = model  # the decoder holds it by reference
 
@@ -140,8 +160,12 @@ class BeamDecoder:
 TUNED = "decoder.json"  # in a run directory: the LM, lexicon, LM weight and word score `stt tune-decoder` chose
 
 
-def make_decoder(tokenizer: LetterTokenizer, lm: str | Path | None = None, lexicon: str | Path | None = None,
-                 settings: BeamSettings | None = None) -> BeamDecoder:  # fmt: skip
+def make_decoder(
+    tokenizer: LetterTokenizer,
+    lm: str | Path | None = None,
+    lexicon: str | Path | None = None,
+    settings: BeamSettings | None = None,
+) -> BeamDecoder:
     """A beam decoder from files, each checked first (one line naming the file and line on a problem).
 
     Args:
@@ -154,8 +178,10 @@ def make_decoder(tokenizer: LetterTokenizer, lm: str | Path | None = None, lexic
     info = read_lm_vocabulary(lm, tokenizer) if lm is not None else None
     if lexicon == "auto":
         if info is None:
-            raise LMError(f"--lexicon auto takes the words of an ARPA LM{'' if lm is None else f'; {lm} is a KenLM binary'}: "
-                          "pass --lm FILE.arpa, or a lexicon file")  # fmt: skip
+            raise LMError(
+                f"--lexicon auto takes the words of an ARPA LM{'' if lm is None else f'; {lm} is a KenLM binary'}: "
+                "pass --lm FILE.arpa, or a lexicon file"
+            )
         lex = lexicon_from_words(info.unigrams, tokenizer, str(lm))
     else:
         lex = read_lexicon(lexicon, tokenizer) if lexicon is not None else None

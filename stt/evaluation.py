@@ -21,10 +21,15 @@ from stt.text import LetterTokenizer
 
 
 @torch.no_grad()
-def evaluate_split(model: torch.nn.Module, cache: FeatureCache, tokenizer: LetterTokenizer, device: torch.device,
-                   batch_frames: int, precision: str = "auto",
-                   decoder: Callable[[torch.Tensor, torch.Tensor], list[str]] | None = None,
-                   ) -> tuple[Scores, list[str], list[str], list[str]]:  # fmt: skip
+def evaluate_split(
+    model: torch.nn.Module,
+    cache: FeatureCache,
+    tokenizer: LetterTokenizer,
+    device: torch.device,
+    batch_frames: int,
+    precision: str = "auto",
+    decoder: Callable[[torch.Tensor, torch.Tensor], list[str]] | None = None,
+) -> tuple[Scores, list[str], list[str], list[str]]:
     """Decode every utterance of ``cache`` (greedy, or with ``decoder``) and score it.
 
     Args:
@@ -52,8 +57,15 @@ def evaluate_split(model: torch.nn.Module, cache: FeatureCache, tokenizer: Lette
         # grad mode on (nothing here requires grad, so no graph is kept): measured on torch 2.13 CPU, the
         # no-grad ctc_loss left every later bf16 convolution in the process 10-60x slower
         with torch.enable_grad():
-            loss_sum += F.ctc_loss(log_probs.transpose(0, 1), b.targets.to(device), out_lens, b.target_lens.to(device),
-                                   blank=tokenizer.blank, reduction="sum", zero_infinity=True)  # fmt: skip
+            loss_sum += F.ctc_loss(
+                log_probs.transpose(0, 1),
+                b.targets.to(device),
+                out_lens,
+                b.target_lens.to(device),
+                blank=tokenizer.blank,
+                reduction="sum",
+                zero_infinity=True,
+            )
         letters += int(b.target_lens.sum())
         if decoder is not None:
             for i, text in zip(b.index.tolist(), decoder(log_probs, model.output_lengths(b.feat_lens))):
@@ -71,8 +83,14 @@ def evaluate_split(model: torch.nn.Module, cache: FeatureCache, tokenizer: Lette
 
 
 @torch.no_grad()
-def split_log_probs(model: torch.nn.Module, cache: FeatureCache, tokenizer: LetterTokenizer, device: torch.device,
-                    batch_frames: int, precision: str = "auto") -> tuple[list, list[str]]:  # fmt: skip
+def split_log_probs(
+    model: torch.nn.Module,
+    cache: FeatureCache,
+    tokenizer: LetterTokenizer,
+    device: torch.device,
+    batch_frames: int,
+    precision: str = "auto",
+) -> tuple[list, list[str]]:
     """A split's log-probabilities, computed once to be decoded many times (decoder tuning, benches).
 
     Returns:

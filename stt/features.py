@@ -30,9 +30,9 @@ import numpy as np
 from stt.audio import AudioError, read_audio
 from stt.corpus import CACHE_DIR, Skipped, Utterance, find_splits, manifest_hash, read_split
 from stt.device import pick_device
-from stt.frontends import Frontend, build_frontend, frontend_identity
 from stt.errors import DataError
 from stt.files import TMP_PREFIX, atomic_path, locked, make_dir, write_text
+from stt.frontends import Frontend, build_frontend, frontend_identity
 from stt.text import LetterTokenizer, TextError
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,13 @@ def cache_dir_for(data_dir: str | Path, split: str, utts: list[Utterance], ident
     return Path(data_dir) / CACHE_DIR / f"{split}-{manifest_hash(utts, data_dir)}-{identity}"
 
 
-def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "fbank",
-                  progress: bool = True, device: str | None = None) -> PrepareReport:  # fmt: skip
+def prepare_split(
+    data_dir: str | Path,
+    split: str,
+    frontend: Frontend | str = "fbank",
+    progress: bool = True,
+    device: str | None = None,
+) -> PrepareReport:
     """Compute (or find) the feature cache of one split.
 
     ``frontend`` is a spec or a built Frontend; a neural one given as a spec runs on ``device``
@@ -123,7 +128,8 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
             frontend = build_frontend(frontend, str(pick_device(device)))
         make_dir(cache)
         rows, computed = [], 0
-        bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=None if progress else True)  # None: off when not a terminal
+        off = None if progress else True  # None: off when not a terminal
+        bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=off)
         for k, shard in enumerate(shards):
             ids = [u.id for u in shard]
             if not _shard_ok(cache, k, ids, frontend.feature_size):
@@ -135,14 +141,20 @@ def prepare_split(data_dir: str | Path, split: str, frontend: Frontend | str = "
             offset = 0
             for u, n in zip(shard, meta["frames"]):
                 if n > 0:  # 0 frames: unreadable audio, skipped above
-                    rows.append({"id": u.id, "shard": k, "offset": offset, "frames": n, "duration": u.duration, "text": u.text})
+                    rows.append(
+                        {"id": u.id, "shard": k, "offset": offset, "frames": n, "duration": u.duration, "text": u.text}
+                    )
                 offset += n
             bar.update(len(shard))
         bar.close()
         info = {
-            "split": split, "frontend": identity, "feature_size": frontend.feature_size,
-            "frames_per_second": frontend.frames_per_second, "hours": hours, "utterances": rows,
-        }  # fmt: skip
+            "split": split,
+            "frontend": identity,
+            "feature_size": frontend.feature_size,
+            "frames_per_second": frontend.frames_per_second,
+            "hours": hours,
+            "utterances": rows,
+        }
         write_text(index, json.dumps(info))
     return PrepareReport(split, cache, len(rows), skipped, hours, computed)
 
@@ -214,14 +226,21 @@ class FeatureCache:
         return state
 
 
-def prepare_features(data_dir: str | Path, frontend: str = "fbank", splits: list[str] | None = None,
-                     progress: bool = True, device: str | None = None) -> list[PrepareReport]:  # fmt: skip
+def prepare_features(
+    data_dir: str | Path,
+    frontend: str = "fbank",
+    splits: list[str] | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> list[PrepareReport]:
     """Prepare every split (or those named) of a data folder with one frontend."""
     found = find_splits(data_dir)
     if not found:
         from stt.corpus import CorpusError
 
-        raise CorpusError(f"{data_dir}: no LibriSpeech-layout split folders (*.trans.txt) or SPLIT.tsv/.jsonl manifests")
+        raise CorpusError(
+            f"{data_dir}: no LibriSpeech-layout split folders (*.trans.txt) or SPLIT.tsv/.jsonl manifests"
+        )
     names = splits or sorted(found)
     reports = []
     for name in names:
@@ -234,8 +253,14 @@ def prepare_features(data_dir: str | Path, frontend: str = "fbank", splits: list
     return reports
 
 
-def open_split(data_dir: str | Path, split: str, frontend: str = "fbank", prepare: bool = True,
-               progress: bool = True, device: str | None = None) -> FeatureCache:  # fmt: skip
+def open_split(
+    data_dir: str | Path,
+    split: str,
+    frontend: str = "fbank",
+    prepare: bool = True,
+    progress: bool = True,
+    device: str | None = None,
+) -> FeatureCache:
     """The cache of one split, preparing it first if needed (and saying so)."""
     rep = prepare_split(data_dir, split, frontend, progress=progress, device=device) if prepare else None
     if rep is not None and rep.computed:

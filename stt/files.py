@@ -21,9 +21,13 @@ TMP_PREFIX = ".tmp-"  # temporary names start with this; readers skip them, writ
 
 
 def _unwritable(path: Path, e: OSError) -> DataError:
-    why = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-           errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-           errno.EROFS: "read-only file system"}.get(e.errno, e.strerror or str(e))  # fmt: skip
+    why = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "read-only file system",
+    }.get(e.errno, e.strerror or str(e))
     return DataError(f"{path}: cannot write ({why})")
 
 

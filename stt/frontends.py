@@ -42,7 +42,9 @@ def _mel(f):
     return 2595.0 * np.log10(1.0 + f / 700.0)
 
 
-def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 20.0, f_max: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    n_mels: int, n_fft: int, sample_rate: int, f_min: float = 20.0, f_max: float | None = None
+) -> torch.Tensor:
     """Triangular HTK-mel filters ``[n_fft // 2 + 1, n_mels]``."""
     f_max = f_max or sample_rate / 2
     mels = np.linspace(_mel(f_min), _mel(f_max), n_mels + 2)
@@ -88,8 +90,11 @@ def _fairseq_globals() -> list:
     """What fairseq pickles beside tensors: its args, and numpy scalars in the training state."""
     core = getattr(np, "_core", None) or np.core
     classes = [argparse.Namespace, core.multiarray.scalar, np.dtype]
-    classes += [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
-                if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]  # fmt: skip
+    classes += [
+        getattr(np.dtypes, n)
+        for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+        if hasattr(np, "dtypes") and hasattr(np.dtypes, n)
+    ]
     return classes
 
 
@@ -127,10 +132,16 @@ class Wav2Vec(Frontend):
             raise FrontendError(f"wav2vec checkpoint {e}") from None
         if "args" not in ckpt or "model" not in ckpt or not isinstance(ckpt["args"], argparse.Namespace):
             keys = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise FrontendError(f"{path}: not a wav2vec 1.0 checkpoint (expected keys 'args' and 'model', found {keys}; "
-                                "wav2vec 2.0 checkpoints are not supported)")  # fmt: skip
+            raise FrontendError(
+                f"{path}: not a wav2vec 1.0 checkpoint (expected keys 'args' and 'model', found {keys}; "
+                "wav2vec 2.0 checkpoints are not supported)"
+            )
         args = ckpt["args"]
-        if getattr(args, "arch", "wav2vec") != "wav2vec" or not hasattr(args, "conv_feature_layers") or hasattr(args, "encoder_layers"):
+        if (
+            getattr(args, "arch", "wav2vec") != "wav2vec"
+            or not hasattr(args, "conv_feature_layers")
+            or hasattr(args, "encoder_layers")
+        ):
             raise FrontendError(f"{path}: checkpoint is for arch {getattr(args, 'arch', '?')!r}, not wav2vec 1.0")
         model = Wav2VecModel.build_model(args, task=None)
         try:

@@ -61,8 +61,10 @@ def read_lexicon(path: str | Path, tokenizer: LetterTokenizer) -> Lexicon:
             spelling = spelling[:-1]
         bad = [s for s in spelling if s not in tokenizer.index or s in (" ", tokenizer.symbols[0])]
         if bad or not spelling:
-            raise LMError(f"{path}:{n}: word {word!r}: {'symbol ' + repr(bad[0]) if bad else 'empty spelling'} is not "
-                          f"in the model's alphabet ({alphabet}); expected 'word' or 'word w o r d'")  # fmt: skip
+            raise LMError(
+                f"{path}:{n}: word {word!r}: {'symbol ' + repr(bad[0]) if bad else 'empty spelling'} is not "
+                f"in the model's alphabet ({alphabet}); expected 'word' or 'word w o r d'"
+            )
         spellings.setdefault(word, [tokenizer.index[s] for s in spelling])
     if not spellings:
         raise LMError(f"{path}: no words (expected one word a line: 'word' or 'word w o r d')")
@@ -103,8 +105,10 @@ def read_lm_vocabulary(path: str | Path, tokenizer: LetterTokenizer) -> ArpaInfo
                     if not line:
                         continue
                     if line != "\\data\\":
-                        raise LMError(f"{path}:{n}: not an ARPA language model (expected '\\data\\' first, got "
-                                      f"{line[:40]!r}); pass an ARPA file or a KenLM binary")  # fmt: skip
+                        raise LMError(
+                            f"{path}:{n}: not an ARPA language model (expected '\\data\\' first, got "
+                            f"{line[:40]!r}); pass an ARPA file or a KenLM binary"
+                        )
                     section = "data"
                 elif section == "data":
                     if line.startswith("ngram "):
@@ -128,9 +132,11 @@ def read_lm_vocabulary(path: str | Path, tokenizer: LetterTokenizer) -> ArpaInfo
                     if word not in SPECIAL and word.lower() not in SPECIAL:
                         bad = sorted(set(word.lower()) - alphabet)
                         if bad:
-                            raise LMError(f"{path}:{n}: LM word {word!r} has {''.join(bad)!r}, outside the model's "
-                                          f"alphabet ({''.join(sorted(alphabet))}): an LM of another alphabet or "
-                                          "text normalisation (build one with `stt lm build`)")  # fmt: skip
+                            raise LMError(
+                                f"{path}:{n}: LM word {word!r} has {''.join(bad)!r}, outside the model's "
+                                f"alphabet ({''.join(sorted(alphabet))}): an LM of another alphabet or "
+                                "text normalisation (build one with `stt lm build`)"
+                            )
                     words.append(word)
     except UnicodeDecodeError:
         raise LMError(f"{path}: not an ARPA language model (not UTF-8 text) nor a KenLM binary") from None
@@ -204,7 +210,7 @@ def build_arpa(sentences: list[list[str]], order: int) -> str:
     grams.append(unigrams)
     for n in range(2, order + 1):
         table = {}
-        for ctx in lm.counts[n].keys():
+        for ctx in lm.counts[n]:
             for w in lm.counts[n][ctx]:
                 table[(*ctx, w)] = prob(w, ctx)
         grams.append(table)

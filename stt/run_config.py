@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from stt.layer_config import LayerConfig, LayerConfigError, read_source, dump_layers_yaml, load_layer_config
+from stt.layer_config import LayerConfig, LayerConfigError, dump_layers_yaml, load_layer_config, read_source
 
 
 @dataclass
@@ -99,7 +99,9 @@ class RunConfig:
         """YAML with the layers one branch per line (readable diffs between trials)."""
         head = {"frontend": self.frontend, "train": dataclasses.asdict(self.train)}
         text = yaml.safe_dump(head, sort_keys=False)
-        text += f"model:\n  input_proj: {self.input_proj or 'null'}\n  residual: {str(self.residual).lower()}\n  layers:\n"
+        text += (
+            f"model:\n  input_proj: {self.input_proj or 'null'}\n  residual: {str(self.residual).lower()}\n  layers:\n"
+        )
         text += "".join("    " + line + "\n" for line in dump_layers_yaml(self.layers.to_list()).splitlines())
         return text
 

@@ -37,7 +37,9 @@ from stt.errors import ConfigError, DataError
 
 ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 # variants whose sound is not speech-like enough to learn from (robots, croaks, whispers)
-_UNUSABLE = re.compile(r"robo|klatt|demonic|croak|whisper|tweaky|storm|anikarobot|unirobot|gene|michel|mr serious", re.I)
+_UNUSABLE = re.compile(
+    r"robo|klatt|demonic|croak|whisper|tweaky|storm|anikarobot|unirobot|gene|michel|mr serious", re.I
+)
 # breath noise comes out differently in every process, so the corpus would not be reproducible
 _BREATH = re.compile(r"^\s*breath\s", re.M)
 SPLITS = ("train", "dev", "test")
@@ -75,8 +77,11 @@ def voice_variants(data_path: str | None = None) -> list[str]:
     import espeakng_loader
 
     folder = Path(data_path or espeakng_loader.get_data_path()) / "voices" / "!v"
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and not _UNUSABLE.search(p.name) and not _BREATH.search(p.read_text(errors="replace")))  # fmt: skip
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and not _UNUSABLE.search(p.name) and not _BREATH.search(p.read_text(errors="replace"))
+    )
 
 
 def split_variants(variants: list[str], seed: int) -> dict[str, list[str]]:
@@ -99,7 +104,9 @@ class _Espeak:
         import espeakng_loader
 
         self.lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
-        self.sample_rate = self.lib.espeak_Initialize(self.AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        self.sample_rate = self.lib.espeak_Initialize(
+            self.AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
+        )
         if self.sample_rate <= 0:
             raise RuntimeError("espeak-ng failed to initialise")
         self.chunks: list[np.ndarray] = []
@@ -193,10 +200,16 @@ def _plan(split: str, s: SynthSettings, words: list[str], variants: list[str], a
         voice = f"{ACCENTS[int(vrng.integers(len(ACCENTS)))]}+{variants[int(vrng.integers(len(variants)))]}"
         spk, chapter = 10000 * (SPLITS.index(split) + 1) + voice_i, voice_i % 7
         yield {
-            "id": f"{spk}-{chapter}-{i % 40:04d}", "spk": spk, "chapter": chapter, "text": text, "voice": voice,
-            "rate": int(vrng.integers(135, 200)), "pitch": int(vrng.integers(25, 75)),
-            "snr": float(rng.uniform(*s.noise_db)), "noise_seed": [s.seed, SPLITS.index(split), i],
-        }  # fmt: skip
+            "id": f"{spk}-{chapter}-{i % 40:04d}",
+            "spk": spk,
+            "chapter": chapter,
+            "text": text,
+            "voice": voice,
+            "rate": int(vrng.integers(135, 200)),
+            "pitch": int(vrng.integers(25, 75)),
+            "snr": float(rng.uniform(*s.noise_db)),
+            "noise_seed": [s.seed, SPLITS.index(split), i],
+        }
         i += 1
 
 
@@ -228,7 +241,8 @@ def prepare_synth(out: str | Path, settings: SynthSettings, workers: int | None 
         for split in SPLITS:
             target = settings.split_hours(split) * 3600
             jobs, total = [], 0.0
-            bar = tqdm(total=round(target), unit="s", desc=f"synth {split}", disable=None if progress else True)  # None: off when not a terminal
+            off = None if progress else True  # None: off when not a terminal
+            bar = tqdm(total=round(target), unit="s", desc=f"synth {split}", disable=off)
             stream = _plan(split, settings, words, variants[split], train_texts if split != "train" else set())
             size = GROUP * max(4, 2 * workers)  # which utterances are kept does not depend on it: plan order
             chunk = [next(stream) for _ in range(size)]

@@ -60,8 +60,9 @@ class LetterTokenizer:
         norm = normalise_text(text)
         bad = sorted({c for c in norm if c not in self.index})
         if bad:
-            raise TextError(f"utterance {utt_id}: characters {''.join(bad)!r} are not letters, space or apostrophe "
-                            f"(in {text!r})")  # fmt: skip
+            raise TextError(
+                f"utterance {utt_id}: characters {''.join(bad)!r} are not letters, space or apostrophe (in {text!r})"
+            )
         return [self.index[c] for c in norm]
 
     def decode(self, ids) -> str:
@@ -73,9 +74,11 @@ class LetterTokenizer:
         write_text(path, json.dumps({"symbols": self.symbols}))
 
     @classmethod
-    def load(cls, path: str | Path) -> "LetterTokenizer":
+    def load(cls, path: str | Path) -> LetterTokenizer:
         try:
             symbols = json.loads(Path(path).read_text())["symbols"]
             return cls(symbols)
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise TextError(f"{path}: not a tokenizer file (expected {{\"symbols\": [...]}} starting with the blank; {e})") from None
+            raise TextError(
+                f'{path}: not a tokenizer file (expected {{"symbols": [...]}} starting with the blank; {e})'
+            ) from None

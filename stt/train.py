@@ -32,25 +32,25 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from stt import __version__
 from stt.batching import FeatureDataset, FrameBudgetBatchSampler, Prefetcher, bucket_length, collate
+from stt.checkpoint import load_checkpoint, save_checkpoint
 from stt.data import TrainingData
 from stt.device import autocast, pick_device, release_cached_memory, to_host, uses_bf16
+from stt.errors import CheckpointError, ConfigError
 from stt.evaluation import evaluate_split
+from stt.files import make_dir, write_text
 from stt.metrics import Scores
 from stt.model import STTModel, count_parameters, forward_gflops_per_second
 from stt.run_config import RunConfig, TrainConfig, load_run_config
 from stt.text import LetterTokenizer
-from stt.checkpoint import load_checkpoint, save_checkpoint
-from stt.errors import CheckpointError, ConfigError
-from stt.files import make_dir, write_text
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class TrainState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
+    def from_dict(cls, d: dict) -> TrainState:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -118,13 +118,18 @@ class TrainState:
 def build_scheduler(opt: torch.optim.Optimizer, tc: TrainConfig, total_steps: int):
     """One-cycle, or linear warm-up then cosine decay to zero, per optimizer step."""
     if tc.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps,
-                                                   pct_start=max(tc.warmup, 1e-3), anneal_strategy="cos")  # fmt: skip
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=tc.lr, total_steps=total_steps, pct_start=max(tc.warmup, 1e-3), anneal_strategy="cos"
+        )
     warm = max(1, int(tc.warmup * total_steps))
-    return torch.optim.lr_scheduler.SequentialLR(opt, [
-        torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm - 1),
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps - warm)),
-    ], milestones=[warm])  # fmt: skip
+    return torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm - 1),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps - warm)),
+        ],
+        milestones=[warm],
+    )
 
 
 def compile_wanted(tc: TrainConfig, device: torch.device) -> bool:
@@ -136,8 +141,9 @@ def ctc_min_frames(targets: list[list[int]]) -> list[int]:
     return [len(t) + sum(1 for a, b in zip(t, t[1:]) if a == b) for t in targets]
 
 
-def check_feasible(run: RunConfig, frames: list[int], targets: list[list[int]], fps: float,
-                   max_infeasible: float = 0.02) -> list[int]:  # fmt: skip
+def check_feasible(
+    run: RunConfig, frames: list[int], targets: list[list[int]], fps: float, max_infeasible: float = 0.02
+) -> list[int]:
     """Return the indices CTC can align; raise InfeasibleError when too many cannot.
 
     A few very fast utterances can be dropped (``max_infeasible``, 2 %), beyond
@@ -177,10 +183,20 @@ class Trainer:
             may stop the run (0: no probe); a search's cheapest look at a candidate.
     """
 
-    def __init__(self, run: RunConfig, data: TrainingData, out_dir: str | Path, device: str | None = None,
-                 max_seconds: float | None = None, checkpoint_every: int = 0, log_every: int = 50,
-                 progress: bool = True, prefetch: bool | None = None, compile_backend="inductor",
-                 probe: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        run: RunConfig,
+        data: TrainingData,
+        out_dir: str | Path,
+        device: str | None = None,
+        max_seconds: float | None = None,
+        checkpoint_every: int = 0,
+        log_every: int = 50,
+        progress: bool = True,
+        prefetch: bool | None = None,
+        compile_backend="inductor",
+        probe: float = 0.0,
+    ):
         self.run, self.data, self.out = run, data, Path(out_dir)
         self.probe = probe
         self._on_epoch = None
@@ -188,21 +204,27 @@ class Trainer:
         self.max_seconds, self.checkpoint_every, self.log_every = max_seconds, checkpoint_every, max(1, log_every)
         self.progress = progress
         self.prefetch = self.device.type == "cuda" if prefetch is None else prefetch
-        tc = run.train
+        cfg = run.train
         train = data.train
         self.train_set = FeatureDataset(train, data.tokenizer)
         self.keep = check_feasible(run, train.frames, self.train_set.targets, train.frames_per_second)
         self.durations = [u["duration"] for u in train.utterances]
-        torch.manual_seed(tc.seed)
-        self.model = STTModel(run.layers, input_size=train.feature_size, input_proj=run.input_proj,
-                              output_size=len(data.tokenizer), residual=run.residual).to(self.device)  # fmt: skip
-        self.sampler = FrameBudgetBatchSampler([train.frames[i] for i in self.keep], tc.batch_frames, shuffle=True,
-                                               seed=tc.seed)  # fmt: skip
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        self.sched = build_scheduler(self.opt, tc, tc.epochs * len(self.sampler.batches))
-        self.precision = "bf16" if uses_bf16(self.device, tc.precision) else "fp32"
-        self.compiled = compile_wanted(tc, self.device)
-        self.buckets = tc.buckets_per_octave if self.compiled else 0
+        torch.manual_seed(cfg.seed)
+        self.model = STTModel(
+            run.layers,
+            input_size=train.feature_size,
+            input_proj=run.input_proj,
+            output_size=len(data.tokenizer),
+            residual=run.residual,
+        ).to(self.device)
+        self.sampler = FrameBudgetBatchSampler(
+            [train.frames[i] for i in self.keep], cfg.batch_frames, shuffle=True, seed=cfg.seed
+        )
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = build_scheduler(self.opt, cfg, cfg.epochs * len(self.sampler.batches))
+        self.precision = "bf16" if uses_bf16(self.device, cfg.precision) else "fp32"
+        self.compiled = compile_wanted(cfg, self.device)
+        self.buckets = cfg.buckets_per_octave if self.compiled else 0
         self.forward = self._compile(compile_backend) if self.compiled else self.model
         self.state = TrainState()
 
@@ -213,7 +235,9 @@ class Trainer:
         # has (known now), with the batch dimension dynamic.
         torch._dynamo.reset()
         frames = [self.data.train.frames[i] for i in self.keep]
-        shapes = {bucket_length(max(frames[i] for i in b), self.run.train.buckets_per_octave) for b in self.sampler.batches}
+        shapes = {
+            bucket_length(max(frames[i] for i in b), self.run.train.buckets_per_octave) for b in self.sampler.batches
+        }
         torch._dynamo.config.recompile_limit = max(8, len(shapes) + 2)
         self.compile_shapes = shapes
         return torch.compile(self.model, backend=backend)
@@ -235,8 +259,9 @@ class Trainer:
         with autocast(self.device, self.run.train.precision):
             logits, out_lens = self.forward(feats, lengths)  # [B, T', V], [B]
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T', B, V] for ctc_loss
-        loss = F.ctc_loss(log_probs, targets, out_lens, target_lens, blank=self.data.tokenizer.blank,
-                          zero_infinity=True)  # fmt: skip
+        loss = F.ctc_loss(
+            log_probs, targets, out_lens, target_lens, blank=self.data.tokenizer.blank, zero_infinity=True
+        )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.train.grad_clip)
@@ -245,28 +270,43 @@ class Trainer:
         return loss.detach()
 
     def _evaluate(self, role: str) -> Scores:
-        scores, *_ = evaluate_split(self.model, self.data.caches[role], self.data.tokenizer, self.device,
-                                    self.run.train.batch_frames, self.run.train.precision)  # fmt: skip
+        scores, *_ = evaluate_split(
+            self.model,
+            self.data.caches[role],
+            self.data.tokenizer,
+            self.device,
+            self.run.train.batch_frames,
+            self.run.train.precision,
+        )
         return scores
 
     def _checkpoint(self) -> None:
-        st = self.state
-        st.wall_seconds = self._elapsed()
-        st.rng_cpu = torch.get_rng_state()
-        st.rng_cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
-        self._save("last.pt", {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                               "scheduler": self.sched.state_dict(), "state": st.to_dict()})  # fmt: skip
+        state = self.state
+        state.wall_seconds = self._elapsed()
+        state.rng_cpu = torch.get_rng_state()
+        state.rng_cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        self._save(
+            "last.pt",
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "state": state.to_dict(),
+            },
+        )
 
     def _restore(self, path: Path) -> None:
-        ck = load_checkpoint(path, keys=("model", "optimizer", "scheduler", "state"))
+        checkpoint = load_checkpoint(path, keys=("model", "optimizer", "scheduler", "state"))
         try:
-            self.model.load_state_dict(ck["model"])
-            self.opt.load_state_dict(ck["optimizer"])
-            self.sched.load_state_dict(ck["scheduler"])
-            self.state = TrainState.from_dict(ck["state"])
+            self.model.load_state_dict(checkpoint["model"])
+            self.opt.load_state_dict(checkpoint["optimizer"])
+            self.sched.load_state_dict(checkpoint["scheduler"])
+            self.state = TrainState.from_dict(checkpoint["state"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path}: does not fit this run's config ({str(e).splitlines()[0][:160]}); "
-                                  "train afresh with --overwrite") from None  # fmt: skip
+            raise CheckpointError(
+                f"{path}: does not fit this run's config ({str(e).splitlines()[0][:160]}); "
+                "train afresh with --overwrite"
+            ) from None
         if self.state.rng_cpu is not None:
             torch.set_rng_state(self.state.rng_cpu)
         if self.state.rng_cuda is not None and self.device.type == "cuda":
@@ -277,10 +317,19 @@ class Trainer:
         self.run.save(self.out / "config.yaml")
         self.data.tokenizer.save(self.out / "tokenizer.json")
         train = self.data.train
-        write_text(self.out / "frontend.json", json.dumps({
-            "spec": self.run.frontend, "identity": train.frontend, "feature_size": train.feature_size,
-            "frames_per_second": train.frames_per_second, "splits": self.data.split_names,
-        }, indent=1))  # fmt: skip
+        write_text(
+            self.out / "frontend.json",
+            json.dumps(
+                {
+                    "spec": self.run.frontend,
+                    "identity": train.frontend,
+                    "feature_size": train.feature_size,
+                    "frames_per_second": train.frames_per_second,
+                    "splits": self.data.split_names,
+                },
+                indent=1,
+            ),
+        )
 
     def _save(self, name: str, state: dict) -> None:
         save_checkpoint(state, self.out / name)
@@ -306,22 +355,27 @@ class Trainer:
                 (self.out / stale).unlink(missing_ok=True)
         self._wall_base = self.state.wall_seconds
         self._on_epoch = on_epoch
-        tc, st = self.run.train, self.state
-        result = TrainResult(status="completed", run_dir=str(self.out), params=count_parameters(self.model),
-                             device=str(self.device), precision=self.precision,
-                             gflops_per_second=forward_gflops_per_second(self.model, round(self.data.frames_per_second)))  # fmt: skip
+        cfg, state = self.run.train, self.state
+        result = TrainResult(
+            status="completed",
+            run_dir=str(self.out),
+            params=count_parameters(self.model),
+            device=str(self.device),
+            precision=self.precision,
+            gflops_per_second=forward_gflops_per_second(self.model, round(self.data.frames_per_second)),
+        )
         try:
-            while st.epoch < tc.epochs:
+            while state.epoch < cfg.epochs:
                 diverged = self._train_epoch()
                 if diverged:
                     result.status, result.reason = "diverged", diverged
                     break
                 metrics = self._end_epoch()
-                if on_epoch is not None and on_epoch(st.epoch, metrics) == "prune":
-                    result.status, result.reason = "pruned", f"pruned after epoch {st.epoch}"
+                if on_epoch is not None and on_epoch(state.epoch, metrics) == "prune":
+                    result.status, result.reason = "pruned", f"pruned after epoch {state.epoch}"
                     break
-                if tc.patience and st.stale >= tc.patience:
-                    result.status, result.reason = "early_stopped", f"no dev-WER gain for {tc.patience} epochs"
+                if cfg.patience and state.stale >= cfg.patience:
+                    result.status, result.reason = "early_stopped", f"no dev-WER gain for {cfg.patience} epochs"
                     break
                 if self.max_seconds and metrics["elapsed"] > self.max_seconds:
                     result.status, result.reason = "time_budget", f"stopped after {metrics['elapsed']:.0f} s"
@@ -345,62 +399,76 @@ class Trainer:
         """Train the rest of the current epoch; returns a reason when the loss went non-finite."""
         from tqdm import tqdm
 
-        st, tc = self.state, self.run.train
-        self.sampler.set_epoch(st.epoch, start=st.step_in_epoch)
+        state, cfg = self.state, self.run.train
+        self.sampler.set_epoch(state.epoch, start=state.step_in_epoch)
         self.model.train()
         # its own generator: a DataLoader draws a seed per iterator, and from the global RNG that would
         # shift every dropout mask of a resumed run against an uninterrupted one
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(self.train_set, self.keep), batch_sampler=self.sampler,
-            collate_fn=functools.partial(collate, buckets_per_octave=self.buckets), num_workers=tc.num_workers,
-            generator=torch.Generator().manual_seed(tc.seed))  # fmt: skip
+            torch.utils.data.Subset(self.train_set, self.keep),
+            batch_sampler=self.sampler,
+            collate_fn=functools.partial(collate, buckets_per_octave=self.buckets),
+            num_workers=cfg.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         batches = Prefetcher(loader, self._to_device) if self.prefetch else map(self._to_device, loader)
         tty = sys.stderr.isatty()
         total = len(self.sampler.batches)
-        bar = tqdm(total=total, initial=st.step_in_epoch, desc=f"epoch {st.epoch + 1}/{tc.epochs}",
-                   disable=not (self.progress and tty), leave=False)  # fmt: skip
+        bar = tqdm(
+            total=total,
+            initial=state.step_in_epoch,
+            desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+            disable=not (self.progress and tty),
+            leave=False,
+        )
         loss_acc = torch.zeros((), device=self.device)  # summed on the device, read every log_every steps
         t_mark = time.time()
 
         def read_loss() -> bool:
             nonlocal loss_acc, t_mark
-            st.loss_sum += float(to_host(loss_acc))  # the sync point
+            state.loss_sum += float(to_host(loss_acc))  # the sync point
             loss_acc = torch.zeros((), device=self.device)
             now = time.time()
-            st.train_seconds += now - t_mark
+            state.train_seconds += now - t_mark
             t_mark = now
-            return math.isfinite(st.loss_sum)
+            return math.isfinite(state.loss_sum)
 
-        probe_at = math.ceil(self.probe * total) if self.probe and st.epoch == 0 and not st.probed else 0
+        probe_at = math.ceil(self.probe * total) if self.probe and state.epoch == 0 and not state.probed else 0
         try:
             for feats, lengths, targets, target_lens, audio in batches:
                 loss_acc += self.train_step(feats, lengths, targets, target_lens)
-                st.step_in_epoch += 1
-                st.step += 1
-                st.audio_seconds += audio
+                state.step_in_epoch += 1
+                state.step += 1
+                state.audio_seconds += audio
                 bar.update(1)
-                logged = st.step_in_epoch % self.log_every == 0
-                ckpt = self.checkpoint_every and st.step_in_epoch % self.checkpoint_every == 0
-                probe = st.step_in_epoch == probe_at
+                logged = state.step_in_epoch % self.log_every == 0
+                ckpt = self.checkpoint_every and state.step_in_epoch % self.checkpoint_every == 0
+                probe = state.step_in_epoch == probe_at
                 if logged or ckpt or probe:
                     if not read_loss():
-                        return f"non-finite loss at epoch {st.epoch + 1}, by step {st.step_in_epoch}"
+                        return f"non-finite loss at epoch {state.epoch + 1}, by step {state.step_in_epoch}"
                     if ckpt or probe:
-                        st.probed = st.probed or probe
+                        state.probed = state.probed or probe
                         self._checkpoint()
                     if probe:
-                        self._probe(st.step_in_epoch / total)  # raises _StopAtProbe when told to stop
+                        self._probe(state.step_in_epoch / total)  # raises _StopAtProbe when told to stop
                         t_mark = time.time()  # the probe's evaluation is not training time
                     if logged:
-                        mean = st.loss_sum / st.step_in_epoch
+                        mean = state.loss_sum / state.step_in_epoch
                         bar.set_postfix(loss=f"{mean:.3f}")
                         if self.progress and not tty:
-                            log.info("epoch %d/%d step %d/%d loss %.3f", st.epoch + 1, tc.epochs, st.step_in_epoch,
-                                     total, mean)  # fmt: skip
+                            log.info(
+                                "epoch %d/%d step %d/%d loss %.3f",
+                                state.epoch + 1,
+                                cfg.epochs,
+                                state.step_in_epoch,
+                                total,
+                                mean,
+                            )
         finally:
             bar.close()
         if not read_loss():
-            return f"non-finite loss at epoch {st.epoch + 1}, by step {st.step_in_epoch}"
+            return f"non-finite loss at epoch {state.epoch + 1}, by step {state.step_in_epoch}"
         return None
 
     def _probe(self, fraction: float) -> None:
@@ -410,48 +478,74 @@ class Trainer:
         candidate stopped here resumes mid-epoch, exactly where it stood.
         """
         dev = self._evaluate("dev")
-        metrics = {"epoch": 0, "probe": fraction, "dev_loss": dev.loss, "dev_wer": dev.wer, "dev_cer": dev.cer,
-                   "elapsed": self._elapsed()}  # fmt: skip
+        metrics = {
+            "epoch": 0,
+            "probe": fraction,
+            "dev_loss": dev.loss,
+            "dev_wer": dev.wer,
+            "dev_cer": dev.cer,
+            "elapsed": self._elapsed(),
+        }
         if self.progress:
-            log.info("probe after %.2f of epoch 1: dev loss %.3f  WER %.1f%%  CER %.1f%%", fraction, dev.loss,
-                     100 * dev.wer, 100 * dev.cer)  # fmt: skip
+            log.info(
+                "probe after %.2f of epoch 1: dev loss %.3f  WER %.1f%%  CER %.1f%%",
+                fraction,
+                dev.loss,
+                100 * dev.wer,
+                100 * dev.cer,
+            )
         if self._on_epoch is not None and self._on_epoch(0, metrics) == "prune":
             raise _StopAtProbe(fraction)
 
     def _end_epoch(self) -> dict:
         """Score dev, keep the best weights, log the epoch, checkpoint."""
-        st, tc = self.state, self.run.train
+        state, cfg = self.state, self.run.train
         dev = self._evaluate("dev")
-        train_loss = st.loss_sum / max(1, st.step_in_epoch)
-        st.epoch += 1
-        st.step_in_epoch, st.loss_sum = 0, 0.0
+        train_loss = state.loss_sum / max(1, state.step_in_epoch)
+        state.epoch += 1
+        state.step_in_epoch, state.loss_sum = 0, 0.0
         metrics = {
-            "epoch": st.epoch, "train_loss": train_loss, "dev_loss": dev.loss, "dev_wer": dev.wer, "dev_cer": dev.cer,
+            "epoch": state.epoch,
+            "train_loss": train_loss,
+            "dev_loss": dev.loss,
+            "dev_wer": dev.wer,
+            "dev_cer": dev.cer,
             "lr": self.sched.get_last_lr()[0],
-            "audio_seconds_per_second": st.audio_seconds / max(st.train_seconds, 1e-9), "elapsed": self._elapsed(),
-        }  # fmt: skip
-        st.history.append(metrics)
+            "audio_seconds_per_second": state.audio_seconds / max(state.train_seconds, 1e-9),
+            "elapsed": self._elapsed(),
+        }
+        state.history.append(metrics)
         # rewritten whole from the history (not appended): after a kill and a resume it holds each epoch once
-        write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
-        if dev.wer < st.best_wer:
-            st.best_wer, st.best_epoch, st.stale = dev.wer, st.epoch, 0
-            self._save("best.pt", {"model": self.model.state_dict(), "epoch": st.epoch, "dev_wer": dev.wer,
-                                   "dev_cer": dev.cer})  # fmt: skip
+        write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
+        if dev.wer < state.best_wer:
+            state.best_wer, state.best_epoch, state.stale = dev.wer, state.epoch, 0
+            self._save(
+                "best.pt",
+                {"model": self.model.state_dict(), "epoch": state.epoch, "dev_wer": dev.wer, "dev_cer": dev.cer},
+            )
         else:
-            st.stale += 1
+            state.stale += 1
         self._checkpoint()
         if self.progress:
-            log.info("epoch %d/%d  loss %.3f  dev loss %.3f  WER %.1f%%  CER %.1f%%  %.0f audio-s/s", st.epoch, tc.epochs,
-                     train_loss, dev.loss, 100 * dev.wer, 100 * dev.cer, metrics["audio_seconds_per_second"])  # fmt: skip
+            log.info(
+                "epoch %d/%d  loss %.3f  dev loss %.3f  WER %.1f%%  CER %.1f%%  %.0f audio-s/s",
+                state.epoch,
+                cfg.epochs,
+                train_loss,
+                dev.loss,
+                100 * dev.wer,
+                100 * dev.cer,
+                metrics["audio_seconds_per_second"],
+            )
         return metrics
 
     def _finish(self, result: TrainResult) -> TrainResult:
-        st = self.state
-        result.epochs, result.history = st.epoch, st.history
-        result.train_seconds = st.train_seconds
+        state = self.state
+        result.epochs, result.history = state.epoch, state.history
+        result.train_seconds = state.train_seconds
         result.wall_seconds = self._elapsed()
-        result.audio_seconds_per_second = st.audio_seconds / max(st.train_seconds, 1e-9)
-        if st.best_epoch > 0 and result.status not in ("interrupted",):
+        result.audio_seconds_per_second = state.audio_seconds / max(state.train_seconds, 1e-9)
+        if state.best_epoch > 0 and result.status not in ("interrupted",):
             best = load_checkpoint(self.out / "best.pt", keys=("model", "epoch", "dev_wer", "dev_cer"))
             result.best_epoch, result.dev_wer, result.dev_cer = best["epoch"], best["dev_wer"], best["dev_cer"]
             if "test" in self.data.caches and result.status not in ("pruned", "diverged", "oom"):  # not worth the time
@@ -459,8 +553,13 @@ class Trainer:
                 test = self._evaluate("test")
                 result.test_wer, result.test_cer = test.wer, test.cer
         write_text(self.out / "result.json", json.dumps(asdict(result), indent=1))
-        log.info("run %s: %s%s -> %s", result.status, f"dev WER {100 * result.dev_wer:.1f}% " if result.dev_wer is not None else "",
-                 f"test WER {100 * result.test_wer:.1f}%" if result.test_wer is not None else "", self.out)  # fmt: skip
+        log.info(
+            "run %s: %s%s -> %s",
+            result.status,
+            f"dev WER {100 * result.dev_wer:.1f}% " if result.dev_wer is not None else "",
+            f"test WER {100 * result.test_wer:.1f}%" if result.test_wer is not None else "",
+            self.out,
+        )
         return result
 
 
@@ -490,13 +589,19 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | None = None
     fe = _read_json(run_dir / "frontend.json", ("spec", "feature_size"))
     result = _read_json(run_dir / "result.json", ()) if (run_dir / "result.json").exists() else None
     dev = pick_device(device)
-    model = STTModel(run.layers, input_size=fe["feature_size"], input_proj=run.input_proj, output_size=len(tok),
-                     residual=run.residual).to(dev)  # fmt: skip
+    model = STTModel(
+        run.layers,
+        input_size=fe["feature_size"],
+        input_proj=run.input_proj,
+        output_size=len(tok),
+        residual=run.residual,
+    ).to(dev)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"{run_dir / f'{which}.pt'}: weights do not fit {run_dir / 'config.yaml'} "
-                              f"({str(e).splitlines()[0][:160]})") from None  # fmt: skip
+        raise CheckpointError(
+            f"{run_dir / f'{which}.pt'}: weights do not fit {run_dir / 'config.yaml'} ({str(e).splitlines()[0][:160]})"
+        ) from None
     model.eval()
     return LoadedRun(model, run, tok, fe, result)
 

@@ -9,5 +9,7 @@ def tiny_corpus(tmp_path_factory):
     from stt.synth import SynthSettings, prepare_synth
 
     out = tmp_path_factory.mktemp("corpus") / "synth"
-    prepare_synth(out, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False)
+    prepare_synth(
+        out, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False
+    )
     return out

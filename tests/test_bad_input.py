@@ -16,9 +16,9 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
@@ -83,7 +83,7 @@ def world(tiny_corpus, tmp_path_factory):
     variant("truncated_run", "best.pt", content=raw[: len(raw) // 2])
     variant("random_run", "best.pt", content=os.urandom(len(raw)))
     torch.save({"args": Payload(marker), "model": {}}, w / "evil_wav2vec.pt")
-    (w / "residual.yaml").write_text(TINY_RUN.replace("model:\n", "model:\n  residual: \"false\"\n"))
+    (w / "residual.yaml").write_text(TINY_RUN.replace("model:\n", 'model:\n  residual: "false"\n'))
     (w / "epochs.yaml").write_text(TINY_RUN.replace("epochs: 1", "epochs: ten"))
     (w / "unknown.yaml").write_text(TINY_RUN.replace("epochs: 1", "epoch: 1"))
     (w / "stride.yaml").write_text(TINY_RUN.replace("stride: 2", "stride: 64"))
@@ -91,8 +91,10 @@ def world(tiny_corpus, tmp_path_factory):
     (w / "w2v_space.yaml").write_text(SPACE.replace("frontend: fbank", f"frontend: wav2vec:{w / 'missing_wav2vec.pt'}"))
     (w / "bad_lexicon.txt").write_text("the t h e\ncafé c a f é\n")  # line 2: a letter the model does not have
     (w / "not_arpa.arpa").write_text("this is not\na language model\n")
-    (w / "cyrillic.arpa").write_text("\\data\\\nngram 1=3\nngram 2=0\n\n\\1-grams:\n-1.0\t<s>\t0\n-1.0\t</s>\t0\n"
-                                     "-1.0\tпривет\t0\n\n\\2-grams:\n\n\\end\\\n")  # fmt: skip
+    (w / "cyrillic.arpa").write_text(
+        "\\data\\\nngram 1=3\nngram 2=0\n\n\\1-grams:\n-1.0\t<s>\t0\n-1.0\t</s>\t0\n"
+        "-1.0\tпривет\t0\n\n\\2-grams:\n\n\\end\\\n"
+    )
     (w / "not_synth").mkdir()
     (w / "not_synth" / "notes.txt").write_text("mine")
 
@@ -104,8 +106,11 @@ def world(tiny_corpus, tmp_path_factory):
     for name, run_dir in (("escape", "../../../../../etc"), ("evilweights", "evil_run")):
         study = optuna.create_study(study_name=name, storage=storage)
         study.set_user_attr("runs_dir", str(w))
-        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"config": config, "run_dir": run_dir,
-                                                                         "dev_wer": 0.5, "params": 1}))  # fmt: skip
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.5, user_attrs={"config": config, "run_dir": run_dir, "dev_wer": 0.5, "params": 1}
+            )
+        )
     storage.engine.dispose()
     with contextlib.closing(sqlite3.connect(w / "studies.db")) as con:  # all in the main file: reads change nothing
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -129,92 +134,218 @@ def _fast_retries(w, mp):
 
 ROWS = [
     # malicious pickles: refused, and the payload never runs
-    Row("eval-malicious-best", "stt eval --checkpoint {w}/evil_run --data {w}/data",
-        r"evil_run/best\.pt: refused to load: it would call posix\.system"),
-    Row("transcribe-malicious-best", "stt transcribe --checkpoint {w}/evil_run {w}/data/test",
-        r"evil_run/best\.pt: refused to load: it would call posix\.system"),
-    Row("resume-malicious-last", "stt train --config {w}/run.yaml --data {w}/data --out {w}/evil_last --resume",
-        r"evil_last/last\.pt: refused to load: it would call posix\.system"),
-    Row("wav2vec-malicious", "stt prepare features --data {w}/data --frontend wav2vec:{w}/evil_wav2vec.pt",
-        r"evil_wav2vec\.pt: refused to load: it would call posix\.system"),
-    Row("export-malicious-weights", "stt-search export --study evilweights --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights",
-        r"evil_run/best\.pt: refused to load: it would call posix\.system"),
+    Row(
+        "eval-malicious-best",
+        "stt eval --checkpoint {w}/evil_run --data {w}/data",
+        r"evil_run/best\.pt: refused to load: it would call posix\.system",
+    ),
+    Row(
+        "transcribe-malicious-best",
+        "stt transcribe --checkpoint {w}/evil_run {w}/data/test",
+        r"evil_run/best\.pt: refused to load: it would call posix\.system",
+    ),
+    Row(
+        "resume-malicious-last",
+        "stt train --config {w}/run.yaml --data {w}/data --out {w}/evil_last --resume",
+        r"evil_last/last\.pt: refused to load: it would call posix\.system",
+    ),
+    Row(
+        "wav2vec-malicious",
+        "stt prepare features --data {w}/data --frontend wav2vec:{w}/evil_wav2vec.pt",
+        r"evil_wav2vec\.pt: refused to load: it would call posix\.system",
+    ),
+    Row(
+        "export-malicious-weights",
+        "stt-search export --study evilweights --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights",
+        r"evil_run/best\.pt: refused to load: it would call posix\.system",
+    ),
     # damaged checkpoints and run directories
-    Row("eval-truncated", "stt eval --checkpoint {w}/truncated_run --data {w}/data", r"truncated_run/best\.pt: not a readable checkpoint"),
-    Row("eval-random-bytes", "stt eval --checkpoint {w}/random_run --data {w}/data", r"random_run/best\.pt: not a readable checkpoint"),
+    Row(
+        "eval-truncated",
+        "stt eval --checkpoint {w}/truncated_run --data {w}/data",
+        r"truncated_run/best\.pt: not a readable checkpoint",
+    ),
+    Row(
+        "eval-random-bytes",
+        "stt eval --checkpoint {w}/random_run --data {w}/data",
+        r"random_run/best\.pt: not a readable checkpoint",
+    ),
     Row("eval-no-run-dir", "stt eval --checkpoint {w}/nope --data {w}/data", r"nope: no such run directory"),
-    Row("eval-not-a-run", "stt eval --checkpoint {w}/data --data {w}/data", r"data: not a trained run directory \(missing config\.yaml\)"),
+    Row(
+        "eval-not-a-run",
+        "stt eval --checkpoint {w}/data --data {w}/data",
+        r"data: not a trained run directory \(missing config\.yaml\)",
+    ),
     # decoding: lexicons and LMs that do not fit the model
-    Row("eval-lexicon-foreign-letter", "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lexicon {w}/bad_lexicon.txt",
-        r"bad_lexicon\.txt:2: word 'café': symbol 'é' is not in the model's alphabet"),
-    Row("eval-lm-not-arpa", "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lm {w}/not_arpa.arpa --lexicon auto",
-        r"not_arpa\.arpa:1: not an ARPA language model \(expected '\\data\\' first"),
-    Row("eval-lm-other-alphabet", "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lm {w}/cyrillic.arpa --lexicon auto",
-        r"cyrillic\.arpa:8: LM word 'привет' has .*outside the model's alphabet"),
-    Row("transcribe-lm-missing", "stt transcribe --checkpoint {w}/run {w}/data/test --decoder beam --lm {w}/nope.arpa",
-        r"nope\.arpa: language model not found"),
-    Row("eval-lm-without-beam", "stt eval --checkpoint {w}/run --data {w}/data --lm {w}/cyrillic.arpa",
-        r"--lm is a beam-search option: add --decoder beam"),
+    Row(
+        "eval-lexicon-foreign-letter",
+        "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lexicon {w}/bad_lexicon.txt",
+        r"bad_lexicon\.txt:2: word 'café': symbol 'é' is not in the model's alphabet",
+    ),
+    Row(
+        "eval-lm-not-arpa",
+        "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lm {w}/not_arpa.arpa --lexicon auto",
+        r"not_arpa\.arpa:1: not an ARPA language model \(expected '\\data\\' first",
+    ),
+    Row(
+        "eval-lm-other-alphabet",
+        "stt eval --checkpoint {w}/run --data {w}/data --decoder beam --lm {w}/cyrillic.arpa --lexicon auto",
+        r"cyrillic\.arpa:8: LM word 'привет' has .*outside the model's alphabet",
+    ),
+    Row(
+        "transcribe-lm-missing",
+        "stt transcribe --checkpoint {w}/run {w}/data/test --decoder beam --lm {w}/nope.arpa",
+        r"nope\.arpa: language model not found",
+    ),
+    Row(
+        "eval-lm-without-beam",
+        "stt eval --checkpoint {w}/run --data {w}/data --lm {w}/cyrillic.arpa",
+        r"--lm is a beam-search option: add --decoder beam",
+    ),
     Row("lm-build-missing-data", "stt lm build --data {w}/nodata", r"nodata: no such data folder"),
     # data
-    Row("eval-unknown-split", "stt eval --checkpoint {w}/run --data {w}/data --split nosuch",
-        r"split 'nosuch' not found; available: dev, test, train"),
+    Row(
+        "eval-unknown-split",
+        "stt eval --checkpoint {w}/run --data {w}/data --split nosuch",
+        r"split 'nosuch' not found; available: dev, test, train",
+    ),
     Row("eval-missing-data", "stt eval --checkpoint {w}/run --data {w}/nodata", r"nodata: no such data folder"),
     Row("prepare-missing-data", "stt prepare features --data {w}/nodata", r"nodata: no such data folder"),
-    Row("prepare-missing-wav2vec", "stt prepare features --data {w}/data --frontend wav2vec:{w}/missing_wav2vec.pt",
-        r"missing_wav2vec\.pt: wav2vec checkpoint not found"),
-    Row("synth-into-foreign-folder", "stt prepare synth --out {w}/not_synth --hours 0.01",
-        r"not_synth: exists and is not a synthetic corpus; choose another --out"),
+    Row(
+        "prepare-missing-wav2vec",
+        "stt prepare features --data {w}/data --frontend wav2vec:{w}/missing_wav2vec.pt",
+        r"missing_wav2vec\.pt: wav2vec checkpoint not found",
+    ),
+    Row(
+        "synth-into-foreign-folder",
+        "stt prepare synth --out {w}/not_synth --hours 0.01",
+        r"not_synth: exists and is not a synthetic corpus; choose another --out",
+    ),
     # configs and flags
-    Row("train-over-previous-run", "stt train --config {w}/run.yaml --data {w}/data --out {w}/run",
-        r"run: holds a previous run \(best\.pt, .*\); continue it with --resume, or replace it with --overwrite"),
-    Row("train-missing-config", "stt train --config {w}/nope.yaml --data {w}/data --out {w}/new", r"nope\.yaml: no such file"),
-    Row("train-residual-string", "stt train --config {w}/residual.yaml --data {w}/data --out {w}/new",
-        r"residual\.yaml: model\.residual: 'false' is not one of true, false"),
-    Row("train-epochs-string", "stt train --config {w}/epochs.yaml --data {w}/data --out {w}/new",
-        r"epochs\.yaml: train\.epochs: 'ten' is not an integer"),
-    Row("train-unknown-key", "stt train --config {w}/unknown.yaml --data {w}/data --out {w}/new",
-        r"unknown\.yaml: train\.epoch: unknown key; valid: epochs, lr, "),
-    Row("train-infeasible-stride", "stt train --config {w}/stride.yaml --data {w}/data --out {w}/new",
-        r"stride\.yaml: total stride 64 gives .* use a total stride <= \d+"),
-    Row("train-epochs-zero", "stt train --config {w}/run.yaml --data {w}/data --out {w}/new --epochs 0",
-        r"argument --epochs: 0: expected an integer >= 1"),
-    Row("train-epochs-negative", "stt train --config {w}/run.yaml --data {w}/data --out {w}/new --epochs -1",
-        r"argument --epochs: -1: expected an integer >= 1"),
+    Row(
+        "train-over-previous-run",
+        "stt train --config {w}/run.yaml --data {w}/data --out {w}/run",
+        r"run: holds a previous run \(best\.pt, .*\); continue it with --resume, or replace it with --overwrite",
+    ),
+    Row(
+        "train-missing-config",
+        "stt train --config {w}/nope.yaml --data {w}/data --out {w}/new",
+        r"nope\.yaml: no such file",
+    ),
+    Row(
+        "train-residual-string",
+        "stt train --config {w}/residual.yaml --data {w}/data --out {w}/new",
+        r"residual\.yaml: model\.residual: 'false' is not one of true, false",
+    ),
+    Row(
+        "train-epochs-string",
+        "stt train --config {w}/epochs.yaml --data {w}/data --out {w}/new",
+        r"epochs\.yaml: train\.epochs: 'ten' is not an integer",
+    ),
+    Row(
+        "train-unknown-key",
+        "stt train --config {w}/unknown.yaml --data {w}/data --out {w}/new",
+        r"unknown\.yaml: train\.epoch: unknown key; valid: epochs, lr, ",
+    ),
+    Row(
+        "train-infeasible-stride",
+        "stt train --config {w}/stride.yaml --data {w}/data --out {w}/new",
+        r"stride\.yaml: total stride 64 gives .* use a total stride <= \d+",
+    ),
+    Row(
+        "train-epochs-zero",
+        "stt train --config {w}/run.yaml --data {w}/data --out {w}/new --epochs 0",
+        r"argument --epochs: 0: expected an integer >= 1",
+    ),
+    Row(
+        "train-epochs-negative",
+        "stt train --config {w}/run.yaml --data {w}/data --out {w}/new --epochs -1",
+        r"argument --epochs: -1: expected an integer >= 1",
+    ),
     # studies and storages
-    Row("resume-unknown-study-default-storage", "stt-search resume --study nope",
-        r"storage sqlite:///results/studies\.db: no such file \(a study database is created by `stt-search launch`"),
-    Row("resume-storage-missing-folder", "stt-search resume --study nope --storage sqlite:///{w}/no/dir/s.db",
-        r"no/dir/s\.db: no such file"),
-    Row("resume-unknown-study", "stt-search resume --study nope --storage sqlite:///{w}/studies.db",
-        r"no study 'nope' in sqlite:///.*studies\.db \(studies there: empty, escape, evilweights\)"),
-    Row("export-unknown-study", "stt-search export --study nope --storage sqlite:///{w}/studies.db -o {w}/x.yaml",
-        r"no study 'nope'"),
-    Row("export-empty-study", "stt-search export --study empty --storage sqlite:///{w}/studies.db -o {w}/x.yaml",
-        r"study 'empty' has no finished trial to export yet"),
-    Row("compare-empty-study", "stt-search compare empty --storage sqlite:///{w}/studies.db --out {w}/report",
-        r"empty: no trial has finished yet, nothing to compare"),
-    Row("export-run-dir-escape", "stt-search export --study escape --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights",
-        r"trial 0: its run_dir '\.\./\.\./\.\./\.\./\.\./etc' points outside the runs root"),
-    Row("launch-password-in-url", "stt-search launch --space {w}/space.yaml --data {w}/data --study s "
-        "--storage postgresql://stt:hunter2@127.0.0.1:9/db", r"storage postgresql://stt:\*\*\*@127\.0\.0\.1:9/db: cannot be opened",
-        hidden=("hunter2",), prepare=_fast_retries),
-    Row("launch-trials-zero", "stt-search launch --space {w}/space.yaml --data {w}/data --study s --trials 0",
-        r"argument --trials: 0: expected an integer >= 1"),
-    Row("launch-unknown-space", "stt-search launch --space nosuch --data {w}/data --study s --storage sqlite:///{w}/new.db",
-        r"nosuch: no such space file \(shipped spaces: seed, small\)"),
-    Row("launch-bad-space-value", "stt-search launch --space {w}/bad_space.yaml --data {w}/data --study s --storage sqlite:///{w}/new.db",
-        r"bad_space\.yaml: branch\.kernel: 'five' is not an integer >= 1"),
-    Row("launch-missing-wav2vec", "stt-search launch --space {w}/w2v_space.yaml --data {w}/data --study s --storage sqlite:///{w}/new.db",
-        r"missing_wav2vec\.pt: wav2vec checkpoint not found"),
-    Row("launch-existing-study", "stt-search launch --space {w}/space.yaml --data {w}/data --study empty --storage sqlite:///{w}/studies.db",
-        r"study 'empty' already exists in sqlite:///.*studies\.db; continue it with `stt-search resume --study empty`"),
+    Row(
+        "resume-unknown-study-default-storage",
+        "stt-search resume --study nope",
+        r"storage sqlite:///results/studies\.db: no such file \(a study database is created by `stt-search launch`",
+    ),
+    Row(
+        "resume-storage-missing-folder",
+        "stt-search resume --study nope --storage sqlite:///{w}/no/dir/s.db",
+        r"no/dir/s\.db: no such file",
+    ),
+    Row(
+        "resume-unknown-study",
+        "stt-search resume --study nope --storage sqlite:///{w}/studies.db",
+        r"no study 'nope' in sqlite:///.*studies\.db \(studies there: empty, escape, evilweights\)",
+    ),
+    Row(
+        "export-unknown-study",
+        "stt-search export --study nope --storage sqlite:///{w}/studies.db -o {w}/x.yaml",
+        r"no study 'nope'",
+    ),
+    Row(
+        "export-empty-study",
+        "stt-search export --study empty --storage sqlite:///{w}/studies.db -o {w}/x.yaml",
+        r"study 'empty' has no finished trial to export yet",
+    ),
+    Row(
+        "compare-empty-study",
+        "stt-search compare empty --storage sqlite:///{w}/studies.db --out {w}/report",
+        r"empty: no trial has finished yet, nothing to compare",
+    ),
+    Row(
+        "export-run-dir-escape",
+        "stt-search export --study escape --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights",
+        r"trial 0: its run_dir '\.\./\.\./\.\./\.\./\.\./etc' points outside the runs root",
+    ),
+    Row(
+        "launch-password-in-url",
+        "stt-search launch --space {w}/space.yaml --data {w}/data --study s "
+        "--storage postgresql://stt:hunter2@127.0.0.1:9/db",
+        r"storage postgresql://stt:\*\*\*@127\.0\.0\.1:9/db: cannot be opened",
+        hidden=("hunter2",),
+        prepare=_fast_retries,
+    ),
+    Row(
+        "launch-trials-zero",
+        "stt-search launch --space {w}/space.yaml --data {w}/data --study s --trials 0",
+        r"argument --trials: 0: expected an integer >= 1",
+    ),
+    Row(
+        "launch-unknown-space",
+        "stt-search launch --space nosuch --data {w}/data --study s --storage sqlite:///{w}/new.db",
+        r"nosuch: no such space file \(shipped spaces: seed, small\)",
+    ),
+    Row(
+        "launch-bad-space-value",
+        "stt-search launch --space {w}/bad_space.yaml --data {w}/data --study s --storage sqlite:///{w}/new.db",
+        r"bad_space\.yaml: branch\.kernel: 'five' is not an integer >= 1",
+    ),
+    Row(
+        "launch-missing-wav2vec",
+        "stt-search launch --space {w}/w2v_space.yaml --data {w}/data --study s --storage sqlite:///{w}/new.db",
+        r"missing_wav2vec\.pt: wav2vec checkpoint not found",
+    ),
+    Row(
+        "launch-existing-study",
+        "stt-search launch --space {w}/space.yaml --data {w}/data --study empty --storage sqlite:///{w}/studies.db",
+        r"study 'empty' already exists in sqlite:///.*studies\.db; continue it with `stt-search resume --study empty`",
+    ),
     # the disk
-    Row("train-disk-full", "stt train --config {w}/run.yaml --data {w}/data --out {w}/mnt/run",
-        r"mnt/run/\S+: cannot write \(no space left on the device\)", disk="full"),
-    Row("launch-read-only-results", "stt-search launch --space {w}/space.yaml --data {w}/data --study s "
-        "--storage sqlite:///{w}/mnt/results/studies.db", r"mnt/results: cannot write \(read-only file system\)", disk="readonly"),
-]  # fmt: skip
+    Row(
+        "train-disk-full",
+        "stt train --config {w}/run.yaml --data {w}/data --out {w}/mnt/run",
+        r"mnt/run/\S+: cannot write \(no space left on the device\)",
+        disk="full",
+    ),
+    Row(
+        "launch-read-only-results",
+        "stt-search launch --space {w}/space.yaml --data {w}/data --study s "
+        "--storage sqlite:///{w}/mnt/results/studies.db",
+        r"mnt/results: cannot write \(read-only file system\)",
+        disk="readonly",
+    ),
+]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -270,7 +401,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(row, world, monkeypatc
         with capsys.disabled():
             print(f"[row] {row.id}: {last.replace(str(w), 'W')}")
     assert re.search(row.message, last), last
-    assert last.startswith(f"{argv[0]} {argv[1]}: error: ") or last.startswith(f"{argv[0]} {argv[1]} {argv[2]}: error: ")
+    assert last.startswith(f"{argv[0]} {argv[1]}: error: ") or last.startswith(
+        f"{argv[0]} {argv[1]} {argv[2]}: error: "
+    )
     assert not (w / "PAYLOAD_RAN").exists(), "the payload ran"
     for secret in row.hidden:
         assert secret not in out + err

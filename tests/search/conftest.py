@@ -53,9 +53,25 @@ class PostgresServer:
         self._ctl("stop", "-m", "fast")
 
     def connections(self) -> int:
-        out = subprocess.run([*self.as_user, str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                              "postgres", "-d", "stt", "-Atc", "select count(*) from pg_stat_activity where datname='stt'"],
-                             check=True, capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            [
+                *self.as_user,
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "stt",
+                "-Atc",
+                "select count(*) from pg_stat_activity where datname='stt'",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return int(out.stdout.strip())
 
 

@@ -10,14 +10,20 @@ from search.asha import AshaPruner, best_at, promotions, rung_epochs, rung_value
 
 
 def _trial(number, curve, state=TrialState.PRUNED, status="paused", **attrs):
-    t = create_trial(state=state, value=curve[max(curve)] if state == TrialState.COMPLETE else None,
-                     intermediate_values=curve, user_attrs={"status": status, **attrs})  # fmt: skip
+    t = create_trial(
+        state=state,
+        value=curve[max(curve)] if state == TrialState.COMPLETE else None,
+        intermediate_values=curve,
+        user_attrs={"status": status, **attrs},
+    )
     t.number = number
     return t
 
 
-@pytest.mark.parametrize("epochs,rungs", [(1, [1]), (2, [2]), (3, [1, 3]), (10, [1, 3, 10]), (20, [1, 3, 20]),
-                                          (27, [1, 3, 9, 27]), (30, [1, 3, 9, 30])])  # fmt: skip
+@pytest.mark.parametrize(
+    "epochs,rungs",
+    [(1, [1]), (2, [2]), (3, [1, 3]), (10, [1, 3, 10]), (20, [1, 3, 20]), (27, [1, 3, 9, 27]), (30, [1, 3, 9, 30])],
+)
 def test_rungs_are_eta_fold_apart_and_end_at_the_full_fidelity(epochs, rungs):
     assert rung_epochs(epochs) == rungs
 
@@ -38,8 +44,11 @@ def test_a_paused_candidate_is_promoted_once_it_ranks_in_the_best_third_and_only
     assert promotions(trials + [cont], rungs) == []  # promoted once: not again
     assert rung_values(trials + [cont], 1)[1] == (1.0, 1)  # one value per candidate, whichever trial holds it
     # epoch 3 has one candidate: it waits there, unless the study has all its candidates
-    assert promotions(trials + [cont], rungs) == [] and [t.number for t in promotions(trials + [cont], rungs, final=True)] == [3]
-    # a failed continuation (killed, re-queued) still rules out a second promotion; a duplicate that stepped aside does not
+    assert promotions(trials + [cont], rungs) == [] and [
+        t.number for t in promotions(trials + [cont], rungs, final=True)
+    ] == [3]
+    # a failed continuation (killed, re-queued) still rules out a second promotion;
+    # a duplicate that stepped aside does not
     dup = _trial(4, {}, state=TrialState.FAIL, status="duplicate_promotion", continues=1)
     assert [t.number for t in promotions(trials + [dup], rungs)] == [1]
 
@@ -50,7 +59,9 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
     assert pruner.rungs == [1, 3, 9, 30]  # in thirds of an epoch: a probe, then 1, 3 and 10 epochs
     assert (pruner.at(1), pruner.at(3), pruner.at(30)) == ("after 1/3 of epoch 1", "at epoch 1", "at epoch 10")
     for curve in ({1: 2.0}, {1: 1.0}, {1: 3.0}, {1: 4.0}, {1: 5.0}):
-        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values=curve, user_attrs={"status": "paused"}))
+        study.add_trial(
+            create_trial(state=TrialState.PRUNED, intermediate_values=curve, user_attrs={"status": "paused"})
+        )
 
     def decide(value, step=1):
         trial = study.ask()
@@ -70,12 +81,18 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
 def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_cannot_finish_starts():
     now = time.time()
     # the leader is paused at epoch 1 (step 3 of 30) after 60 s: 20 s per third, 27 thirds to go = 540 s
-    trials = [_trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0), _trial(1, {1: 3.0}, wall_seconds=20.0),
-              _trial(2, {1: 1.5}, wall_seconds=20.0), _trial(3, {1: 2.5}, wall_seconds=20.0)]  # fmt: skip
+    trials = [
+        _trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0),
+        _trial(1, {1: 3.0}, wall_seconds=20.0),
+        _trial(2, {1: 1.5}, wall_seconds=20.0),
+        _trial(3, {1: 2.5}, wall_seconds=20.0),
+    ]
     far, near, late = (AshaPruner(10, deadline=now + left) for left in (3600, 700, 580))
     assert far.closing(trials) is None and late.closing(trials) is None  # too early; too late to finish it safely
     assert near.closing(trials) == 0 and near.finishing == 0  # 1.1 x 540 s <= 700 s <= 1.5 x 540 s
-    assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [2]  # ASHA's own pick
+    assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [
+        2
+    ]  # ASHA's own pick
     assert [t.number for t in promotions(trials, near.rungs, False, closing=near.closing(trials))] == [0, 2]
     assert AshaPruner(10, target=4).final(trials) and not AshaPruner(10, target=5).final(trials)
     # a leader only at the probe is no leader: its pace is start-up, and two probes rank nothing

@@ -24,8 +24,14 @@ def test_the_demo_runs_from_an_empty_folder_outside_the_checkout(tiny_corpus, tm
     checkout = Path(__file__).resolve().parents[2]
     assert not home.resolve().is_relative_to(checkout)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(SCRIPTS / "stt-search"), "demo", "--data", str(data), "--trials", "1", "--epochs", "1"],
-                          cwd=home, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [str(SCRIPTS / "stt-search"), "demo", "--data", str(data), "--trials", "1", "--epochs", "1"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1/1 trials finished" in proc.stdout and "best config (trial 0" in proc.stdout
     assert (home / "results" / "demo-best.yaml").is_file() and (home / "results" / "studies.db").is_file()
@@ -36,13 +42,32 @@ def test_the_demo_runs_from_an_empty_folder_outside_the_checkout(tiny_corpus, tm
 def test_ctrl_c_prints_one_line_and_the_trial_can_be_resumed(tiny_corpus, tmp_path):
     shutil.copytree(tiny_corpus, tmp_path / "data")
     (tmp_path / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 3"))
-    cmd = [str(SCRIPTS / "stt-search"), "launch", "--space", "space.yaml", "--data", "data", "--study", "c", "--trials",
-           "2", "--pruner", "none"]  # fmt: skip
+    cmd = [
+        str(SCRIPTS / "stt-search"),
+        "launch",
+        "--space",
+        "space.yaml",
+        "--data",
+        "data",
+        "--study",
+        "c",
+        "--trials",
+        "2",
+        "--pruner",
+        "none",
+    ]
     # its own session, as a terminal's foreground group: Ctrl-C reaches the worker and its trial's child alike.
     # SIGINT back to its default first: under a shell's `cmd &` the suite inherits it ignored, and Python then
     # installs no KeyboardInterrupt handler in the command
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in proc.stderr:
         if ": epoch 1 dev WER" in line:  # mid-trial
             os.killpg(proc.pid, signal.SIGINT)
@@ -51,8 +76,15 @@ def test_ctrl_c_prints_one_line_and_the_trial_can_be_resumed(tiny_corpus, tmp_pa
     assert proc.wait(timeout=300) == 130, after
     assert "Traceback" not in after, after
     lines = [ln for ln in after.splitlines() if ln.strip()]
-    assert lines[-1] == "stt-search launch: interrupted; the current trial is marked and `stt-search resume` continues it"
-    proc = subprocess.run([str(SCRIPTS / "stt-search"), "resume", "--study", "c"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    assert (
+        lines[-1] == "stt-search launch: interrupted; the current trial is marked and `stt-search resume` continues it"
+    )
+    proc = subprocess.run(
+        [str(SCRIPTS / "stt-search"), "resume", "--study", "c"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2/2 trials finished" in proc.stdout

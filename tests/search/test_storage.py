@@ -26,8 +26,28 @@ def workdir(tiny_corpus, tmp_path, monkeypatch):
 def _launch(study, storage, trials, workers, workdir, epochs=1):
     """The command that launches ``workers`` local worker processes on a new study."""
     (workdir / "space.yaml").write_text(SPACE % epochs)
-    return [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", study,
-           "--trials", str(trials), "--seed", "0", "--pruner", "none", "--workers", str(workers), "--storage", storage]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "launch",
+        "--space",
+        "space.yaml",
+        "--data",
+        "data",
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--seed",
+        "0",
+        "--pruner",
+        "none",
+        "--workers",
+        str(workers),
+        "--storage",
+        storage,
+    ]
 
 
 def _check_exact(study, storage, trials):
@@ -91,8 +111,11 @@ def test_workers_through_the_grpc_storage_proxy(workdir):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     backend = f"sqlite:///{workdir}/proxied.db"
-    proxy = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--storage", backend, "--port", str(port)],
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "storage-proxy", "--storage", backend, "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proxy.stderr:  # serving once it says where
             if "storage proxy for" in line:

@@ -63,8 +63,21 @@ def test_four_trial_study_lands_in_the_database_and_exports_a_trainable_config(w
         assert cfg["model"]["layers"] and cfg["frontend"] == "fbank"
     df = trials_frame("e2e", storage)
     assert list(df["trial"]) == [0, 1, 2, 3] and (df["state"] == "COMPLETE").all()
-    for col in ("dev_wer", "dev_cer", "test_wer", "params", "gflops_per_second", "epochs", "wall_seconds",
-                "audio_seconds_per_second", "device", "version", "run_dir", "n_layers", "total_stride"):  # fmt: skip
+    for col in (
+        "dev_wer",
+        "dev_cer",
+        "test_wer",
+        "params",
+        "gflops_per_second",
+        "epochs",
+        "wall_seconds",
+        "audio_seconds_per_second",
+        "device",
+        "version",
+        "run_dir",
+        "n_layers",
+        "total_stride",
+    ):
         assert df[col].notna().all(), col
     assert (df["epochs"] == 2).all() and (df["value"] == df["dev_wer"]).all()
     assert study.best_value == df["dev_wer"].min()
@@ -106,8 +119,28 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(workdir):
     storage = f"sqlite:///{workdir}/db.sqlite"
     space = SPACE.replace("epochs: 2", "epochs: 4").replace("batch_frames: [6000]", "batch_frames: [1500]")
     (workdir / "space.yaml").write_text(space)
-    cmd = [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", "k",
-           "--trials", "3", "--sampler", "random", "--pruner", "none", "--seed", "2", "--storage", storage]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "launch",
+        "--space",
+        "space.yaml",
+        "--data",
+        "data",
+        "--study",
+        "k",
+        "--trials",
+        "3",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--seed",
+        "2",
+        "--storage",
+        storage,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # the worker logs each epoch after its checkpoint is on disk
         if line.startswith("trial 1: epoch 1 "):
@@ -141,8 +174,28 @@ def test_a_killed_training_process_fails_its_trial_and_the_worker_goes_on(workdi
     import os
 
     storage = f"sqlite:///{workdir}/db.sqlite"
-    cmd = [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", "c",
-           "--trials", "3", "--sampler", "random", "--pruner", "none", "--seed", "4", "--storage", storage]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "launch",
+        "--space",
+        "space.yaml",
+        "--data",
+        "data",
+        "--study",
+        "c",
+        "--trials",
+        "3",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--seed",
+        "4",
+        "--storage",
+        storage,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed = None
     lines = []
@@ -155,7 +208,10 @@ def test_a_killed_training_process_fails_its_trial_and_the_worker_goes_on(workdi
     trials = optuna.load_study(study_name="c", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert trials[1].user_attrs["status"] == "error"
-    assert trials[1].user_attrs["reason"] == f"training process {killed} was killed by SIGKILL (the kernel's OOM killer sends SIGKILL: out of memory?)"
+    assert (
+        trials[1].user_attrs["reason"]
+        == f"training process {killed} was killed by SIGKILL (the kernel's OOM killer sends SIGKILL: out of memory?)"
+    )
 
 
 def test_bad_input_is_one_line_and_non_zero(workdir, capsys, monkeypatch):
@@ -174,7 +230,9 @@ def test_bad_input_is_one_line_and_non_zero(workdir, capsys, monkeypatch):
     (workdir / "bad.yaml").write_text("width: [8]\nlayers: 1\nbranch: {kernels: [3]}\n")
     assert search_main(["launch", "--space", "bad.yaml", "--data", "data", "--study", "b", "--storage", storage]) == 2
     assert "branch.kernels: unknown key" in capsys.readouterr().err
-    assert search_main(["launch", "--space", "space.yaml", "--data", "nodata", "--study", "c", "--storage", storage]) == 2
+    assert (
+        search_main(["launch", "--space", "space.yaml", "--data", "nodata", "--study", "c", "--storage", storage]) == 2
+    )
     assert "nodata" in capsys.readouterr().err
 
 
@@ -192,12 +250,14 @@ def test_workers_seeded_alike_propose_different_candidates_and_a_seeded_study_re
         storage = optuna.storages.InMemoryStorage()
         study = optuna.create_study(storage=storage, sampler=make_sampler(sampler, 0, 3))
         # every worker process builds its own sampler from the study's seed, as `stt-search worker` does
-        views = [optuna.load_study(study_name=study.study_name, storage=storage, sampler=make_sampler(sampler, 0, 3))
-                 for _ in range(workers)]  # fmt: skip
+        views = [
+            optuna.load_study(study_name=study.study_name, storage=storage, sampler=make_sampler(sampler, 0, 3))
+            for _ in range(workers)
+        ]
         hashes = []
-        for round_ in range(12 // workers):
+        for _round in range(12 // workers):
             asked = [(v, v.ask()) for v in views]  # all ask before any tells: they run side by side
-            for v, trial in asked:
+            for _view, trial in asked:
                 run_cfg = sample_config(trial, space, 4)
                 hashes.append(hashlib.sha256(json.dumps(run_cfg.to_dict(), sort_keys=True).encode()).hexdigest())
             for v, trial in asked:
@@ -232,8 +292,23 @@ def test_candidates_that_fail_at_build_count_and_five_in_a_row_stop_the_study(wo
 
     monkeypatch.setattr("search.objective.sample_config", broken)
     storage = f"sqlite:///{workdir}/db.sqlite"
-    code = search_main(["launch", "--space", "space.yaml", "--data", "data", "--study", "bad", "--trials", "50",
-                        "--storage", storage, "--sampler", "random"])  # fmt: skip
+    code = search_main(
+        [
+            "launch",
+            "--space",
+            "space.yaml",
+            "--data",
+            "data",
+            "--study",
+            "bad",
+            "--trials",
+            "50",
+            "--storage",
+            storage,
+            "--sampler",
+            "random",
+        ]
+    )
     err = capfd.readouterr().err  # file-descriptor level: Optuna's log handler holds the original stderr
     assert code == 2 and "the last 5 candidates failed (last: SpaceError: space.yaml: branch.kernel: 4" in err
     assert "Traceback" not in err  # one line per candidate, not a traceback each
@@ -247,9 +322,33 @@ def test_candidates_that_fail_at_build_count_and_five_in_a_row_stop_the_study(wo
 @pytest.mark.slow
 def test_three_local_workers_share_one_sqlite_study_exactly(workdir):
     storage = f"sqlite:///{workdir}/db.sqlite"
-    proc = subprocess.run([sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data",
-                           "--study", "w3", "--trials", "12", "--seed", "0", "--pruner", "none", "--workers", "3",
-                           "--storage", storage], capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "search.cli",
+            "launch",
+            "--space",
+            "space.yaml",
+            "--data",
+            "data",
+            "--study",
+            "w3",
+            "--trials",
+            "12",
+            "--seed",
+            "0",
+            "--pruner",
+            "none",
+            "--workers",
+            "3",
+            "--storage",
+            storage,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stderr
     trials = optuna.load_study(study_name="w3", storage=storage).trials
@@ -277,10 +376,9 @@ def test_a_recreated_study_never_resumes_the_old_ones_checkpoints(tmp_path):
 def test_a_run_directory_is_trained_in_by_one_process_at_a_time(tmp_path):
     from search.isolation import RunDirBusy, hold_run_dir
 
-    with hold_run_dir(tmp_path / "run"):
-        with pytest.raises(RunDirBusy, match=r"run directory .*run is in use by another training process \(.*:\d+\)"):
-            with hold_run_dir(tmp_path / "run"):
-                pass
+    busy = r"run directory .*run is in use by another training process \(.*:\d+\)"
+    with hold_run_dir(tmp_path / "run"), pytest.raises(RunDirBusy, match=busy), hold_run_dir(tmp_path / "run"):
+        pass
     with hold_run_dir(tmp_path / "run"):  # released when its holder is done
         pass
 
@@ -289,7 +387,9 @@ def test_passwords_are_never_printed(workdir, capsys, caplog, monkeypatch):
     from search.study import redact
 
     monkeypatch.setattr("search.storage.RETRY_DELAYS", (0.01, 0.01))  # the retries log the URL too
-    assert redact("postgresql://alice:s3cr:et@db.example:5432/optuna") == "postgresql://alice:***@db.example:5432/optuna"
+    assert (
+        redact("postgresql://alice:s3cr:et@db.example:5432/optuna") == "postgresql://alice:***@db.example:5432/optuna"
+    )
     assert redact("sqlite:///results/studies.db") == "sqlite:///results/studies.db"
     assert search_main(["resume", "--study", "x", "--storage", "postgresql://alice:hunter2@127.0.0.1:1/none"]) == 2
     err = capsys.readouterr().err
@@ -313,9 +413,30 @@ def test_a_sigkilled_worker_s_trial_is_finished_by_another_live_worker(workdir):
 
     storage = f"sqlite:///{workdir}/db.sqlite"
     (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 3").replace("[6000]", "[1500]"))
-    cmd = [sys.executable, "-m", "search.cli", "launch", "--space", "space.yaml", "--data", "data", "--study", "live",
-           "--trials", "3", "--sampler", "random", "--pruner", "none", "--seed", "5", "--workers", "2",
-           "--storage", storage]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "launch",
+        "--space",
+        "space.yaml",
+        "--data",
+        "data",
+        "--study",
+        "live",
+        "--trials",
+        "3",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+        "--storage",
+        storage,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers, victim, lines = {}, None, []
     for line in proc.stderr:
@@ -362,8 +483,15 @@ def test_the_leaderboard_reads_a_study_whose_trial_stopped_before_its_config(tmp
     study = optuna.create_study(study_name="n", storage=open_storage(url, create=True))
     study.ask()  # no config
     done = study.ask()
-    done.set_user_attr("config", json.dumps({"model": {"layers": [[[["conv_block", {"in_chan": 8, "out_chan": 8}]]]]},
-                                             "train": {"lr": 0.01, "epochs": 1}}))
+    done.set_user_attr(
+        "config",
+        json.dumps(
+            {
+                "model": {"layers": [[[["conv_block", {"in_chan": 8, "out_chan": 8}]]]]},
+                "train": {"lr": 0.01, "epochs": 1},
+            }
+        ),
+    )
     done.set_user_attr("dev_wer", 0.5)
     study.tell(done, 0.5)
     df = trials_frame("n", url)
@@ -412,7 +540,8 @@ def test_asha_pauses_candidates_at_rungs_and_promotes_the_best_from_their_checkp
     assert count_finished(study) == 5  # the target counts candidates; promotions come on top
     first = trials[0]  # no rival at the probe yet: it waits there instead of training in full
     assert first.state == optuna.trial.TrialState.PRUNED and first.user_attrs["status"] == "paused"
-    assert list(first.intermediate_values) == [1] and 0 < first.user_attrs["epochs"] < 1  # a third of the batches (rounded up)
+    # a third of the batches (rounded up)
+    assert list(first.intermediate_values) == [1] and 0 < first.user_attrs["epochs"] < 1
     assert first.user_attrs["reason"].startswith("rank 1 of 1 after 1/3 of epoch 1,")
     for t in trials:  # each trial reports its candidate's whole curve: the probe, then the dev CTC loss per epoch
         epochs = {step // 3: v for step, v in t.intermediate_values.items() if step % 3 == 0}
@@ -448,8 +577,14 @@ def test_a_trial_cut_by_the_study_budget_resumes_from_its_checkpoint(workdir):
     from search.objective import Objective
     from search.space import load_space
 
-    objective = Objective(space=load_space("space.yaml"), data_dir=str(workdir / "data"),
-                          runs_dir=s.runs_dir, run_key=run_key(study), max_total_stride=2, deadline=0.0)  # fmt: skip
+    objective = Objective(
+        space=load_space("space.yaml"),
+        data_dir=str(workdir / "data"),
+        runs_dir=s.runs_dir,
+        run_key=run_key(study),
+        max_total_stride=2,
+        deadline=0.0,
+    )
     study.optimize(objective, n_trials=1, catch=(Exception,))  # the budget is over: it stops after epoch 1
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["status"] == "interrupted"
@@ -463,18 +598,39 @@ def test_a_trial_cut_by_the_study_budget_resumes_from_its_checkpoint(workdir):
 @pytest.mark.slow
 def test_rescore_top_three_stores_beam_wer_beside_greedy_and_compare_shows_both(workdir, capsys):
     storage = f"sqlite:///{workdir}/db.sqlite"
-    argv = ["launch", "--space", "space.yaml", "--data", "data", "--study", "rs", "--trials", "4", "--sampler", "random",
-            "--pruner", "none", "--seed", "3", "--storage", storage, "--rescore-top", "3"]  # fmt: skip
+    argv = [
+        "launch",
+        "--space",
+        "space.yaml",
+        "--data",
+        "data",
+        "--study",
+        "rs",
+        "--trials",
+        "4",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--seed",
+        "3",
+        "--storage",
+        storage,
+        "--rescore-top",
+        "3",
+    ]
     assert search_main(argv) == 0
     assert (workdir / "data" / "lm" / "lm.arpa").exists() and (workdir / "data" / "lm" / "lexicon.txt").exists()
     study = optuna.load_study(study_name="rs", storage=storage)
     done = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.values[0])
     beam = {int(k.split("_")[1]): v for k, v in study.user_attrs.items() if k.startswith("rescored_")}
     assert sorted(beam) == sorted(t.number for t in done[:3])  # the three best by greedy dev WER, and only they
-    for n, scores in beam.items():
-        assert 0 <= scores["dev_wer_beam"] and 0 <= scores["test_wer_beam"] and "lexicon of" in scores["decoder"]
+    for scores in beam.values():
+        assert scores["dev_wer_beam"] >= 0 and scores["test_wer_beam"] >= 0 and "lexicon of" in scores["decoder"]
     df = trials_frame("rs", storage)
-    assert df["dev_wer_beam"].notna().sum() == 3 and df.loc[df["trial"] == done[0].number, "test_wer_beam"].notna().all()
+    assert (
+        df["dev_wer_beam"].notna().sum() == 3 and df.loc[df["trial"] == done[0].number, "test_wer_beam"].notna().all()
+    )
     capsys.readouterr()
     assert search_main(["compare", "rs", "--storage", storage, "--out", str(workdir / "report")]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
@@ -482,5 +638,8 @@ def test_rescore_top_three_stores_beam_wer_beside_greedy_and_compare_shows_both(
     # resuming rescores nothing twice: what is stored stays
     before = dict(study.user_attrs)
     assert search_main(["resume", "--study", "rs", "--storage", storage]) == 0
-    assert {k: v for k, v in optuna.load_study(study_name="rs", storage=storage).user_attrs.items() if k.startswith("rescored_")} == \
-        {k: v for k, v in before.items() if k.startswith("rescored_")}
+    assert {
+        k: v
+        for k, v in optuna.load_study(study_name="rs", storage=storage).user_attrs.items()
+        if k.startswith("rescored_")
+    } == {k: v for k, v in before.items() if k.startswith("rescored_")}

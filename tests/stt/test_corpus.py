@@ -42,7 +42,9 @@ def test_librispeech_layout_round_trip(tmp_path, speech):
     assert resolve_split(find_splits(tmp_path), "dev") == "dev-clean"
     utts, skipped = read_librispeech(split)
     assert not skipped
-    assert {u.id: (u.text, round(u.duration, 4)) for u in utts} == {k: (t, round(d, 4)) for k, (t, d) in written.items()}
+    assert {u.id: (u.text, round(u.duration, 4)) for u in utts} == {
+        k: (t, round(d, 4)) for k, (t, d) in written.items()
+    }
 
 
 def test_bad_input_is_skipped_and_named(tmp_path, speech):
@@ -56,7 +58,8 @@ def test_bad_input_is_skipped_and_named(tmp_path, speech):
     (ch / "1-2-0004.flac").write_bytes(b"not audio at all")  # unreadable
     _write(ch / "1-2-0005.flac", wav, sr)  # no transcript line
     (ch / "1-2.trans.txt").write_text(
-        "1-2-0000 GOOD MORNING\n1-2-0001 GOOD MORNING\n1-2-0002 \n1-2-0003 SILENCE\n1-2-0004 BROKEN\n1-2-0009 NO AUDIO\n"
+        "1-2-0000 GOOD MORNING\n1-2-0001 GOOD MORNING\n1-2-0002 \n"
+        "1-2-0003 SILENCE\n1-2-0004 BROKEN\n1-2-0009 NO AUDIO\n"
     )
     utts, skipped = read_librispeech(tmp_path / "train")
     assert [u.id for u in utts] == ["1-2-0000", "1-2-0001"]

@@ -56,7 +56,9 @@ def test_the_lm_chooses_between_two_lexicon_words_the_acoustics_cannot_tell_apar
     s = BeamSettings(lm_weight=2.0)
     assert make_decoder(TOK, files / "bigram.arpa", files / "lexicon.txt", s)(em, lengths) == ["a cat"]
     em = emission("on the cat", {9: ("p", -0.3)})  # the acoustics now lean to 'cap', and so does the LM after "the"
-    assert make_decoder(TOK, files / "bigram.arpa", files / "lexicon.txt", s)(em, torch.tensor([em.shape[1]])) == ["on the cap"]
+    assert make_decoder(TOK, files / "bigram.arpa", files / "lexicon.txt", s)(em, torch.tensor([em.shape[1]])) == [
+        "on the cap"
+    ]
 
 
 def test_a_batch_is_decoded_per_utterance_with_its_own_length(files):
@@ -109,12 +111,18 @@ def test_lexicon_files_in_both_layouts_and_their_errors(tmp_path):
         read_lexicon(tmp_path / "nope.txt", TOK)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("hello\n", r":1: not an ARPA language model \(expected '\\data\\' first"),
-    ("\\data\\\nngram one=3\n", r":2: expected 'ngram N=count'"),
-    ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\tDÉJÀ\n", r":5: LM word 'DÉJÀ' has 'àé', outside the model's alphabet"),
-    ("\\data\\\nngram 1=2\n", r"no '\\data\\' counts or no '\\1-grams:' section"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("hello\n", r":1: not an ARPA language model \(expected '\\data\\' first"),
+        ("\\data\\\nngram one=3\n", r":2: expected 'ngram N=count'"),
+        (
+            "\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\tDÉJÀ\n",
+            r":5: LM word 'DÉJÀ' has 'àé', outside the model's alphabet",
+        ),
+        ("\\data\\\nngram 1=2\n", r"no '\\data\\' counts or no '\\1-grams:' section"),
+    ],
+)
 def test_lm_files_that_are_not_arpa_or_of_another_alphabet_are_refused_naming_the_line(tmp_path, text, message):
     p = tmp_path / "lm.arpa"
     p.write_text(text)
@@ -153,19 +161,55 @@ def test_lm_build_tune_decoder_eval_and_transcribe_with_the_beam(tiny_corpus, tm
     from tests.stt.test_train import tiny_run
 
     run = tmp_path / "run"
-    Trainer(tiny_run(epochs=3), open_training_data(str(tiny_corpus), "fbank", progress=False), run, progress=False).fit()
+    Trainer(
+        tiny_run(epochs=3), open_training_data(str(tiny_corpus), "fbank", progress=False), run, progress=False
+    ).fit()
     assert stt_main(["lm", "build", "--data", str(tiny_corpus), "--out", str(tmp_path / "lm"), "--order", "2"]) == 0
     assert "-> " in capsys.readouterr().out
     words = {line.split("\t")[0] for line in (tmp_path / "lm" / "lexicon.txt").read_text().splitlines()}
     lm, lexicon = str(tmp_path / "lm" / "lm.arpa"), str(tmp_path / "lm" / "lexicon.txt")
-    assert stt_main(["eval", "--checkpoint", str(run), "--data", str(tiny_corpus), "--decoder", "beam", "--lm", lm,
-                     "--lexicon", lexicon, "--errors", "100"]) == 0  # fmt: skip
+    assert (
+        stt_main(
+            [
+                "eval",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(tiny_corpus),
+                "--decoder",
+                "beam",
+                "--lm",
+                lm,
+                "--lexicon",
+                lexicon,
+                "--errors",
+                "100",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"beam 50, lexicon of {len(words)} words, LM weight 1, word score 0" in out
     hyps = [line.split("HYP:", 1)[1].split() for line in out.splitlines() if "HYP:" in line]
     assert hyps and all(w in words for h in hyps for w in h)  # a lexicon decoder only ever writes lexicon words
-    assert stt_main(["tune-decoder", "--checkpoint", str(run), "--data", str(tiny_corpus), "--lm", lm, "--lexicon",
-                     lexicon, "--trials", "4"]) == 0  # fmt: skip
+    assert (
+        stt_main(
+            [
+                "tune-decoder",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(tiny_corpus),
+                "--lm",
+                lm,
+                "--lexicon",
+                lexicon,
+                "--trials",
+                "4",
+            ]
+        )
+        == 0
+    )
     tuned = json.loads((run / "decoder.json").read_text())
     assert tuned["lm"] == lm and tuned["dev_wer_beam"] <= 1.5 and set(tuned) >= {"lm_weight", "word_score"}
     assert f"saved in {run / 'decoder.json'}" in capsys.readouterr().out

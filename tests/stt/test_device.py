@@ -48,7 +48,9 @@ def meta_ctc():
         T, B, _ = log_probs.shape
         return log_probs.new_empty(B), log_probs.new_empty(B, T, 2 * targets.size(-1) + 1)
 
-    def ctc_backward(grad, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank, zero_infinity=False):
+    def ctc_backward(
+        grad, log_probs, targets, input_lengths, target_lengths, nll, log_alpha, blank, zero_infinity=False
+    ):
         return torch.empty_like(log_probs)
 
     lib.impl("_ctc_loss.Tensor", ctc, "Meta")
@@ -139,7 +141,9 @@ def _eval_batches(cache, batch_frames):
 
 def test_evaluation_on_a_second_device(corpus, host_reads):
     data = open_training_data(corpus, progress=False)
-    model = STTModel(load_run_config(TINY).layers, input_size=data.feature_size, output_size=len(data.tokenizer)).to(META)
+    model = STTModel(load_run_config(TINY).layers, input_size=data.feature_size, output_size=len(data.tokenizer)).to(
+        META
+    )
     for precision in ("auto", "fp32"):
         scores, ids, refs, hyps = evaluate_split(model, data.caches["dev"], data.tokenizer, META, 1500, precision)
         assert len(hyps) == len(refs) == len(data.caches["dev"]) and scores.wer == 1.0  # zeros decode to blanks

@@ -1,6 +1,5 @@
 """The feature cache: computed once, resumable after a kill, safe under concurrency; batches."""
 
-import json
 import os
 import shutil
 import signal
@@ -88,8 +87,9 @@ _KILLABLE = textwrap.dedent("""
 @pytest.mark.slow
 def test_killed_prepare_leaves_a_cache_the_next_call_completes(corpus, monkeypatch):
     monkeypatch.setattr(features, "SHARD_SECONDS", 3.0)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, str(corpus)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     for line in proc.stdout:
         if line.startswith("shard 2 written"):
             break
@@ -116,8 +116,13 @@ def test_killed_prepare_leaves_a_cache_the_next_call_completes(corpus, monkeypat
 
 @pytest.mark.slow
 def test_two_processes_preparing_at_once_do_not_corrupt(corpus):
-    code = "import sys, stt.features as F; r = F.prepare_split(sys.argv[1], 'train', 'fbank', progress=False); print(r.computed)"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(corpus)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        "import sys, stt.features as F; "
+        "r = F.prepare_split(sys.argv[1], 'train', 'fbank', progress=False); print(r.computed)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(corpus)], stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = sorted(int(p.communicate()[0]) for p in procs)
     assert all(p.returncode == 0 for p in procs)
     total = len(FeatureCache(prepare_split(corpus, "train", "fbank", progress=False).cache_dir))

@@ -37,8 +37,10 @@ def _tiny_wav2vec_checkpoint(path):
     torch.manual_seed(0)
     model = Wav2VecModel.build_model(args, task=None)
     # beside the weights, fairseq keeps its training state, with numpy scalars in it
-    state = {"optimizer_history": [{"criterion_name": "Wav2vecCriterion", "num_updates": np.int64(400000)}],
-             "extra_state": {"val_loss": np.float64(2.25), "train_iterator": {"epoch": 3}}}  # fmt: skip
+    state = {
+        "optimizer_history": [{"criterion_name": "Wav2vecCriterion", "num_updates": np.int64(400000)}],
+        "extra_state": {"val_loss": np.float64(2.25), "train_iterator": {"epoch": 3}},
+    }
     torch.save({"args": args, "model": model.state_dict(), **state}, path)
     return model.eval()
 

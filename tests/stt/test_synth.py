@@ -28,7 +28,7 @@ def test_deterministic_for_a_seed_and_idempotent(tmp_path, tiny_corpus):
     a = prepare_synth(tmp_path / "a", s, workers=1, progress=False)
     again = prepare_synth(tmp_path / "a", s, workers=1, progress=False)  # already there: no-op
     assert a == again
-    b = prepare_synth(tmp_path / "b", s, workers=2, progress=False)
+    prepare_synth(tmp_path / "b", s, workers=2, progress=False)
     ta = sorted((tmp_path / "a" / "train").rglob("*.trans.txt"))
     tb = sorted((tmp_path / "b" / "train").rglob("*.trans.txt"))
     assert [p.read_text() for p in ta] == [p.read_text() for p in tb]
@@ -36,5 +36,9 @@ def test_deterministic_for_a_seed_and_idempotent(tmp_path, tiny_corpus):
     fa, fb = sorted((tmp_path / "a").rglob("*.flac")), sorted((tmp_path / "b").rglob("*.flac"))
     assert [p.relative_to(tmp_path / "a") for p in fa] == [p.relative_to(tmp_path / "b") for p in fb]
     assert [p.read_bytes() for p in fa] == [p.read_bytes() for p in fb]
-    assert split_variants(voice_variants(), 3) == split_variants(voice_variants(), 3) != split_variants(voice_variants(), 4)
+    assert (
+        split_variants(voice_variants(), 3)
+        == split_variants(voice_variants(), 3)
+        != split_variants(voice_variants(), 4)
+    )
     assert not (tmp_path / "a.partial").exists()

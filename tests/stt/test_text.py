@@ -7,9 +7,14 @@ def test_vocabulary_is_blank_space_apostrophe_letters():
     assert LETTERS[0] == "<blank>" and LETTERS[1:3] == [" ", "'"] and len(LETTERS) == 29
 
 
-@pytest.mark.parametrize("raw,norm", [
-    ("HELLO  World", "hello world"), ("Café’s well-known.", "cafe's well known"), ("“Yes,” he said!", "yes he said"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "raw,norm",
+    [
+        ("HELLO  World", "hello world"),
+        ("Café’s well-known.", "cafe's well known"),
+        ("“Yes,” he said!", "yes he said"),
+    ],
+)
 def test_documented_normalisation(raw, norm):
     assert normalise_text(raw) == norm
 

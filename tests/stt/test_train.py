@@ -1,4 +1,5 @@
-"""CTC training: loss falls and a memorised utterance decodes; resume after a kill; infeasible; diverged; eval; transcribe."""
+"""CTC training: loss falls and a memorised utterance decodes; resume after a kill; infeasible; diverged; eval;
+transcribe."""
 
 import json
 import shutil
@@ -69,8 +70,9 @@ def test_loss_falls_and_a_memorised_utterance_decodes(tiny_corpus, tmp_path):
     assert losses[-1] < 0.2 * losses[0], losses[::10]
     dev_losses = [h["dev_loss"] for h in res.history]  # dev is the same utterance: its loss falls as far
     assert dev_losses[-1] < 0.2 * dev_losses[0], dev_losses[::10]
-    s, ids, refs, hyps = evaluate_split(load_run(tmp_path / "run").model, trainer.data.caches["dev"],
-                                        trainer.data.tokenizer, trainer.device, 100000)  # fmt: skip
+    s, ids, refs, hyps = evaluate_split(
+        load_run(tmp_path / "run").model, trainer.data.caches["dev"], trainer.data.tokenizer, trainer.device, 100000
+    )
     assert hyps == [utt.text.lower()], (hyps, refs)
     assert res.dev_wer == 0.0 and res.status == "completed"
 
@@ -90,8 +92,22 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_weights(corpus, tmp_
     ref = Trainer(load_run_config(cfg), _data(corpus), tmp_path / "ref", progress=False, checkpoint_every=3)
     ref_res = ref.fit()
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "stt.cli", "train", "--config", str(cfg), "--data", str(corpus), "--out", str(out),
-           "--checkpoint-every", "3", "--log-every", "3"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "stt.cli",
+        "train",
+        "--config",
+        str(cfg),
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--checkpoint-every",
+        "3",
+        "--log-every",
+        "3",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # stderr is no terminal, so the trainer logs "epoch E/4 step S/N ..." right after the step-S checkpoint:
     # kill it on the first such line of epoch 2, mid-epoch, with a checkpoint of that very step on disk
@@ -161,8 +177,15 @@ def test_dev_loss_is_the_ctc_loss_per_letter_whatever_the_batching(trained, tiny
             feats, target, _ = ds[i]
             logits, n = loaded.model(feats.float()[None])
             lp = logits.log_softmax(-1).transpose(0, 1)
-            total += F.ctc_loss(lp, target[None], n, torch.tensor([len(target)]), blank=loaded.tokenizer.blank,
-                                reduction="sum", zero_infinity=True).item()  # fmt: skip
+            total += F.ctc_loss(
+                lp,
+                target[None],
+                n,
+                torch.tensor([len(target)]),
+                blank=loaded.tokenizer.blank,
+                reduction="sum",
+                zero_infinity=True,
+            ).item()
             letters += len(target)
     assert scores.loss == pytest.approx(total / letters, rel=1e-4)
     history = [json.loads(line) for line in (trained[0] / "metrics.jsonl").read_text().splitlines()]
@@ -172,7 +195,10 @@ def test_dev_loss_is_the_ctc_loss_per_letter_whatever_the_batching(trained, tiny
 def test_eval_reproduces_the_logged_wer(trained, tiny_corpus, capsys):
     out, res = trained
     assert res.test_wer is not None
-    assert stt_main(["eval", "--checkpoint", str(out), "--data", str(tiny_corpus), "--split", "test", "--errors", "2"]) == 0
+    assert (
+        stt_main(["eval", "--checkpoint", str(out), "--data", str(tiny_corpus), "--split", "test", "--errors", "2"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert f"WER {100 * res.test_wer:.2f}%" in text and "REF:" in text
     logged = json.loads((out / "result.json").read_text())
