@@ -204,6 +204,7 @@ def _demo(args) -> int:
             seed=args.seed,
             runs_dir=args.runs_dir,
             epochs=args.epochs,
+            rescore_top=args.rescore_top,
         )
         study = launch(args.study, settings, storage, timeout=args.budget)
     _after_run(study, args)
@@ -419,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--seed", type=int, default=0)
     de.add_argument(
         "--epochs", type=positive_int, default=None, help="override the space's train.epochs (a quick look)"
+    )
+    de.add_argument(
+        "--rescore-top",
+        type=nonnegative_int,
+        default=3,
+        metavar="K",
+        help="beam-decode the K best finished candidates with the corpus's lexicon and unigram LM at the end "
+        "(default 3; 0: greedy only)",
     )
     de.add_argument("--runs-dir", default="results/runs")
     de.add_argument("--export", default="results/demo-best.yaml")

@@ -34,6 +34,7 @@ def test_the_demo_runs_from_an_empty_folder_outside_the_checkout(tiny_corpus, tm
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1/1 trials finished" in proc.stdout and "best config (trial 0" in proc.stdout
+    assert "dev_wer_beam" in proc.stdout  # the best candidates, beam-decoded with the corpus's own lexicon and LM
     assert (home / "results" / "demo-best.yaml").is_file() and (home / "results" / "studies.db").is_file()
     assert sorted(p.name for p in home.iterdir()) == ["results"]  # everything it wrote is under ./results
 
