@@ -194,11 +194,11 @@ class BlockConfig:
     width_doc: ClassVar[str] = ""  # the output width in words, for the docs (e.g. "out_chan / k")
 
     def __post_init__(self):
-        for f in fields(self):  # "same" paddings left out are derived (the loader checks given ones)
-            spec = f.metadata.get("same_pad")
-            if spec and getattr(self, f.name) is None and isinstance(getattr(self, spec[0]), int):
+        for f in fields(self):  # "same" paddings left out are derived here (the loader checks given ones)
+            spec = f.metadata["same_pad"]
+            if spec and getattr(self, f.name) is None:
                 dil = getattr(self, spec[1]) if spec[1] else 1
-                object.__setattr__(self, f.name, same_pad(getattr(self, spec[0]), dil if isinstance(dil, int) else 1))
+                object.__setattr__(self, f.name, same_pad(getattr(self, spec[0]), dil))
 
     def out_width(self) -> int:
         """Channels out of the block."""
@@ -666,10 +666,6 @@ BLOCKS: dict[str, type[Block]] = {
 def block_config(block_type: str, kw: dict) -> BlockConfig:
     """The config object of one normalised branch ``(block_type, kwargs)``."""
     return BLOCKS[block_type].Config(**kw)
-
-
-def block_stride(block_type: str, kw: dict) -> int:
-    return block_config(block_type, kw).stride
 
 
 def block_table() -> str:

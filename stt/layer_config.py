@@ -24,15 +24,13 @@ import functools
 import hashlib
 import json
 import math
-import types
-import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stt.blocks import BLOCKS, BlockConfigError, block_config, block_stride, same_pad
+from stt.blocks import BLOCKS, BlockConfig, BlockConfigError, same_pad
 from stt.errors import ConfigError
 
 
@@ -58,15 +56,15 @@ class LayerConfig:
     same branch as its block's config dataclass.
     """
 
-    def __init__(self, layers: list, in_width: int):
-        self.layers = layers
+    def __init__(self, branches: list[list[list[tuple[str, BlockConfig]]]], in_width: int):
+        self.layers = [[[(t, cfg.kwargs()) for t, cfg in blk] for blk in layer] for layer in branches]
+        self.configs = [[[cfg for _, cfg in blk] for blk in layer] for layer in branches]
         self.in_width = in_width
-        self.configs = [[[block_config(t, kw) for t, kw in blk] for blk in layer] for layer in layers]
 
     # -- derived properties -------------------------------------------------
     @property
     def out_width(self) -> int:
-        return block_width(self.layers[-1][-1])
+        return block_width(self.configs[-1][-1])
 
     def layer_stride(self, i: int) -> int:
         return math.prod(blk[0].stride for blk in self.configs[i])
@@ -76,8 +74,8 @@ class LayerConfig:
         return math.prod(self.layer_stride(i) for i in range(len(self.layers)))
 
     def layer_in_out(self, i: int) -> tuple[int, int]:
-        btype, kw = self.layers[i][0][0]
-        return kw[BLOCKS[btype].Config.in_key], block_width(self.layers[i][-1])
+        first = self.configs[i][0][0]
+        return getattr(first, first.in_key), block_width(self.configs[i][-1])
 
     def output_lengths(self, lengths):
         """Frame counts after every stride: works on ints and LongTensors alike."""
@@ -124,9 +122,9 @@ class LayerConfig:
         return f"LayerConfig({len(self.layers)} layers, {n} branches, width {widths}, stride {self.total_stride})"
 
 
-def block_width(block: list) -> int:
+def block_width(block: list[BlockConfig]) -> int:
     """Channels out of one block: the sum over its parallel branches."""
-    return sum(block_config(t, kw).out_width() for t, kw in block)
+    return sum(cfg.out_width() for cfg in block)
 
 
 def dump_layers_yaml(layers: list) -> str:
@@ -222,11 +220,11 @@ def normalise(layers, in_width: int | None = None) -> LayerConfig:
             new_blk = []
             for b, branch in enumerate(blk):
                 btype, kw = _split_branch(branch, _path(i, j, b))
-                kw = _normalise_branch(btype, kw, width, _path(i, j, b))
+                cfg = _normalise_branch(btype, kw, width, _path(i, j, b))
                 if width is None:  # the first branch said the model's input width
-                    width = first_width = kw[BLOCKS[btype].Config.in_key]
-                new_blk.append((btype, kw))
-            strides = [block_stride(t, kw) for t, kw in new_blk]
+                    width = first_width = getattr(cfg, cfg.in_key)
+                new_blk.append((btype, cfg))
+            strides = [cfg.stride for _, cfg in new_blk]
             for b, s in enumerate(strides):
                 if s != strides[0]:
                     raise LayerConfigError(
@@ -234,7 +232,7 @@ def normalise(layers, in_width: int | None = None) -> LayerConfig:
                         "parallel branches must give the same number of frames"
                     )
             new_layer.append(new_blk)
-            width = block_width(new_blk)
+            width = block_width([cfg for _, cfg in new_blk])
         out.append(new_layer)
     return LayerConfig(out, first_width)
 
@@ -259,21 +257,47 @@ def _split_branch(branch, path: str) -> tuple[str, dict]:
     return btype, dict(kw)
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _kinds(annotation) -> list[str]:
+    """A dataclass field's type as kind names: ``"bool | str"`` (or the type ``int | None``) -> ["bool", "str"]."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return [k.strip() for k in text.split("|")]
+
+
+def type_mismatch(value, annotation) -> str | None:
+    """What ``value`` should have been when it does not fit a dataclass field's type; None when it fits.
+
+    YAML and flags give strings, numbers and booleans; each key takes exactly its own kind (``true`` is not
+    an integer). ``annotation``: the field's type as written (``"int"``, ``"bool | str"``, ``"int | None"``).
+    """
+    kinds = _kinds(annotation)
+    allowed = tuple(t for k in kinds for t in _TYPES[k])
+    if isinstance(value, bool) and "bool" not in kinds or not isinstance(value, allowed):
+        return " or ".join(_KIND_NAMES[k] for k in kinds if k != "None")
+    return None
+
+
 @functools.cache
 def _fields(cfg_cls: type) -> tuple[dict, dict]:
-    """A block config's fields by name and their resolved types (resolving is slow: once per class)."""
-    return {f.name: f for f in dataclasses.fields(cfg_cls)}, typing.get_type_hints(cfg_cls)
+    """A block config's fields by name, and their kinds by name (once per class)."""
+    specs = {f.name: f for f in dataclasses.fields(cfg_cls)}
+    return specs, {name: _kinds(f.type) for name, f in specs.items()}
 
 
-def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> dict:
-    """Check one branch's kwargs against its block's config dataclass and fill in what follows from the rest."""
+def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> BlockConfig:
+    """Check one branch's kwargs against its block's config dataclass; the config fills in what follows."""
     cfg_cls = BLOCKS[btype].Config
-    specs, types = _fields(cfg_cls)
+    specs, kinds = _fields(cfg_cls)
     unknown = [k for k in kw if k not in specs]
     if unknown:
         raise LayerConfigError(f"{path}.{unknown[0]}: unknown key for {btype}; valid: {', '.join(specs)}")
     for key, value in kw.items():
-        _check_type(value, types[key], f"{path}.{key}")
+        expected = type_mismatch(value, specs[key].type)
+        if expected:
+            raise LayerConfigError(f"{path}.{key}: expected {expected}, got {_show(value)}")
 
     in_key = cfg_cls.in_key
     given = kw.get(in_key)
@@ -294,11 +318,12 @@ def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> dic
         if meta["choices"] is not None and value not in meta["choices"]:
             choices = ", ".join(map(str, meta["choices"]))
             raise LayerConfigError(f"{path}.{key}: must be one of {choices} ({meta['doc']}), got {value}")
-        low = meta["low"] if meta["low"] is not None else (1 if types[key] is int else None)
+        low = meta["low"] if meta["low"] is not None else (1 if kinds[key] == ["int"] else None)
         if low is not None and value < low or meta["below"] is not None and value >= meta["below"]:
-            if types[key] is int:
-                raise LayerConfigError(f"{path}.{key}: must be a positive integer, got {value}")
-            raise LayerConfigError(f"{path}.{key}: must be in [{low}, {meta['below']}), got {value}")
+            if meta["below"] is not None:
+                raise LayerConfigError(f"{path}.{key}: must be in [{low}, {meta['below']}), got {value}")
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise LayerConfigError(f"{path}.{key}: must be {what}, got {value}")
 
     for pad_key, f in specs.items():
         if not f.metadata["same_pad"]:
@@ -311,34 +336,14 @@ def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> dic
                 f"{path}.{kernel_key}: {what} cannot keep 'same' length (dilation*(kernel-1) must be even)"
             )
         want = same_pad(kernel, dil)
-        if full[pad_key] is None:
-            full[pad_key] = want
-        elif full[pad_key] != want:
+        if full[pad_key] is not None and full[pad_key] != want:
             raise LayerConfigError(
                 f"{path}.{pad_key}: {full[pad_key]} changes the length; 'same' padding for kernel {kernel}, "
                 f"dilation {dil} is {want} (or leave it out)"
             )
+    cfg = cfg_cls(**full)  # derives the paddings left out
     try:
-        cfg_cls(**full).check()
+        cfg.check()
     except BlockConfigError as e:
         raise LayerConfigError(f"{path}.{e.key}: {e}") from None
-    return full
-
-
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _check_type(value, expected, path: str) -> None:
-    """``expected`` is a config field's type: int, float, bool, or ``int | None`` (a derived padding)."""
-    if typing.get_origin(expected) in (typing.Union, types.UnionType):
-        if value is None:
-            return
-        expected = next(t for t in typing.get_args(expected) if t is not type(None))
-    if expected is bool:
-        ok = isinstance(value, bool)
-    elif expected is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, expected) and not isinstance(value, bool)
-    if not ok:
-        raise LayerConfigError(f"{path}: expected {_TYPE_WORDS.get(expected, expected.__name__)}, got {_show(value)}")
+    return cfg

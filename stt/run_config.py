@@ -23,7 +23,14 @@ from pathlib import Path
 
 import yaml
 
-from stt.layer_config import LayerConfig, LayerConfigError, dump_layers_yaml, load_layer_config, read_source
+from stt.layer_config import (
+    LayerConfig,
+    LayerConfigError,
+    dump_layers_yaml,
+    load_layer_config,
+    read_source,
+    type_mismatch,
+)
 
 
 @dataclass
@@ -58,19 +65,11 @@ class TrainConfig:
             raise LayerConfigError(f"train.warmup: must be in [0, 1), got {self.warmup}")
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
-
-
 def check_type(key: str, value, annotation: str) -> None:
-    """YAML and flags give strings, numbers and booleans; each key takes exactly its own kind.
-
-    ``annotation`` is a dataclass field's type as written (``"int"``, ``"float"``, ``"bool | str"``).
-    """
-    kinds = [k.strip() for k in annotation.split("|")]
-    allowed = tuple(t for k in kinds for t in _TYPES[k])
-    if isinstance(value, bool) and "bool" not in kinds or not isinstance(value, allowed):
-        raise LayerConfigError(f"{key}: {value!r} is not {' or '.join(_KIND_NAMES[k] for k in kinds)}")
+    """A training setting of the wrong kind is an error naming the key (see :func:`type_mismatch`)."""
+    expected = type_mismatch(value, annotation)
+    if expected:
+        raise LayerConfigError(f"{key}: {value!r} is not {expected}")
 
 
 def _check_choice(key, value, choices):
