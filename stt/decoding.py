@@ -110,11 +110,15 @@ class BeamDecoder:
                     model = KenLM(str(lm), lookup)
             except Exception as e:
                 raise LMError(f"{lm}: KenLM cannot load it ({' '.join(str(e).split())[:200]})") from None
+        # Each word is spelt with the separator after it, so a word ends on a space. Without it a word
+        # would end on the first frame of its last letter, and the decoder (whose root node loops on
+        # the separator only) could not account for that letter's repeated frames: it then fares
+        # worse than greedy decoding. __call__ appends a separator frame so the last word ends too.
         trie = fl.Trie(V, sil)
         start = model.start(False)
         for i, word in enumerate(lexicon.words, 1):
             _, score = model.score(start, i)  # unigram score, smeared up the trie so the beam sees it early
-            trie.insert(lexicon.spellings[word], i, score)
+            trie.insert([*lexicon.spellings[word], sil], i, score)
         trie.smear(fl.SmearingMode.MAX)
         opts = fl.LexiconDecoderOptions(
             beam_size=s.beam_size,
@@ -144,11 +148,22 @@ class BeamDecoder:
             log_probs: ``[B, T, V]`` log-probabilities (any device and float type; decoded on the host).
             lengths: ``[B]`` real frames of each utterance.
         """
-        em = log_probs.detach().float().cpu().contiguous()  # [B, T, V]
+        em = log_probs.detach().float().cpu()  # [B, T, V]
         B, T, V = em.shape
+        if self._words is not None:
+            # one more frame, certainly a separator (log-prob 0; the rest far below), for the last word to end on
+            end = torch.full((B, 1, V), -1e4)
+            end[:, :, self.tokenizer.index[" "]] = 0.0
+            em = torch.cat([em, end], dim=1)  # [B, T + 1, V]
+            for b, n in enumerate(lengths.tolist()):  # and move it to right after each utterance's real frames
+                if n < T:
+                    em[b, n] = end[b, 0]
+            T += 1
+        em = em.contiguous()
         out = []
         for b, n in enumerate(lengths.tolist()):
-            result = self._decoder.decode(em.data_ptr() + 4 * b * T * V, int(n), V)[0]
+            n = int(n) + (self._words is not None)
+            result = self._decoder.decode(em.data_ptr() + 4 * b * T * V, n, V)[0]
             if self._words is None:
                 ids = [t for t in torch.unique_consecutive(torch.tensor(result.tokens)).tolist() if t >= 0]
                 out.append(" ".join(self.tokenizer.decode(ids).split()))

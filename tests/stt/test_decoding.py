@@ -47,6 +47,21 @@ def test_the_beam_with_a_lexicon_recovers_the_transcript_whose_greedy_path_missp
     assert make_decoder(TOK, files / "bigram.arpa", "auto")(em, lengths) == ["the cat sat"]
 
 
+def test_letters_held_for_several_frames_decode_as_greedy_reads_them(files):
+    # CTC models often hold a letter (a word's last one too) for several frames with no blank between:
+    # a decoder that ends a word on the first frame of its last letter cannot account for the others
+    rows = []
+    for i, c in enumerate("the cat sat"):
+        r = torch.full((len(TOK),), -9.0)
+        r[TOK.index[c]] = -0.1
+        rows += [r] * (2 + i % 3)  # 2-4 frames each, no blanks at all
+    em = torch.stack(rows).log_softmax(-1)[None]
+    lengths = torch.tensor([em.shape[1]])
+    assert TOK.decode(greedy_decode(em, lengths)[0]) == "the cat sat"
+    assert make_decoder(TOK, lexicon=files / "lexicon.txt")(em, lengths) == ["the cat sat"]
+    assert make_decoder(TOK, files / "unigram.arpa", files / "lexicon.txt")(em, lengths) == ["the cat sat"]
+
+
 def test_the_lm_chooses_between_two_lexicon_words_the_acoustics_cannot_tell_apart(files):
     # 'ca?' with p and t equally likely: after "the" the bigram LM has seen "cap" and "cat" ... after "a" only "cat"
     em = emission("a cat", {4: ("p", -0.4)})
