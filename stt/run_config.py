@@ -48,6 +48,11 @@ class TrainConfig:
     compile: bool | str = "auto"  # torch.compile the training step: true, false, or "auto" (on CUDA only)
     buckets_per_octave: int = 4  # when compiling: padded lengths per doubling (4: <= 25 % padding, few shapes)
     num_workers: int = 0  # DataLoader workers (features are memory-mapped; 0 is fine on CPU)
+    # SpecAugment (stt/augment.py): masks on training batches only; 0 masks = off
+    freq_masks: int = 0  # frequency bands zeroed per utterance
+    freq_width: int = 15  # widest frequency band, in feature bins
+    time_masks: int = 0  # time spans zeroed per utterance
+    time_width: float = 0.05  # widest time span, as a fraction of the utterance's length
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -63,6 +68,11 @@ class TrainConfig:
             raise LayerConfigError(f"train.lr: must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
             raise LayerConfigError(f"train.warmup: must be in [0, 1), got {self.warmup}")
+        for name in ("freq_masks", "freq_width", "time_masks"):
+            if getattr(self, name) < 0:
+                raise LayerConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.time_width <= 0.5:
+            raise LayerConfigError(f"train.time_width: must be in [0, 0.5] (of the utterance), got {self.time_width}")
 
 
 def check_type(key: str, value, annotation: str) -> None:

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from stt import __version__
+from stt.augment import spec_augment
 from stt.batching import FeatureDataset, FrameBudgetBatchSampler, Prefetcher, bucket_length, collate
 from stt.checkpoint import load_checkpoint, save_checkpoint
 from stt.data import TrainingData
@@ -254,6 +255,9 @@ class Trainer:
 
     def train_step(self, feats, lengths, targets, target_lens) -> torch.Tensor:
         """One optimizer step on a device batch; returns the loss, still on the device (no sync)."""
+        cfg = self.run.train
+        if cfg.freq_masks or cfg.time_masks:
+            feats = spec_augment(feats, lengths, cfg.freq_masks, cfg.freq_width, cfg.time_masks, cfg.time_width)
         if self.compiled:
             torch._dynamo.maybe_mark_dynamic(feats, 0)
         with autocast(self.device, self.run.train.precision):
