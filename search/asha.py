@@ -96,32 +96,38 @@ class AshaPruner(optuna.pruners.BasePruner):
     def closing(self, trials: list[FrozenTrial]) -> int | None:
         """The candidate to finish before the deadline, once the time left is about what it needs.
 
-        The leader is the best candidate at the highest rung below full fidelity (from epoch 1 on). When the time left
-        is at most 1.5x what it needs at its measured pace (and at least 1.1x: a candidate that cannot
-        finish is not started), it goes on to full fidelity, past every rung, whatever its rank; the
-        time after it goes to new candidates. Without a deadline: None.
+        The leader is the best candidate at the highest rung below full fidelity (from epoch 1 on) that at
+        least ``eta`` candidates have reached, so it is picked from a ranking, not from the first arrival:
+        finishing a candidate takes most of a short budget, and nothing else trains meanwhile on one worker.
+        A leader that cannot finish in the time left (with a 1.1x margin for a pace that slows) gives way
+        to the next best. When the time left is at most 1.5x what the leader needs at its measured pace,
+        it goes on to full fidelity, past every rung, whatever its rank; the time after it goes to new
+        candidates. Without a deadline: None.
         """
         if self.deadline is None:
             return None
         if self.finishing is not None:  # decided once, then kept to the end
             return self.finishing
-        top = self.rungs[-1]
+        top, final = self.rungs[-1], self.final(trials)
         done = {candidate_of(t) for t in trials if (t.last_step or 0) >= top}
-        # from a whole epoch on: a probe's pace is mostly start-up and its dev pass, and a probe's winner
-        # among the first few candidates is no leader yet
+        left = self.deadline - time.time()
+        # from a whole epoch on: a probe's pace is mostly start-up and its dev pass
         for r in [r for r in reversed(self.rungs[:-1]) if r >= self.units]:
             values = {c: v for c, v in rung_values(trials, r).items() if c not in done}
-            if not values:
-                continue
-            lead = min(values, key=values.get)
-            mine = [t for t in trials if candidate_of(t) == lead and t.user_attrs.get("wall_seconds")]
-            if not mine:
-                return None
-            need = (top - r) * max(t.user_attrs["wall_seconds"] / max(t.last_step or 1, 1) for t in mine)
-            left = self.deadline - time.time()
-            if 1.1 * need <= left <= 1.5 * need:  # room to finish it, with a margin for a pace that slows
-                self.finishing = lead
-            return self.finishing
+            if len(values) < self.eta and not final:
+                continue  # too few there to rank: look lower, where more have arrived
+            for lead in sorted(values, key=values.get):
+                # the pace of the candidate's furthest trial (its wall time counts from the candidate's start)
+                mine = [t for t in trials if candidate_of(t) == lead and t.user_attrs.get("wall_seconds")]
+                if not mine:
+                    continue
+                latest = max(mine, key=lambda t: t.last_step or 0)
+                need = (top - r) * latest.user_attrs["wall_seconds"] / max(latest.last_step or 1, 1)
+                if 1.1 * need > left:
+                    continue  # cannot finish in time: the next best may
+                if left <= 1.5 * need:
+                    self.finishing = lead
+                return self.finishing
         return None
 
     def at(self, step: int) -> str:

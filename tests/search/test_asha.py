@@ -80,21 +80,28 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
 
 def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_cannot_finish_starts():
     now = time.time()
-    # the leader is paused at epoch 1 (step 3 of 30) after 60 s: 20 s per third, 27 thirds to go = 540 s
+    # three candidates reached epoch 1 (step 3 of 30); wall time counts from each candidate's start:
+    # the leader 0 took 60 s for 3 thirds, so 27 more need 540 s; candidate 4 needs 27 x 15 = 405 s
     trials = [
         _trial(0, {1: 2.0, 3: 1.0}, wall_seconds=60.0),
         _trial(1, {1: 3.0}, wall_seconds=20.0),
         _trial(2, {1: 1.5}, wall_seconds=20.0),
         _trial(3, {1: 2.5}, wall_seconds=20.0),
+        _trial(4, {1: 1.8, 3: 1.2}, wall_seconds=45.0),
+        _trial(5, {1: 1.9, 3: 1.4}, wall_seconds=45.0),
     ]
-    far, near, late = (AshaPruner(10, deadline=now + left) for left in (3600, 700, 580))
-    assert far.closing(trials) is None and late.closing(trials) is None  # too early; too late to finish it safely
+    far, near, late, gone = (AshaPruner(10, deadline=now + left) for left in (3600, 700, 580, 300))
+    assert far.closing(trials) is None  # too early: the time goes to more candidates first
     assert near.closing(trials) == 0 and near.finishing == 0  # 1.1 x 540 s <= 700 s <= 1.5 x 540 s
-    assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [
-        2
-    ]  # ASHA's own pick
-    assert [t.number for t in promotions(trials, near.rungs, False, closing=near.closing(trials))] == [0, 2]
-    assert AshaPruner(10, target=4).final(trials) and not AshaPruner(10, target=5).final(trials)
+    assert late.closing(trials) == 4  # 580 s cannot finish the leader safely; the next best fits (445-607 s)
+    assert gone.closing(trials) is None  # nobody can finish: nobody is started on it
+    assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [0, 2]  # ASHA's
+    assert [t.number for t in promotions(trials, late.rungs, False, closing=late.closing(trials))] == [0, 4, 2]
+    assert AshaPruner(10, target=6).final(trials) and not AshaPruner(10, target=7).final(trials)
+    # the leader is picked from a ranking: one candidate alone at epoch 1 is no leader, however near the deadline
+    alone = trials[:4]
+    assert AshaPruner(10, deadline=now + 700).closing(alone) is None
+    assert AshaPruner(10, deadline=now + 700, target=4).closing(alone) == 0  # unless the study has all its candidates
     # a leader only at the probe is no leader: its pace is start-up, and two probes rank nothing
     probes = [_trial(0, {1: 2.0}, wall_seconds=40.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
     assert AshaPruner(10, deadline=now + 1500).closing(probes) is None
