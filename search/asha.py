@@ -1,8 +1,9 @@
 """Asynchronous successive halving (ASHA) with pause and promote, over the study's storage.
 
-Fidelity is counted in thirds of an epoch, and rungs sit at 1, 3, 9, ... of them (``eta**k``, each
-at most a third of the full fidelity) and at the full fidelity: a probe after 1/3 of the first epoch
-(the Trainer scores dev part-way and checkpoints there), then 1, 3, ... epochs, then all of them.
+Fidelity is counted in ``units`` per epoch, and rungs sit at 1, 3, 9, ... of them (``eta**k``, each
+at most a third of the full fidelity) and at the full fidelity. Studies count whole epochs (rungs at
+1, 3, 9... epochs); with ``--probe`` they count thirds, and the lowest rung is a probe after 1/3 of the
+first epoch (the Trainer scores dev part-way and checkpoints there).
 A candidate that reaches a rung goes on only while it
 ranks in the best ``1/eta`` of the candidates that have reached that rung (at least ``eta`` of
 them). Otherwise it *pauses*: its trial ends PRUNED with status ``paused``, keeping its checkpoint.

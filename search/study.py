@@ -33,7 +33,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from search.asha import AshaPruner, enqueue_promotions
+from search.asha import UNITS, AshaPruner, enqueue_promotions
 from search.objective import Objective
 from search.space import Space, load_seed, load_space, max_feasible_stride, validate_space
 from search.storage import DEFAULT_STORAGE, StorageError, open_storage, redact, stable_enough
@@ -122,12 +122,13 @@ PRUNERS = ("asha", "median", "hyperband", "none")
 SIGNALS = ("loss", "cer", "wer")  # what a trial reports per epoch for the pruner (dev CTC loss per letter, CER, WER)
 
 
-def make_pruner(name: str, epochs: int, target: int | None = None):
+def make_pruner(name: str, epochs: int, target: int | None = None, probe: bool = False):
     if name == "asha":
         # asynchronous successive halving in epochs, with pause and promote (search/asha.py): rungs at 1, 3,
         # ... epochs; a candidate goes on past a rung only in the best third of those that reached it,
-        # and otherwise waits there, resumable, until it is promoted or the study ends
-        return AshaPruner(epochs, target=target)
+        # and otherwise waits there, resumable, until it is promoted or the study ends. With a probe the
+        # lowest rung is after 1/3 of epoch 1 (fidelity in thirds of an epoch)
+        return AshaPruner(epochs, target=target, units=UNITS if probe else 1)
     if name == "median":
         # CTC models sit at ~100% WER (all blank) for their first epochs whatever their worth, so
         # a comparison there is noise: no pruning in the first third of the schedule (steps are epochs from 1,
@@ -162,6 +163,10 @@ class StudySettings:
     runs_dir: str = "results/runs"
     startup_trials: int | None = None  # random trials before TPE; None: default_startup_trials(trials)
     heartbeat: int = 30  # seconds between a running trial's beats; a worker silent for 4 beats is presumed dead
+    # ASHA: a first rung after 1/3 of epoch 1. Cheap, but deep in the LR warm-up it ranks candidates by
+    # their peak LR more than by their architecture: in the main job it paused the default config
+    # (8th of 9 there), which ranks first at epoch 1. Studies made before this setting had it.
+    probe: bool = False
     rescore_top: int = 0  # beam-decode the K best finished trials (search/rescore.py); ranking stays greedy dev WER
     lm: str | None = None  # the rescoring LM (ARPA/KenLM binary); None: a unigram LM of the training transcripts
     lexicon: str | None = None  # the rescoring lexicon file, or "auto" (the LM's words)
@@ -175,6 +180,7 @@ class StudySettings:
     def from_attrs(cls, attrs: dict) -> StudySettings:
         d = {k: attrs[k] for k in cls.__dataclass_fields__ if k in attrs}
         d["objectives"] = tuple(d.get("objectives", ("wer",)))
+        d.setdefault("probe", True)  # a study made before the setting counted its steps in thirds of an epoch
         return cls(**d)
 
 
@@ -429,7 +435,9 @@ def run_study(
     study.sampler = make_sampler(
         settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials)
     )
-    study.pruner = make_pruner(settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12, settings.trials)
+    study.pruner = make_pruner(
+        settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12, settings.trials, settings.probe
+    )
     requeued = requeue_dead_trials(study, orphan_after=settings.heartbeat * 4)
     if requeued:
         log.info("re-queued trials %s (their worker died); they resume from their checkpoints", requeued)

@@ -28,6 +28,17 @@ def test_rungs_are_eta_fold_apart_and_end_at_the_full_fidelity(epochs, rungs):
     assert rung_epochs(epochs) == rungs
 
 
+def test_the_probe_rung_is_opt_in_and_older_studies_keep_theirs():
+    from search.study import StudySettings, make_pruner
+
+    assert make_pruner("asha", 20).rungs == [1, 3, 20] and make_pruner("asha", 20).at(1) == "at epoch 1"
+    assert make_pruner("asha", 20, probe=True).rungs == [1, 3, 9, 60]  # thirds: 1/3, 1, 3, 20 epochs
+    base = {"space_text": "", "space_name": "s", "data_dir": "d", "trials": 3}
+    assert StudySettings(**base).probe is False
+    assert StudySettings.from_attrs(base).probe is True  # stored before the setting: its steps are in thirds
+    assert StudySettings.from_attrs({**base, "probe": False}).probe is False
+
+
 def test_the_best_third_of_a_rung_goes_on_and_no_one_goes_on_alone_until_the_rungs_are_final():
     assert best_at({0: (1.0, 0)}) == [] and best_at({0: (1.0, 0), 1: (0.5, 1)}) == []
     assert best_at({0: (1.0, 0)}, final=True) == [0]  # the study has all its candidates: the rung's best goes on
