@@ -280,14 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--pruner",
         default="asha",
         choices=list(PRUNERS),
-        help="asha (default): successive halving with pause and promote, rungs at 1, 3, 9... epochs; "
-        "median: the median of earlier trials at the same epoch",
+        help="asha (default): successive halving with pause and promote, rungs at a probe after 1/3 "
+        "of epoch 1, then 1, 3, 9... epochs; median: the median of earlier trials at the same epoch",
     )
     la.add_argument(
-        "--probe",
-        action="store_true",
-        help="asha: a first rung after 1/3 of epoch 1 (cheaper, but early in the LR warm-up it ranks "
-        "candidates by their peak LR more than by their architecture)",
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="asha: no rung after 1/3 of epoch 1 (the first rung is then epoch 1; early in a long LR "
+        "warm-up the probe ranks candidates by their peak LR more than by their architecture)",
     )
     la.add_argument(
         "--prune-on",

@@ -122,7 +122,7 @@ PRUNERS = ("asha", "median", "hyperband", "none")
 SIGNALS = ("loss", "cer", "wer")  # what a trial reports per epoch for the pruner (dev CTC loss per letter, CER, WER)
 
 
-def make_pruner(name: str, epochs: int, target: int | None = None, probe: bool = False):
+def make_pruner(name: str, epochs: int, target: int | None = None, probe: bool = True):
     if name == "asha":
         # asynchronous successive halving in epochs, with pause and promote (search/asha.py): rungs at 1, 3,
         # ... epochs; a candidate goes on past a rung only in the best third of those that reached it,
@@ -163,10 +163,10 @@ class StudySettings:
     runs_dir: str = "results/runs"
     startup_trials: int | None = None  # random trials before TPE; None: default_startup_trials(trials)
     heartbeat: int = 30  # seconds between a running trial's beats; a worker silent for 4 beats is presumed dead
-    # ASHA: a first rung after 1/3 of epoch 1. Cheap, but deep in the LR warm-up it ranks candidates by
-    # their peak LR more than by their architecture: in the main job it paused the default config
-    # (8th of 9 there), which ranks first at epoch 1. Studies made before this setting had it.
-    probe: bool = False
+    # ASHA: a first rung after 1/3 of epoch 1 (fidelity in thirds of an epoch). Cheap, but deep in the LR
+    # warm-up it ranks candidates by their peak LR and batch more than by their architecture: with a
+    # 20-epoch schedule it paused the default config 8th of 9 there, though it ranks first at epoch 1
+    probe: bool = True
     rescore_top: int = 0  # beam-decode the K best finished trials (search/rescore.py); ranking stays greedy dev WER
     lm: str | None = None  # the rescoring LM (ARPA/KenLM binary); None: a unigram LM of the training transcripts
     lexicon: str | None = None  # the rescoring lexicon file, or "auto" (the LM's words)

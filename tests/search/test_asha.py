@@ -28,13 +28,14 @@ def test_rungs_are_eta_fold_apart_and_end_at_the_full_fidelity(epochs, rungs):
     assert rung_epochs(epochs) == rungs
 
 
-def test_the_probe_rung_is_opt_in_and_older_studies_keep_theirs():
+def test_the_probe_rung_can_be_turned_off_and_older_studies_keep_theirs():
     from search.study import StudySettings, make_pruner
 
-    assert make_pruner("asha", 20).rungs == [1, 3, 20] and make_pruner("asha", 20).at(1) == "at epoch 1"
-    assert make_pruner("asha", 20, probe=True).rungs == [1, 3, 9, 60]  # thirds: 1/3, 1, 3, 20 epochs
+    assert make_pruner("asha", 20).rungs == [1, 3, 9, 60]  # thirds: 1/3, 1, 3, 20 epochs
+    no_probe = make_pruner("asha", 20, probe=False)
+    assert no_probe.rungs == [1, 3, 20] and no_probe.at(1) == "at epoch 1"
     base = {"space_text": "", "space_name": "s", "data_dir": "d", "trials": 3}
-    assert StudySettings(**base).probe is False
+    assert StudySettings(**base).probe is True
     assert StudySettings.from_attrs(base).probe is True  # stored before the setting: its steps are in thirds
     assert StudySettings.from_attrs({**base, "probe": False}).probe is False
 

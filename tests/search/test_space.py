@@ -49,7 +49,7 @@ def test_500_random_samples_validate_build_and_run(space_name, max_stride):
 
 
 def test_parameter_names_are_stable_paths():
-    space = load_space("seed.yaml")  # it searches the LR too
+    space = load_space("small.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
     sample_config(trial, space)
@@ -129,11 +129,9 @@ def test_the_shipped_seeds_are_points_of_their_spaces():
         study.enqueue_trial(params)  # what create_study does; train keys the seed does not state are sampled
         run = sample_config(study.ask(), space, 4)
         assert run.layers.to_list() == load_run_config(f"{seed}.yaml").layers.to_list()
-    # a seed's stated training settings are its parameters where the space searches them
-    space = load_space("small")
-    space.spec["train"]["lr"] = {"low": 0.001, "high": 0.008, "log": True}
-    params, _ = load_seed("small", space, 4)
-    assert params["train.lr"] == 0.003 and "train.batch_frames" not in params  # the space fixes the batch
+    # the default config states its learning rate and batch: the seed trains with them
+    params, _ = load_seed("small", load_space("small"), 4)
+    assert (params["train.lr"], params["train.batch_frames"]) == (0.003, 16000)
 
 
 def test_a_seed_outside_the_space_names_what_does_not_fit(tmp_path):

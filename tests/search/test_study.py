@@ -534,9 +534,7 @@ def test_asha_pauses_candidates_at_rungs_and_promotes_the_best_from_their_checkp
 
     storage = f"sqlite:///{workdir}/db.sqlite"
     (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4"))  # rungs: 1/3 epoch, 1, 4 epochs
-    s = settings_from_space(
-        "space.yaml", "data", 5, sampler="random", pruner="asha", prune_on="loss", seed=0, probe=True
-    )
+    s = settings_from_space("space.yaml", "data", 5, sampler="random", pruner="asha", prune_on="loss", seed=0)
     study = launch("asha", s, storage)
     trials = study.trials
     assert count_finished(study) == 5  # the target counts candidates; promotions come on top
