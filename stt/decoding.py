@@ -152,12 +152,10 @@ class BeamDecoder:
         B, T, V = em.shape
         if self._words is not None:
             # one more frame, certainly a separator (log-prob 0; the rest far below), for the last word to end on
-            end = torch.full((B, 1, V), -1e4)
-            end[:, :, self.tokenizer.index[" "]] = 0.0
-            em = torch.cat([em, end], dim=1)  # [B, T + 1, V]
-            for b, n in enumerate(lengths.tolist()):  # and move it to right after each utterance's real frames
-                if n < T:
-                    em[b, n] = end[b, 0]
+            end = torch.full((B, V), -1e4)
+            end[:, self.tokenizer.index[" "]] = 0.0
+            em = torch.cat([em, end[:, None]], dim=1)  # [B, T + 1, V]
+            em[torch.arange(B), lengths.cpu().long()] = end  # right after each utterance's real frames
             T += 1
         em = em.contiguous()
         out = []
