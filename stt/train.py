@@ -260,7 +260,7 @@ class Trainer:
             feats = spec_augment(feats, lengths, cfg.freq_masks, cfg.freq_width, cfg.time_masks, cfg.time_width)
         if self.compiled:
             torch._dynamo.maybe_mark_dynamic(feats, 0)
-        with autocast(self.device, self.run.train.precision):
+        with autocast(self.device, cfg.precision):
             logits, out_lens = self.forward(feats, lengths)  # [B, T', V], [B]
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T', B, V] for ctc_loss
         loss = F.ctc_loss(
@@ -268,7 +268,7 @@ class Trainer:
         )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         self.sched.step()
         return loss.detach()
