@@ -20,6 +20,15 @@ enough others arrive to rank them (Li et al., "A System for Massively Parallel H
 Tuning", 2020). Candidates compared at a rung have trained the same epochs on the same schedule
 (the LR schedule spans the full fidelity), so the comparison is like for like.
 
+A seed (a config the researcher enqueued: the space's ``seeds:`` or ``launch --enqueue``) is never
+paused: it trains to full fidelity, and its curve is a reference at every rung for the candidates
+that come after it. This is Hyperband's hedge bracket, the one that stops nothing early (Li et al.,
+"Hyperband", 2018), given to the config the researcher already trusts. Early rungs favour what learns
+fast (a higher LR, a smaller batch, a shallower model) over what ends best: in the main job the shipped
+default config ranked 8th of 9 at the probe and was paused there, though trained alone it ends better
+than every candidate the study finished (issue 12). With the seed trained in full, a study's best is at
+least the seed's own result, and the rest of the budget looks for better.
+
 When the study has all its candidates (its target), the rungs are final: the best paused candidate
 of each rung is then promoted even where fewer than ``eta`` reached it, so a study ends with a
 candidate trained to full fidelity. With a time budget, once the time left is about what the
@@ -83,9 +92,16 @@ class AshaPruner(optuna.pruners.BasePruner):
     """
 
     def __init__(
-        self, epochs: int, eta: int = ETA, target: int | None = None, units: int = UNITS, deadline: float | None = None
+        self,
+        epochs: int,
+        eta: int = ETA,
+        target: int | None = None,
+        units: int = UNITS,
+        deadline: float | None = None,
+        seeds_in_full: bool = True,
     ):
         self.units, self.eta, self.target, self.deadline = units, eta, target, deadline
+        self.seeds_in_full = seeds_in_full  # a seed config trains to full fidelity, never paused
         self.rungs = rung_epochs(epochs * units, eta)  # in steps of 1/units epoch: 1/3, 1, 3, 9... epochs
         self.reasons: dict[int, str] = {}
         self.finishing: int | None = None  # the candidate this worker is finishing before the deadline
@@ -141,6 +157,8 @@ class AshaPruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None or step not in self.rungs[:-1]:
             return False
+        if self.seeds_in_full and trial.user_attrs.get("seed"):
+            return False  # the hedge: the researcher's own config is not judged on its first epochs
         trials = study.get_trials(deepcopy=False)
         values = rung_values(trials, step)
         me = candidate_of(trial)

@@ -24,6 +24,7 @@ def _launch(args) -> int:
         pruner=args.pruner,
         prune_on=args.prune_on,
         probe=args.probe,
+        seeds_in_full=args.seeds_in_full,
         seed=args.seed,
         objectives=tuple(args.objectives.split(",")),
         max_params=args.max_params,
@@ -289,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="asha: no rung after 1/3 of epoch 1 (the first rung is then epoch 1; early in a long LR "
         "warm-up the probe ranks candidates by their peak LR more than by their architecture)",
+    )
+    la.add_argument(
+        "--pause-seeds",
+        dest="seeds_in_full",
+        action="store_false",
+        help="asha: seed configs (the space's seeds, --enqueue) pause at rungs like any candidate (by default "
+        "a seed trains to full fidelity, so the study's best is at least the seed's own result)",
     )
     la.add_argument(
         "--prune-on",

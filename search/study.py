@@ -122,13 +122,13 @@ PRUNERS = ("asha", "median", "hyperband", "none")
 SIGNALS = ("loss", "cer", "wer")  # what a trial reports per epoch for the pruner (dev CTC loss per letter, CER, WER)
 
 
-def make_pruner(name: str, epochs: int, target: int | None = None, probe: bool = True):
+def make_pruner(name: str, epochs: int, target: int | None = None, probe: bool = True, seeds_in_full: bool = True):
     if name == "asha":
         # asynchronous successive halving in epochs, with pause and promote (search/asha.py): rungs at 1, 3,
         # ... epochs; a candidate goes on past a rung only in the best third of those that reached it,
         # and otherwise waits there, resumable, until it is promoted or the study ends. With a probe the
         # lowest rung is after 1/3 of epoch 1 (fidelity in thirds of an epoch)
-        return AshaPruner(epochs, target=target, units=UNITS if probe else 1)
+        return AshaPruner(epochs, target=target, units=UNITS if probe else 1, seeds_in_full=seeds_in_full)
     if name == "median":
         # CTC models sit at ~100% WER (all blank) for their first epochs whatever their worth, so
         # a comparison there is noise: no pruning in the first third of the schedule (steps are epochs from 1,
@@ -167,6 +167,9 @@ class StudySettings:
     # warm-up it ranks candidates by their peak LR and batch more than by their architecture: with a
     # 20-epoch schedule it paused the default config 8th of 9 there, though it ranks first at epoch 1
     probe: bool = True
+    # ASHA: a seed config (the space's seeds, --enqueue) trains to full fidelity, never paused at a rung
+    # (search/asha.py): a study's best is then at least the researcher's own config's result
+    seeds_in_full: bool = True
     rescore_top: int = 0  # beam-decode the K best finished trials (search/rescore.py); ranking stays greedy dev WER
     lm: str | None = None  # the rescoring LM (ARPA/KenLM binary); None: a unigram LM of the training transcripts
     lexicon: str | None = None  # the rescoring lexicon file, or "auto" (the LM's words)
@@ -181,6 +184,7 @@ class StudySettings:
         d = {k: attrs[k] for k in cls.__dataclass_fields__ if k in attrs}
         d["objectives"] = tuple(d.get("objectives", ("wer",)))
         d.setdefault("probe", True)  # a study made before the setting counted its steps in thirds of an epoch
+        d.setdefault("seeds_in_full", False)  # and paused its seeds like any candidate
         return cls(**d)
 
 
@@ -436,7 +440,11 @@ def run_study(
         settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials)
     )
     study.pruner = make_pruner(
-        settings.pruner, epochs if not isinstance(epochs, (list, dict)) else 12, settings.trials, settings.probe
+        settings.pruner,
+        epochs if not isinstance(epochs, (list, dict)) else 12,
+        settings.trials,
+        settings.probe,
+        settings.seeds_in_full,
     )
     requeued = requeue_dead_trials(study, orphan_after=settings.heartbeat * 4)
     if requeued:

@@ -38,6 +38,10 @@ def test_the_probe_rung_can_be_turned_off_and_older_studies_keep_theirs():
     assert StudySettings(**base).probe is True
     assert StudySettings.from_attrs(base).probe is True  # stored before the setting: its steps are in thirds
     assert StudySettings.from_attrs({**base, "probe": False}).probe is False
+    # seeds train in full by default; a study stored before that setting paused them like any candidate
+    assert make_pruner("asha", 20).seeds_in_full and not make_pruner("asha", 20, seeds_in_full=False).seeds_in_full
+    assert StudySettings(**base).seeds_in_full is True
+    assert StudySettings.from_attrs(base).seeds_in_full is False
 
 
 def test_the_best_third_of_a_rung_goes_on_and_no_one_goes_on_alone_until_the_rungs_are_final():
@@ -88,6 +92,28 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
     paused, why = decide(2.5)  # 7 there: best two are 0.5 and 1.0
     assert paused and why.startswith("rank 4 of 7 after 1/3 of epoch 1, where the best 2 go on;")
     assert decide(9.0, step=2) == (False, "")  # epoch 2 is no rung
+
+
+@pytest.mark.parametrize("seeds_in_full", [True, False])
+def test_a_seed_config_ranked_last_at_a_rung_goes_on_unless_seeds_may_pause(seeds_in_full):
+    study = optuna.create_study()
+    pruner = AshaPruner(10, seeds_in_full=seeds_in_full)
+    for v in (1.0, 2.0, 3.0, 4.0, 5.0):  # five candidates at epoch 1 (step 3): the best one goes on
+        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={3: v}, user_attrs={}))
+
+    def decide(**attrs):
+        trial = study.ask()
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        trial.report(9.0, 3)  # the worst at epoch 1
+        out = pruner.prune(study, study._storage.get_trial(trial._trial_id))
+        study.tell(trial, state=TrialState.PRUNED)
+        return out
+
+    assert decide(seed="small") is not seeds_in_full  # the researcher's config trains in full: never paused
+    assert decide(seed="small", candidate=5) is not seeds_in_full  # nor a later trial that continues it (5)
+    assert decide() is True  # any other candidate ranked last pauses
+    assert decide(seed="") is True  # an empty label is no seed
 
 
 def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_cannot_finish_starts():
