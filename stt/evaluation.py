@@ -44,7 +44,9 @@ def evaluate_split(
     """
     data = FeatureDataset(cache, tokenizer)
     sampler = FrameBudgetBatchSampler(cache.frames, batch_frames, shuffle=False)
-    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate)
+    # its own generator: a DataLoader draws a seed from the global RNG per iterator, so scoring dev would
+    # shift every later dropout mask, and a search's probe would make its trial train apart from `stt train`
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
     was = model.training
     model.eval()
     hyps = [""] * len(data)
@@ -102,7 +104,8 @@ def split_log_probs(
     was = model.training
     model.eval()
     batches = []
-    for b in torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate):
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    for b in loader:  # its own generator, as in evaluate_split: decoding leaves the training RNG alone
         with autocast(device, precision):
             logits, lens = model(b.feats.to(device), b.feat_lens.to(device))  # [B, T', V], [B]
         batches.append((b.index.tolist(), logits.float().log_softmax(-1).cpu(), lens.cpu()))

@@ -130,6 +130,20 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_weights(corpus, tmp_
         assert (h["train_loss"], h["dev_wer"]) == (h_ref["train_loss"], h_ref["dev_wer"])
 
 
+@pytest.mark.slow
+def test_a_probe_and_every_dev_pass_leave_training_as_it_would_be_without_them(corpus, tmp_path):
+    # a study probes dev after 1/3 of epoch 1; `stt train` of the exported config does not, and must still
+    # train the same model (dropout is on, so a dev pass that drew from the global RNG would shift it)
+    plain = Trainer(tiny_run(epochs=2), _data(corpus), tmp_path / "plain", progress=False)
+    plain.fit()
+    probed = Trainer(tiny_run(epochs=2), _data(corpus), tmp_path / "probed", progress=False, probe=1 / 3)
+    seen = []
+    probed.fit(on_epoch=lambda epoch, metrics: seen.append(metrics.get("probe")))
+    assert seen[0] is not None and 0 < seen[0] < 1  # the probe did score dev part-way through epoch 1
+    for (name, a), b in zip(plain.model.state_dict().items(), probed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_too_much_downsampling_fails_before_training(corpus, tmp_path, capsys):
     with pytest.raises(InfeasibleError, match=r"total stride 32 gives 3\.1 output frames/s.*use a total stride <="):
         Trainer(tiny_run(stride=32), _data(corpus), tmp_path / "r", progress=False)
