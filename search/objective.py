@@ -215,7 +215,8 @@ class Objective:
         out_of_time = []
 
         def on_epoch(epoch, metrics):
-            if self.deadline is not None and time.time() > self.deadline:
+            # past the budget, a trial stops at its next epoch end, unless that epoch was its last: it is done
+            if self.deadline is not None and time.time() > self.deadline and epoch < run.train.epochs:
                 out_of_time.append(epoch)
                 return "prune"  # stops after this epoch's checkpoint: a resume continues from it
             if multi:  # Optuna cannot prune multi-objective studies

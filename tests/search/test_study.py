@@ -593,6 +593,13 @@ def test_a_trial_cut_by_the_study_budget_resumes_from_its_checkpoint(workdir):
     again = optuna.load_study(study_name="cut", storage=storage).trials[1]
     assert again.state == optuna.trial.TrialState.COMPLETE and again.user_attrs["resumed"] is True
     assert again.user_attrs["epochs"] == 3 and again.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    # a trial whose last epoch ends past the budget is done, not interrupted
+    (workdir / "one.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 1"))
+    s1 = settings_from_space("one.yaml", "data", 1, sampler="random", pruner="none", seed=0)
+    last = create_study("last", s1, storage)
+    objective.space, objective.run_key = load_space("one.yaml"), run_key(last)
+    last.optimize(objective, n_trials=1, catch=(Exception,))
+    assert last.trials[0].state == optuna.trial.TrialState.COMPLETE and last.trials[0].user_attrs["epochs"] == 1
 
 
 @pytest.mark.slow
