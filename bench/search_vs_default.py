@@ -6,9 +6,9 @@
     recipe (20 epochs), stopped at the budget if it is still running then.
 (b) ``before``: the search as it was before issue 12: the old small space (64-128 wide, no seeds,
     10 epochs per candidate), TPE and the median pruner on dev WER.
-(c) ``now``: the default strategy: the shipped small space (which starts from the default config),
-    TPE and asynchronous successive halving with pause and promote (search/asha.py) in epochs, on
-    the dev CTC loss.
+(c) ``now``: the default strategy: the shipped small space (which starts from the default config
+    and trains it in full: ASHA never pauses a seed), TPE and asynchronous successive halving with
+    pause and promote (search/asha.py) in epochs, on the dev CTC loss.
 
 Each search gets ``--budget`` seconds of wall time (no trial starts after it; one still running stops
 at its next epoch end). The arms run one after the other on this machine, in a scratch database.

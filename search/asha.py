@@ -31,8 +31,9 @@ least the seed's own result, and the rest of the budget looks for better.
 
 When the study has all its candidates (its target), the rungs are final: the best paused candidate
 of each rung is then promoted even where fewer than ``eta`` reached it, so a study ends with a
-candidate trained to full fidelity. With a time budget, once the time left is about what the
-leading candidate needs to finish at its measured pace, that candidate is finished first.
+candidate trained to full fidelity. With a time budget and no candidate trained in full yet, once
+the time left is about what the leading candidate needs to finish at its measured pace, that
+candidate is finished first.
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ class AshaPruner(optuna.pruners.BasePruner):
     def closing(self, trials: list[FrozenTrial]) -> int | None:
         """The candidate to finish before the deadline, once the time left is about what it needs.
 
+        Only while no candidate has reached full fidelity: the rule makes sure a study ends with one.
+        Once one has (a seed, which is never paused), finishing another early leader would spend the end
+        of the budget on a fast starter that the rungs cannot tell from a good finisher (in the main job
+        such a leader took the last 9 of 20 minutes and ended at 42.5 % dev WER beside the seed's 18.8 %),
+        so the time left goes to new candidates and the rungs' own promotions.
+
         The leader is the best candidate at the highest rung below full fidelity (from epoch 1 on) that at
         least ``eta`` candidates have reached, so it is picked from a ranking, not from the first arrival:
         finishing a candidate takes most of a short budget, and nothing else trains meanwhile on one worker.
@@ -127,6 +134,8 @@ class AshaPruner(optuna.pruners.BasePruner):
             return self.finishing
         top, final = self.rungs[-1], self.final(trials)
         done = {candidate_of(t) for t in trials if (t.last_step or 0) >= top}
+        if done:  # the study already has a candidate trained in full (a seed): the time left goes to ASHA
+            return None
         left = self.deadline - time.time()
         # from a whole epoch on: a probe's pace is mostly start-up and its dev pass
         for r in [r for r in reversed(self.rungs[:-1]) if r >= self.units]:

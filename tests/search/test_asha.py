@@ -140,6 +140,9 @@ def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_ca
     alone = trials[:4]
     assert AshaPruner(10, deadline=now + 700).closing(alone) is None
     assert AshaPruner(10, deadline=now + 700, target=4).closing(alone) == 0  # unless the study has all its candidates
+    # once a candidate is trained in full (a seed), no leader is finished: the time left goes to ASHA
+    seeded = trials + [_trial(6, {1: 3.0, 3: 2.5, 30: 0.5}, state=TrialState.COMPLETE, status="", wall_seconds=400.0)]
+    assert AshaPruner(10, deadline=now + 700).closing(seeded) is None
     # a leader only at the probe is no leader: its pace is start-up, and two probes rank nothing
     probes = [_trial(0, {1: 2.0}, wall_seconds=40.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
     assert AshaPruner(10, deadline=now + 1500).closing(probes) is None
