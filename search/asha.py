@@ -156,6 +156,18 @@ class AshaPruner(optuna.pruners.BasePruner):
                 return self.finishing
         return None
 
+    def in_time(self, step: int, elapsed: float | None) -> bool:
+        """Whether a candidate at ``step`` that took ``elapsed`` seconds so far reaches its next rung by the deadline.
+
+        A promotion past the budget trains epochs that this run cannot score: the candidate would be cut
+        before its next rung, ranked nowhere, while the same minutes probe several new candidates. It
+        pauses instead, and a later ``resume`` (with time) promotes it.
+        """
+        if self.deadline is None or not elapsed or step >= self.rungs[-1]:
+            return True
+        nxt = next(r for r in self.rungs if r > step)
+        return time.time() + (nxt - step) * elapsed / step <= self.deadline
+
     def at(self, step: int) -> str:
         """A rung in words: "after 1/3 of epoch 1", "at epoch 3"."""
         if step % self.units:
@@ -172,9 +184,19 @@ class AshaPruner(optuna.pruners.BasePruner):
         values = rung_values(trials, step)
         me = candidate_of(trial)
         go_on = best_at(values, self.final(trials), self.eta)
-        if me in go_on or me == self.closing(trials):
+        if me == self.closing(trials):
             return False
         rank = 1 + sorted(values, key=values.get).index(me) if me in values else len(values)
+        if me in go_on:
+            elapsed = trial.user_attrs.get("elapsed")
+            if self.in_time(step, elapsed):
+                return False
+            nxt = next(r for r in self.rungs if r > step)
+            self.reasons[trial.number] = (
+                f"rank {rank} of {len(values)} {self.at(step)} goes on, but at its pace ({elapsed / step:.0f} s "
+                f"per step) it would not be {self.at(nxt)} before the study's budget ends; a resume promotes it"
+            )
+            return True
         self.reasons[trial.number] = (
             f"rank {rank} of {len(values)} {self.at(step)}, where the best {len(go_on)} go on; "
             f"promoted if it rises into the best 1/{self.eta}"
@@ -187,11 +209,17 @@ def paused(t: FrozenTrial) -> bool:
 
 
 def promotions(
-    trials: list[FrozenTrial], rungs: list[int], final: bool = False, eta: int = ETA, closing: int | None = None
+    trials: list[FrozenTrial],
+    rungs: list[int],
+    final: bool = False,
+    eta: int = ETA,
+    closing: int | None = None,
+    in_time=None,
 ) -> list[FrozenTrial]:
     """Paused trials whose candidate now ranks in the best ``1/eta`` of its rung (or is ``closing``).
 
-    Highest rung first.
+    Highest rung first. ``in_time(step, elapsed)``: whether a candidate would reach its next rung before
+    the study's deadline (:meth:`AshaPruner.in_time`); one that would not stays paused.
 
     A candidate is promoted once per rung: a trial that already continues it (waiting, running,
     finished, or failed and re-queued) rules it out.
@@ -205,6 +233,8 @@ def promotions(
         for c in best_at(rung_values(trials, r), final, eta) + ([closing] if closing is not None else []):
             t = latest[c]
             if paused(t) and t.last_step == r and t.number not in continued and t not in out:
+                if c != closing and in_time is not None and not in_time(r, t.user_attrs.get("wall_seconds")):
+                    continue
                 out.append(t)
     return out
 
@@ -213,7 +243,7 @@ def enqueue_promotions(study: optuna.Study, pruner: AshaPruner) -> list[int]:
     """Queue a continuing trial for each promotable paused candidate; returns the trials continued."""
     done = []
     trials = study.get_trials(deepcopy=False)
-    for t in promotions(trials, pruner.rungs, pruner.final(trials), pruner.eta, pruner.closing(trials)):
+    for t in promotions(trials, pruner.rungs, pruner.final(trials), pruner.eta, pruner.closing(trials), pruner.in_time):
         attrs = {"candidate": candidate_of(t), "continues": t.number, "run_dir": t.user_attrs.get("run_dir")}
         if t.user_attrs.get("seed"):
             attrs["seed"] = t.user_attrs["seed"]

@@ -221,6 +221,8 @@ class Objective:
                 return "prune"  # stops after this epoch's checkpoint: a resume continues from it
             if multi:  # Optuna cannot prune multi-objective studies
                 return None
+            # the candidate's wall time so far, all its trials: the pruner reads its pace from it (AshaPruner.in_time)
+            trial.set_user_attr("elapsed", metrics["elapsed"])
             if metrics.get("probe"):
                 probed.update(metrics)
                 trial.report(metrics[f"dev_{self.prune_on}"], 1)

@@ -116,6 +116,36 @@ def test_a_seed_config_ranked_last_at_a_rung_goes_on_unless_seeds_may_pause(seed
     assert decide(seed="") is True  # an empty label is no seed
 
 
+def test_near_the_deadline_a_candidate_goes_on_or_is_promoted_only_if_it_reaches_its_next_rung_in_time():
+    now = time.time()
+    study = optuna.create_study()
+    for v in (2.0, 3.0, 4.0, 5.0, 6.0):  # five candidates at epoch 1 (step 3 of 30)
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED, intermediate_values={3: v}, user_attrs={"status": "paused", "wall_seconds": 60}
+            )
+        )
+
+    def decide(pruner, elapsed, value):  # the best at epoch 1 (step 3), after `elapsed` seconds: 20 s a third
+        trial = study.ask()
+        trial.set_user_attr("elapsed", elapsed)
+        trial.report(value, 3)
+        out = pruner.prune(study, study._storage.get_trial(trial._trial_id))
+        study.tell(trial, state=TrialState.PRUNED)
+        return out, pruner.reasons.get(trial.number, "")
+
+    # epoch 3 (step 9) is 6 thirds away: 120 s at 20 s a third
+    assert decide(AshaPruner(10, deadline=now + 200), 60.0, 1.0) == (False, "")
+    assert decide(AshaPruner(10), 60.0, 0.9) == (False, "")  # no budget: no limit
+    paused, why = decide(AshaPruner(10, deadline=now + 100), 60.0, 0.8)
+    assert paused and why.startswith("rank 1 of ") and "would not be at epoch 3 before the study's budget ends" in why
+    # a paused candidate in the best third is promoted only if it would reach its next rung in time
+    trials = [_trial(n, {3: v}, wall_seconds=60.0) for n, v in enumerate([1.0, 2.0, 3.0])]
+    soon, late = AshaPruner(10, deadline=now + 200), AshaPruner(10, deadline=now + 100)
+    assert [t.number for t in promotions(trials, soon.rungs, in_time=soon.in_time)] == [0]
+    assert promotions(trials, late.rungs, in_time=late.in_time) == []
+
+
 def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_cannot_finish_starts():
     now = time.time()
     # three candidates reached epoch 1 (step 3 of 30); wall time counts from each candidate's start:
