@@ -191,10 +191,10 @@ class AshaPruner(optuna.pruners.BasePruner):
             elapsed = trial.user_attrs.get("elapsed")
             if self.in_time(step, elapsed):
                 return False
-            nxt = next(r for r in self.rungs if r > step)
+            nxt, per_epoch = next(r for r in self.rungs if r > step), elapsed * self.units / step
             self.reasons[trial.number] = (
-                f"rank {rank} of {len(values)} {self.at(step)} goes on, but at its pace ({elapsed / step:.0f} s "
-                f"per step) it would not be {self.at(nxt)} before the study's budget ends; a resume promotes it"
+                f"rank {rank} of {len(values)} {self.at(step)} goes on, but at its pace ({per_epoch:.0f} s per "
+                f"epoch) it would not be {self.at(nxt)} before the study's budget ends; a resume promotes it"
             )
             return True
         self.reasons[trial.number] = (

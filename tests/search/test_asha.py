@@ -138,7 +138,11 @@ def test_near_the_deadline_a_candidate_goes_on_or_is_promoted_only_if_it_reaches
     assert decide(AshaPruner(10, deadline=now + 200), 60.0, 1.0) == (False, "")
     assert decide(AshaPruner(10), 60.0, 0.9) == (False, "")  # no budget: no limit
     paused, why = decide(AshaPruner(10, deadline=now + 100), 60.0, 0.8)
-    assert paused and why.startswith("rank 1 of ") and "would not be at epoch 3 before the study's budget ends" in why
+    assert (
+        paused
+        and why.startswith("rank 1 of ")
+        and "(60 s per epoch) it would not be at epoch 3 before the study's budget ends" in why
+    )
     # a paused candidate in the best third is promoted only if it would reach its next rung in time
     trials = [_trial(n, {3: v}, wall_seconds=60.0) for n, v in enumerate([1.0, 2.0, 3.0])]
     soon, late = AshaPruner(10, deadline=now + 200), AshaPruner(10, deadline=now + 100)
