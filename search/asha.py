@@ -33,7 +33,8 @@ When the study has all its candidates (its target), the rungs are final: the bes
 of each rung is then promoted even where fewer than ``eta`` reached it, so a study ends with a
 candidate trained to full fidelity. With a time budget and no candidate trained in full yet, once
 the time left is about what the leading candidate needs to finish at its measured pace, that
-candidate is finished first.
+candidate is finished first. Near a budget's end, a candidate goes on past a rung (or is promoted)
+only if it reaches its next rung in time; otherwise it waits, paused, for a ``resume`` with time.
 """
 
 from __future__ import annotations
