@@ -157,6 +157,10 @@ class AshaPruner(optuna.pruners.BasePruner):
                 return self.finishing
         return None
 
+    def next_rung(self, step: int) -> int:
+        """The rung after ``step`` (``step`` below full fidelity)."""
+        return next(r for r in self.rungs if r > step)
+
     def in_time(self, step: int, elapsed: float | None) -> bool:
         """Whether a candidate at ``step`` that took ``elapsed`` seconds so far reaches its next rung by the deadline.
 
@@ -166,8 +170,7 @@ class AshaPruner(optuna.pruners.BasePruner):
         """
         if self.deadline is None or not elapsed or step >= self.rungs[-1]:
             return True
-        nxt = next(r for r in self.rungs if r > step)
-        return time.time() + (nxt - step) * elapsed / step <= self.deadline
+        return time.time() + (self.next_rung(step) - step) * elapsed / step <= self.deadline
 
     def at(self, step: int) -> str:
         """A rung in words: "after 1/3 of epoch 1", "at epoch 3"."""
@@ -192,7 +195,7 @@ class AshaPruner(optuna.pruners.BasePruner):
             elapsed = trial.user_attrs.get("elapsed")
             if self.in_time(step, elapsed):
                 return False
-            nxt, per_epoch = next(r for r in self.rungs if r > step), elapsed * self.units / step
+            nxt, per_epoch = self.next_rung(step), elapsed * self.units / step
             self.reasons[trial.number] = (
                 f"rank {rank} of {len(values)} {self.at(step)} goes on, but at its pace ({per_epoch:.0f} s per "
                 f"epoch) it would not be {self.at(nxt)} before the study's budget ends; a resume promotes it"
