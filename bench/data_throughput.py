@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from stt.audio import read_audio
-from stt.batching import make_loader
-from stt.corpus import find_splits, read_split
-from stt.features import open_split
-from stt.frontends import build_frontend
+from stt.data.audio import read_audio
+from stt.data.batching import make_loader
+from stt.data.corpus import find_splits, read_split
+from stt.data.features import open_split
+from stt.data.frontends import build_frontend
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     args = p.parse_args()
 
     if not Path(args.data).exists():
-        from stt.synth import SynthSettings, prepare_synth
+        from stt.data.synth import SynthSettings, prepare_synth
 
         prepare_synth(args.data, SynthSettings(hours=0.25))
     utts, _ = read_split(find_splits(args.data)[args.split])

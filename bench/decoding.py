@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from stt.decoding import TUNED, BeamSettings, greedy_decode, make_decoder
-from stt.device import model_device
-from stt.evaluation import decode_batches, split_log_probs
-from stt.features import open_split
-from stt.metrics import score
-from stt.train import load_run
+from stt.decode.beam import TUNED, BeamSettings, make_decoder
+from stt.decode.greedy import greedy_decode
+from stt.train.evaluation import decode_batches
+from stt.train.metrics import score
+from stt.train.run import load_run
 
 
 def homophones(words: list[str]) -> dict[str, str]:
@@ -63,19 +62,16 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.lm is None:
-        from search.rescore import default_lm
+        from stt.decode.lm import corpus_lm
 
-        args.lm, args.lexicon = default_lm(args.data)
+        args.lm, args.lexicon = corpus_lm(args.data)
     lexicon = args.lexicon or "auto"
     tuned = json.loads((Path(args.checkpoint) / TUNED).read_text()) if (Path(args.checkpoint) / TUNED).exists() else {}
     loaded = load_run(args.checkpoint, device=args.device)
-    device = model_device(loaded.model)
-    cache = open_split(args.data, args.split, loaded.frontend["spec"], device=str(device))
+    cache = loaded.features(args.data, args.split)
     audio = sum(cache.frames) / 100.0  # 100 Hz features
     t = time.perf_counter()
-    batches, refs = split_log_probs(
-        loaded.model, cache, loaded.tokenizer, device, loaded.run.train.batch_frames, loaded.run.train.precision
-    )
+    batches, refs = loaded.evaluator().log_probs(cache)
     forward = time.perf_counter() - t
     with_lm = BeamSettings(
         beam_size=args.beam_size,
@@ -94,7 +90,7 @@ def main() -> None:
     }
     print(
         f"{args.checkpoint} on {args.split}: {len(refs)} utterances, {audio / 60:.1f} min of audio; model forward "
-        f"{forward:.1f} s (RTF {forward / audio:.4f}) on {device}, {torch.get_num_threads()} threads"
+        f"{forward:.1f} s (RTF {forward / audio:.4f}) on {loaded.device}, {torch.get_num_threads()} threads"
     )
     print(
         f"LM {args.lm}, lexicon {lexicon}; LM weight {with_lm.lm_weight:g}, word score {with_lm.word_score:g}"

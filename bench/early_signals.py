@@ -18,7 +18,9 @@ import json
 import optuna
 import pandas as pd
 
-from search.study import create_study, existing_studies, run_study, settings_from_space
+from search.settings import settings_from_space
+from search.storage import existing_studies
+from search.study import create_study, run_study
 
 SIGNALS = {"dev_loss": "dev CTC loss", "dev_cer": "dev CER", "dev_wer": "dev WER"}
 

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from design_note import NoteModel, note_train_step
 from timing import step_flops, time_steps
 
-from stt.batching import collate
-from stt.data import open_training_data
-from stt.device import autocast, pick_device
-from stt.layer_config import load_layer_config
-from stt.run_config import RunConfig, load_run_config
-from stt.train import Trainer
+from stt.core.device import autocast, pick_device
+from stt.data.batching import collate
+from stt.data.training_data import open_training_data
+from stt.model.layer_config import load_layer_config
+from stt.train.run_config import RunConfig, load_run_config
+from stt.train.trainer import Trainer
 
 TINY_RUN = """
 frontend: fbank
@@ -62,7 +62,7 @@ def _cli(main, argv: list[str]) -> tuple[int, str]:
 
 def check_train_eval_transcribe(data_dir: Path, work: Path, device: str, tiny: bool) -> dict:
     from stt.cli import main as stt
-    from stt.corpus import find_splits, read_split
+    from stt.data.corpus import find_splits, read_split
 
     cfg = work / "tiny.yaml"
     cfg.write_text(TINY_RUN % {"epochs": 2, "bf": 3000 if tiny else 20000})
@@ -92,7 +92,8 @@ def check_train_eval_transcribe(data_dir: Path, work: Path, device: str, tiny: b
 
 
 def check_study(data_dir: Path, work: Path, device: str, tiny: bool) -> dict:
-    from search.study import launch, settings_from_space
+    from search.settings import settings_from_space
+    from search.study import launch
 
     space = Path(__file__).resolve().parent.parent / "spaces" / "small.yaml"
     settings = settings_from_space(
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         data_dir = Path(args.data) if args.data else work / "corpus"
         if not args.data:
-            from stt.synth import SynthSettings, prepare_synth
+            from stt.data.synth import SynthSettings, prepare_synth
 
             hours = (
                 SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5)

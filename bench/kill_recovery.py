@@ -106,7 +106,7 @@ def try_train(tmp: Path, data: Path, i: int, delay: float) -> str:
     result = json.loads((out / "result.json").read_text())
     if result["status"] != "completed" or result["epochs"] != 100:
         raise AssertionError(f"result after resume: {result['status']}, {result['epochs']} epochs")
-    from stt.checkpoint import load_checkpoint
+    from stt.core.checkpoint import load_checkpoint
 
     load_checkpoint(out / "best.pt", keys=("model",))
     return "resumed" if "resuming" in r.stderr else "redone"
@@ -117,8 +117,8 @@ def try_train(tmp: Path, data: Path, i: int, delay: float) -> str:
 
 def _features(data: Path, complete: bool = True) -> dict:
     """Every utterance's features, read through the same check a command makes (the cache must be complete)."""
-    from stt.corpus import find_splits
-    from stt.features import FeatureCache, prepare_split
+    from stt.data.corpus import find_splits
+    from stt.data.features import FeatureCache, prepare_split
 
     feats = {}
     for split in sorted(find_splits(data)):
@@ -161,7 +161,7 @@ def try_launch(tmp: Path, data: Path, i: int, delay: float) -> str:
 
     import optuna
 
-    from search.study import open_storage
+    from search.storage import open_storage
 
     db = f"sqlite:///{tmp}/launch_{i}.db"
     launch = [
@@ -221,7 +221,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        from stt.synth import SynthSettings, prepare_synth
+        from stt.data.synth import SynthSettings, prepare_synth
 
         data = tmp / "data"  # train and launch: a tiny corpus, so that a run is mostly training, not start-up
         prepare_synth(

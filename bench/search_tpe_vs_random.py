@@ -17,8 +17,9 @@ import argparse
 import tempfile
 import time
 
-from search.compare import trials_frame
-from search.study import launch, settings_from_space
+from search.results.compare import trials_frame
+from search.settings import settings_from_space
+from search.study import launch
 
 
 def main():

@@ -8,7 +8,7 @@
     10 epochs per candidate), TPE and the median pruner on dev WER.
 (c) ``now``: the default strategy: the shipped small space (which starts from the default config
     and trains it in full: ASHA never pauses a seed), TPE and asynchronous successive halving with
-    pause and promote (search/asha.py) in epochs, on the dev CTC loss.
+    pause and promote (search/pruners/asha.py) in epochs, on the dev CTC loss.
 
 Each search gets ``--budget`` seconds of wall time (no trial starts after it; one still running stops
 at its next epoch end). The arms run one after the other on this machine, in a scratch database.
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.compare import trials_frame
-from search.study import launch, settings_from_space
+from search.results.compare import trials_frame
+from search.settings import settings_from_space
+from search.study import launch
 
 # spaces/small.yaml as it was before issue 12 (commit af9dca9), the "today" of the issue
 BEFORE_SPACE = """

@@ -11,7 +11,6 @@ the storage, not the trial, is the bottleneck.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,11 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.storage_scale import tally  # noqa: E402 (the same count of what a dry-run study left)
+from bench.storage_scale import dry_run_workers, tally  # noqa: E402 (the same workers, the same count)
 
 
 def run_mode(name: str, url: str, data: Path, runs: Path, args) -> dict:
-    from search.study import create_study, settings_from_space
+    from search.settings import settings_from_space
+    from search.study import create_study
 
     study = f"local-{name}"
     target = args.workers * args.trials_per_worker
@@ -37,24 +37,8 @@ def run_mode(name: str, url: str, data: Path, runs: Path, args) -> dict:
         runs_dir=str(runs),
     )
     create_study(study, settings, url)
-    cmd = [
-        sys.executable,
-        "-m",
-        "search.cli",
-        "worker",
-        "--study",
-        study,
-        "--storage",
-        url,
-        "--device",
-        "cpu",
-        "--dry-run",
-        str(args.sleep),
-    ]
     t0 = time.time()
-    procs = [
-        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)
-    ]
+    procs = dry_run_workers(study, url, args.sleep, args.workers)
     errors = [p.communicate()[1] for p in procs]
     wall = time.time() - t0
     return {
@@ -74,7 +58,7 @@ def main():
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "corpus"
-        from stt.synth import SynthSettings, prepare_synth
+        from stt.data.synth import SynthSettings, prepare_synth
 
         prepare_synth(
             data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False

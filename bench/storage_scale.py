@@ -27,7 +27,8 @@ from tests.search.conftest import start_postgres, stop_postgres  # noqa: E402
 
 
 def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, args) -> dict:
-    from search.study import create_study, settings_from_space
+    from search.settings import settings_from_space
+    from search.study import create_study
 
     study = f"scale-{name}"
     target = args.workers * args.trials_per_worker
@@ -53,23 +54,7 @@ def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, a
 
     threading.Thread(target=watch, daemon=True).start()
     t0 = time.time()
-    cmd = [
-        sys.executable,
-        "-m",
-        "search.cli",
-        "worker",
-        "--study",
-        study,
-        "--storage",
-        url,
-        "--device",
-        "cpu",
-        "--dry-run",
-        str(args.sleep),
-    ]
-    procs = [
-        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(args.workers)
-    ]
+    procs = dry_run_workers(study, url, args.sleep, args.workers)
     errors = [p.communicate()[1] for p in procs]
     wall = time.time() - t0
     stop.set()
@@ -86,12 +71,19 @@ def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, a
     }
 
 
+def dry_run_workers(study: str, url: str, sleep: float, n: int) -> list[subprocess.Popen]:
+    """``n`` `stt-search worker --dry-run` processes on one study (they sample and build, train nothing)."""
+    cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", url, "--device", "cpu"]
+    cmd += ["--dry-run", str(sleep)]
+    return [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+
+
 def tally(study: str, url: str, target: int) -> dict:
     """What a dry-run study left: completions, trials/s from the first start to the last end, duplicate
     configs, and losses (target not met, trials left running)."""
     import optuna
 
-    from search.study import open_storage
+    from search.storage import open_storage
 
     trials = optuna.load_study(study_name=study, storage=open_storage(url)).trials
     counted = [t for t in trials if t.state.name == "COMPLETE"]
@@ -123,7 +115,7 @@ def main():
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "corpus"
-            from stt.synth import SynthSettings, prepare_synth
+            from stt.data.synth import SynthSettings, prepare_synth
 
             prepare_synth(
                 data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False

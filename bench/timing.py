@@ -7,7 +7,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stt.device import sync
+from stt.core.device import sync
 
 
 def time_steps(step, batches: list, device: torch.device, warmup: int = 1) -> tuple[float, float]:

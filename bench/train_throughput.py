@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from design_note import NoteModel, note_train_step
 from timing import time_steps
 
-from stt.audio import read_audio
-from stt.batching import collate
-from stt.corpus import find_splits, read_split
-from stt.data import open_training_data
-from stt.frontends import Fbank
-from stt.layer_config import load_layer_config
-from stt.run_config import RunConfig, load_run_config
-from stt.train import Trainer
+from stt.data.audio import read_audio
+from stt.data.batching import collate
+from stt.data.corpus import find_splits, read_split
+from stt.data.frontends import Fbank
+from stt.data.training_data import open_training_data
+from stt.model.layer_config import load_layer_config
+from stt.train.run_config import RunConfig, load_run_config
+from stt.train.trainer import Trainer
 
 
 def bench(name: str, run: RunConfig, data, paths: dict, args, device: torch.device) -> dict:
@@ -102,7 +102,7 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     if not Path(args.data).exists():
-        from stt.synth import SynthSettings, prepare_synth
+        from stt.data.synth import SynthSettings, prepare_synth
 
         prepare_synth(args.data, SynthSettings(hours=0.25))
     device = torch.device(args.device)

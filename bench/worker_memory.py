@@ -84,7 +84,7 @@ def main():
         (work / "space.yaml").write_text(SPACE)
         data = work / "corpus"
         if not data.exists():
-            from stt.synth import SynthSettings, prepare_synth
+            from stt.data.synth import SynthSettings, prepare_synth
 
             prepare_synth(
                 data, SynthSettings(hours=0.012, vocab=30, seed=3, min_words=2, max_words=5), workers=2, progress=False

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from stt.files import locked
+from stt.core.files import locked
 
 _ctx = None
 log = logging.getLogger("search")
@@ -41,14 +41,14 @@ class ChildFailed(RuntimeError):
 
 
 class ChildInfeasible(ValueError):
-    """The config cannot align with the corpus (stt.train.InfeasibleError in the child)."""
+    """The config cannot align with the corpus (stt.train.feasibility.InfeasibleError in the child)."""
 
 
 def _context():
     global _ctx
     if _ctx is None:
         _ctx = multiprocessing.get_context("forkserver")
-        _ctx.set_forkserver_preload(["search.isolation", "stt.train"])
+        _ctx.set_forkserver_preload(["search.isolation", "stt.train.trainer"])
     return _ctx
 
 
@@ -157,9 +157,10 @@ def _child_main(job: dict, conn, lifeline) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's SIGTERM checkpoints like Ctrl-C
     import torch
 
-    from stt.data import open_training_data
-    from stt.run_config import load_run_config
-    from stt.train import InfeasibleError, Trainer
+    from stt.data.training_data import open_training_data
+    from stt.train.feasibility import InfeasibleError
+    from stt.train.run_config import load_run_config
+    from stt.train.trainer import Trainer
 
     device = job.get("device")
     if device and device.startswith("cuda") and ":" in device:

@@ -1,25 +1,16 @@
-"""The objective: sample a config, check it, train it with stt's Trainer, report dev WER.
+"""The objective: one trial's life, from a sampled config to a recorded result.
 
-What each trial stores (user attributes, readable by any Optuna tool):
-``config`` (the run config as JSON), ``config_hash``, ``params``,
-``gflops_per_second``, ``dev_wer``, ``dev_cer``, ``test_wer``, ``test_cer``,
-``epochs``, ``wall_seconds``, ``audio_seconds_per_second``, ``device``, ``precision``,
-``version``, ``run_dir``, ``status`` and ``reason``, ``worker`` (host:pid),
-``history`` (dev loss, CER and WER per epoch), ``seed`` when the candidate was
-enqueued from a config, ``duplicate_of`` when the result was reused, and
-``candidate`` (the number of the candidate's first trial) with ``continues`` on a
-trial that continues a paused candidate (search/asha.py).
+A trial (1) names its worker and steps aside when another trial already does its work, (2) samples a run
+config from the space, (3) is measured against the study's budgets, (4) reuses the result of an identical
+config already scored, or trains in its run directory (resuming a checkpoint made for the same config),
+reporting a dev signal per epoch to the pruner, and (5) records what happened in the words of
+``search.trials``: its metrics, its ``status`` and ``reason``.
 
-Each epoch the trial reports one dev signal (``prune_on``: CTC loss per letter,
-CER or WER) to the pruner. WER is the objective, but it sits near 100 % while a
-CTC model still emits mostly blanks, so early rungs rank by a signal that moves.
-
-A trial that cannot or should not train (over budget, infeasible, diverged,
-out of memory, a duplicate of a pruned one) is recorded as PRUNED with its
-``status`` and ``reason``: it counts towards the study's target and the
-sampler learns to avoid it. A trial whose process died stays RUNNING until
-``resume`` (or a heartbeat) fails it and re-queues a copy that continues from
-the same run directory.
+A trial that cannot or should not train (over budget, infeasible, diverged, out of memory, a duplicate of
+a pruned one) ends PRUNED: it counts towards the study's target and the sampler learns to avoid it. A trial
+whose process died stays RUNNING until ``resume`` (or a heartbeat) fails it and re-queues a copy that
+continues from the same run directory. Each epoch the trial reports one dev signal (``prune_on``): WER is the
+objective, but it sits near 100 % while a CTC model still emits mostly blanks, so rungs rank by one that moves.
 """
 
 from __future__ import annotations
@@ -27,40 +18,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-import torch
 
-from search.asha import AshaPruner, candidate_of
 from search.isolation import ChildDied, ChildFailed, ChildInfeasible, hold_run_dir, train_in_child
+from search.pruners.asha import AshaPruner
 from search.space import Space, sample_config
-from search.trials import in_play, process_namespace
-from stt.files import make_dir, write_text
-from stt.model import STTModel, count_parameters, forward_gflops_per_second
-from stt.train import InfeasibleError, Trainer
+from search.trials import METRICS, Attr, Status, candidate_of, in_play, mark, run_dir_of
+from search.workers import claim
+from stt.core.files import make_dir, write_text
+from stt.data.text import LetterTokenizer
+from stt.model.measure import measure
+from stt.train.feasibility import InfeasibleError
+from stt.train.run_config import RunConfig
+from stt.train.trainer import RunStatus, Trainer
 
-METRIC_ATTRS = (
-    "params",
-    "gflops_per_second",
-    "dev_wer",
-    "dev_cer",
-    "test_wer",
-    "test_cer",
-    "epochs",
-    "wall_seconds",
-    "audio_seconds_per_second",
-    "device",
-    "precision",
-    "version",
-    "run_dir",
-    "status",
-    "reason",
-)
+_MEASURED = (Attr.PARAMS, Attr.GFLOPS)  # a property of the config: measured by each trial, never copied
 
 
 def _resumable(run_dir: Path, config_hash: str) -> bool:
@@ -71,6 +47,11 @@ def _resumable(run_dir: Path, config_hash: str) -> bool:
         return json.loads((run_dir / "trial.json").read_text())["config_hash"] == config_hash
     except (OSError, ValueError, KeyError):
         return False
+
+
+def config_hash(run: RunConfig) -> str:
+    """Identity of a normalised run config: architecture and training settings, what decides the result."""
+    return hashlib.sha256(json.dumps(run.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class OutOfTime(RuntimeError):
@@ -101,178 +82,166 @@ class Objective:
     prune_on: str = "loss"  # the dev signal a trial reports per epoch for the pruner: "loss", "cer" or "wer"
     deadline: float | None = None  # time.time() after which a running trial stops at its next epoch end (resumable)
     progress: bool = False
-    log: list = field(default_factory=list)
     _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
 
     def data(self, frontend: str):
         """The corpus's features, opened once per worker and frontend (every trial reads the same cache)."""
-        from stt.data import open_training_data
+        from stt.data.training_data import open_training_data
 
         if self._data is None or self._data.frontend != frontend:
             self._data = open_training_data(self.data_dir, frontend, progress=self.progress, device=self.device)
         return self._data
 
-    def _values(self, attrs: dict):
-        out = []
-        for o in self.objectives:
-            out.append(
-                {"wer": attrs.get("dev_wer"), "params": attrs.get("params"), "gflops": attrs.get("gflops_per_second")}[
-                    o
-                ]
-            )
-        return out[0] if len(out) == 1 else out
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
 
+    def _values(self, attrs: dict):
+        by_name = {"wer": attrs.get(Attr.DEV_WER), "params": attrs.get(Attr.PARAMS), "gflops": attrs.get(Attr.GFLOPS)}
+        out = [by_name[o] for o in self.objectives]
+        return out if self.multi else out[0]
+
+    # -- a trial's life -------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial):
-        # first: a resumer judges a RUNNING trial by its worker; a trial without one is an orphan
-        # (see requeue_dead_trials)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("worker_ns", process_namespace())  # whether a resumer may judge this pid
-        trial.set_user_attr("candidate", candidate_of(trial))  # kept by re-queued copies and promotions
+        claim(trial)
+        trial.set_user_attr(Attr.CANDIDATE, candidate_of(trial))  # kept by re-queued copies and promotions
+        if self._step_aside(trial):
+            return [float("nan")] * len(self.objectives) if self.multi else float("nan")  # FAIL, not counted
+        run, h = self._sample(trial)
+        self._check_budgets(trial, run)
+        if self.dry_run is not None:  # the storage's side of a trial without its training
+            time.sleep(self.dry_run)
+            trial.set_user_attr(Attr.STATUS, str(Status.DRY_RUN))
+            trial.set_user_attr(Attr.DEV_WER, int(h[:8], 16) / 16**8)
+            return self._values(trial.user_attrs)
+        dup = self._find_duplicate(trial, h)
+        if dup is not None:
+            return self._reuse(trial, dup)
+        run_dir, resume = self._run_dir(trial, h)
+        reporter = _EpochReporter(trial, self, run.train.epochs)
+        res = self._fit(trial, run, run_dir, resume, reporter)
+        trial.set_user_attr(Attr.RESUMED, resume)
+        return self._record(trial, res, reporter)
+
+    def _step_aside(self, trial) -> bool:
+        """Whether another trial already does this one's work (two workers racing); if so, says why."""
         if self._promoted_twice(trial):
-            # two workers promoted the same paused candidate at once: the later trial steps aside (FAIL, not counted)
-            trial.set_user_attr("status", "duplicate_promotion")
-            trial.set_user_attr(
-                "reason", f"trial {trial.user_attrs['continues']} is already continued by another trial"
+            mark(
+                trial,
+                Status.DUPLICATE_PROMOTION,
+                f"trial {trial.user_attrs[Attr.CONTINUES]} is already continued by another trial",
             )
-            return float("nan") if len(self.objectives) == 1 else [float("nan")] * len(self.objectives)
+            return True
         if self._beyond_target(trial):
-            # two workers asked at once for the last place: the later-numbered trial steps aside (FAIL, not
-            # counted), so the target is met exactly; the study's target callback then stops this worker
-            trial.set_user_attr("status", "beyond_target")
-            trial.set_user_attr("reason", f"{self.target} trials were already running or finished")
-            return float("nan") if len(self.objectives) == 1 else [float("nan")] * len(self.objectives)
+            # the later-numbered trial steps aside, so the target is met exactly; the study's stop rules then
+            # stop this worker
+            mark(trial, Status.BEYOND_TARGET, f"{self.target} trials were already running or finished")
+            return True
+        return False
+
+    def _sample(self, trial) -> tuple[RunConfig, str]:
         try:
             run = sample_config(trial, self.space, self.max_total_stride)
         except ValueError as e:  # SpaceError/LayerConfigError: the space sampled something that cannot build
-            return self._stop(trial, "build_error", f"{type(e).__name__}: {e}"[:500], failed=True)
+            self._stop(trial, Status.BUILD_ERROR, f"{type(e).__name__}: {e}"[:500], failed=True)
         if self.epochs:
             run.train.epochs = self.epochs
-        # normalised architecture + training settings: what decides the result
-        h = hashlib.sha256(json.dumps(run.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-        trial.set_user_attr("config", json.dumps(run.to_dict()))
-        trial.set_user_attr("config_hash", h)
+        h = config_hash(run)
+        trial.set_user_attr(Attr.CONFIG, json.dumps(run.to_dict()))
+        trial.set_user_attr(Attr.CONFIG_HASH, h)
+        return run, h
 
+    def _check_budgets(self, trial, run: RunConfig) -> None:
+        """Measure the candidate (on ``meta``: no weights) and prune it when it is past a budget."""
         try:
-            with torch.device("meta"):  # shapes only: counting needs no weights, and the Trainer builds the real model
-                model = STTModel(run.layers, input_size=self.feature_size, input_proj=run.input_proj, output_size=29)
-                params, gflops = count_parameters(model), forward_gflops_per_second(model)
-            del model
+            size = measure(run, self.feature_size, len(LetterTokenizer()))
         except Exception as e:
-            return self._stop(trial, "build_error", f"{type(e).__name__}: {e}"[:500], failed=True)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("gflops_per_second", gflops)
+            self._stop(trial, Status.BUILD_ERROR, f"{type(e).__name__}: {e}"[:500], failed=True)
+        trial.set_user_attr(Attr.PARAMS, size.params)
+        trial.set_user_attr(Attr.GFLOPS, size.gflops_per_second)
         over = []
         if self.max_params:
-            trial.set_constraint("params", params - self.max_params)
-            if params > self.max_params:
-                over.append(f"{params:,} parameters > --max-params {self.max_params:,.0f}")
+            trial.set_constraint("params", size.params - self.max_params)
+            if size.params > self.max_params:
+                over.append(f"{size.params:,} parameters > --max-params {self.max_params:,.0f}")
         if self.max_gflops:
-            trial.set_constraint("gflops", gflops - self.max_gflops)
-            if gflops > self.max_gflops:
-                over.append(f"{gflops:.3f} GFLOPs/s > --max-gflops {self.max_gflops}")
+            trial.set_constraint("gflops", size.gflops_per_second - self.max_gflops)
+            if size.gflops_per_second > self.max_gflops:
+                over.append(f"{size.gflops_per_second:.3f} GFLOPs/s > --max-gflops {self.max_gflops}")
         if over:
-            return self._stop(trial, "over_budget", "; ".join(over))
+            self._stop(trial, Status.OVER_BUDGET, "; ".join(over))
 
-        if self.dry_run is not None:  # the storage's side of a trial without its training
-            time.sleep(self.dry_run)
-            trial.set_user_attr("status", "dry_run")
-            trial.set_user_attr("dev_wer", int(h[:8], 16) / 16**8)
-            return self._values(trial.user_attrs)
+    def _reuse(self, trial, dup: optuna.trial.FrozenTrial):
+        """The result of an identical config another candidate already trained: copied, not trained again."""
+        trial.set_user_attr(Attr.DUPLICATE_OF, dup.number)
+        for k in METRICS:
+            if k in dup.user_attrs and k not in _MEASURED:
+                trial.set_user_attr(k, dup.user_attrs[k])
+        if dup.state == optuna.trial.TrialState.PRUNED:
+            raise optuna.TrialPruned(f"duplicate of pruned trial {dup.number}")
+        return self._values(dup.user_attrs)
 
-        dup = self._find_duplicate(trial, h)
-        if dup is not None:
-            trial.set_user_attr("duplicate_of", dup.number)
-            for k in METRIC_ATTRS:
-                if k in dup.user_attrs and k not in ("params", "gflops_per_second"):
-                    trial.set_user_attr(k, dup.user_attrs[k])
-            if dup.state == optuna.trial.TrialState.PRUNED:
-                raise optuna.TrialPruned(f"duplicate of pruned trial {dup.number}")
-            return self._values(dup.user_attrs)
+    def _run_dir(self, trial, h: str) -> tuple[str, bool]:
+        """The trial's run directory, made and labelled, and whether it holds a checkpoint to resume.
 
-        # a re-queued trial inherits its user attributes, so it finds its run directory and resumes there; the
-        # path is kept relative to the runs root, which each worker may mount elsewhere (--runs-dir)
-        rel = trial.user_attrs.get("run_dir") or f"{self.run_key}/trial_{trial.number}"
-        trial.set_user_attr("run_dir", rel)
-        run_dir = Path(self.runs_dir) / rel
-        if not run_dir.resolve().is_relative_to(Path(self.runs_dir).resolve()):  # a database from elsewhere
-            return self._stop(
-                trial, "error", f"run_dir {rel!r} points outside the runs root {self.runs_dir}", failed=True
-            )
+        A re-queued trial inherits its user attributes, so it finds its run directory and resumes there; the
+        path is kept relative to the runs root, which each worker may mount elsewhere (``--runs-dir``).
+        """
+        rel = trial.user_attrs.get(Attr.RUN_DIR) or f"{self.run_key}/trial_{trial.number}"
+        trial.set_user_attr(Attr.RUN_DIR, rel)
+        run_dir = run_dir_of(self.runs_dir, rel)
+        if run_dir is None:  # a database from elsewhere
+            self._stop(trial, Status.ERROR, f"run_dir {rel!r} points outside the runs root {self.runs_dir}", True)
         resume = _resumable(run_dir, h)
-        pruner = trial.study.pruner
-        # ASHA counts fidelity in thirds of an epoch: a probe after 1/3 of epoch 1 is its cheapest rung
-        units = pruner.units if isinstance(pruner, AshaPruner) and len(self.objectives) == 1 else 1
-        if resume and len(self.objectives) == 1:
-            self._report_history(trial, run_dir, units)
+        if resume and not self.multi:
+            self._report_history(trial, run_dir, _units(trial))
         make_dir(run_dir)
-        write_text(
-            run_dir / "trial.json",
-            json.dumps({"study": trial.study.study_name, "trial": trial.number, "config_hash": h}),
-        )
-        run_dir = str(run_dir)
-        multi = len(self.objectives) > 1
+        label = {"study": trial.study.study_name, "trial": trial.number, "config_hash": h}
+        write_text(run_dir / "trial.json", json.dumps(label))
+        return str(run_dir), resume
 
-        out_of_time = []
-
-        def on_epoch(epoch, metrics):
-            # past the budget, a trial stops at its next epoch end, unless that epoch was its last: it is done
-            if self.deadline is not None and time.time() > self.deadline and epoch < run.train.epochs:
-                out_of_time.append(epoch)
-                return "prune"  # stops after this epoch's checkpoint: a resume continues from it
-            if multi:  # Optuna cannot prune multi-objective studies
-                return None
-            # the candidate's wall time so far, all its trials: the pruner reads its pace from it (AshaPruner.in_time)
-            trial.set_user_attr("elapsed", metrics["elapsed"])
-            if metrics.get("probe"):
-                probed.update(metrics)
-                trial.report(metrics[f"dev_{self.prune_on}"], 1)
-            else:
-                trial.report(metrics[f"dev_{self.prune_on}"], epoch * units)
-            return "prune" if trial.should_prune() else None
-
-        probed: dict = {}
+    def _fit(self, trial, run: RunConfig, run_dir: str, resume: bool, reporter: _EpochReporter) -> dict:
+        """Train (or resume) the candidate; its TrainResult as a dict. A failure is recorded on the trial first."""
         try:
-            res = self._train(trial, run, run_dir, resume, on_epoch, probe=1 / units if units > 1 else 0.0)
+            return self._train(trial, run, run_dir, resume, reporter, probe=reporter.probe)
         except (InfeasibleError, ChildInfeasible) as e:
-            return self._stop(trial, "infeasible", str(e))
+            self._stop(trial, Status.INFEASIBLE, str(e))
         except KeyboardInterrupt:
-            trial.set_user_attr("status", "interrupted")
+            trial.set_user_attr(Attr.STATUS, str(Status.INTERRUPTED))
             raise
         except optuna.TrialPruned:
             raise
         except (
             Exception
         ) as e:  # a bug, a broken file, a killed child: the trial fails with the reason, the study goes on
-            trial.set_user_attr("status", "error")
-            trial.set_user_attr(
-                "reason", (str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}")[:500]
-            )
+            why = str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}"
+            mark(trial, Status.ERROR, why[:500])
             raise
-        if res.get("dev_wer") is None and probed:  # stopped at the probe: its dev scores are all there is
-            res.update(dev_wer=probed["dev_wer"], dev_cer=probed["dev_cer"], epochs=round(probed["probe"], 2))
-        for k in METRIC_ATTRS:
-            if k in res and k != "run_dir":  # the trial keeps its run directory relative to the runs root
+
+    def _record(self, trial, res: dict, reporter: _EpochReporter):
+        """What the run reported, on the trial; its status decides how the trial ends."""
+        if res.get("dev_wer") is None and reporter.probed:  # stopped at the probe: its dev scores are all there is
+            p = reporter.probed
+            res.update(dev_wer=p["dev_wer"], dev_cer=p["dev_cer"], epochs=round(p["probe"], 2))
+        for k in METRICS:
+            if k in res and k != Attr.RUN_DIR:  # the trial keeps its run directory relative to the runs root
                 trial.set_user_attr(k, res[k])
-        trial.set_user_attr("resumed", resume)
-        trial.set_user_attr(
-            "history", {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")}
-        )
-        if out_of_time:
-            where = f"epoch {out_of_time[0]}" if out_of_time[0] else "the probe in epoch 1"
+        history = {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")}
+        trial.set_user_attr(Attr.HISTORY, history)
+        if reporter.out_of_time is not None:
+            where = f"epoch {reporter.out_of_time}" if reporter.out_of_time else "the probe in epoch 1"
             reason = f"the study's time budget ran out after {where}"
-            trial.set_user_attr("status", "interrupted")  # like Ctrl-C: `resume` continues it from its checkpoint
-            trial.set_user_attr("reason", reason)
+            mark(trial, Status.INTERRUPTED, reason)  # like Ctrl-C: `resume` continues it from its checkpoint
             raise OutOfTime(reason)
-        if res["status"] in ("diverged", "oom"):
-            return self._stop(trial, res["status"], res["reason"])
-        if res["status"] == "pruned":
+        if res["status"] in (RunStatus.DIVERGED, RunStatus.OOM):
+            self._stop(trial, Status(res["status"]), res["reason"])
+        if res["status"] == RunStatus.PRUNED:
             pruner = trial.study.pruner
             if isinstance(pruner, AshaPruner):  # waits at its rung; a later promotion continues it from last.pt
-                trial.set_user_attr("status", "paused")
-                trial.set_user_attr("reason", pruner.reasons.pop(trial.number, res["reason"]))
-            raise optuna.TrialPruned(trial.user_attrs["reason"] if isinstance(pruner, AshaPruner) else res["reason"])
+                mark(trial, Status.PAUSED, pruner.reasons.pop(trial.number, res["reason"]))
+            raise optuna.TrialPruned(trial.user_attrs[Attr.REASON])
         if res["dev_wer"] is None:
-            return self._stop(trial, "no_epoch", "no epoch finished")
+            self._stop(trial, Status.NO_EPOCH, "no epoch finished")
         return self._values(trial.user_attrs)
 
     def _train(self, trial, run, run_dir: str, resume: bool, on_epoch, probe: float = 0.0) -> dict:
@@ -290,22 +259,16 @@ class Objective:
                 "probe": probe,
             }
             return train_in_child(job, on_epoch)
+        data = self.data(run.frontend)
         trainer = Trainer(
-            run,
-            self.data(run.frontend),
-            run_dir,
-            device=self.device,
-            max_seconds=self.trial_seconds,
-            progress=self.progress,
-            probe=probe,
+            run, data, run_dir, device=self.device, max_seconds=self.trial_seconds, progress=self.progress, probe=probe
         )
         with hold_run_dir(run_dir):
             return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
 
-    def _stop(self, trial, status: str, reason: str, failed: bool = False):
-        """End a candidate without training it: PRUNED (the sampler avoids it), or FAIL for a build error."""
-        trial.set_user_attr("status", status)
-        trial.set_user_attr("reason", reason)
+    def _stop(self, trial, status: Status, reason: str, failed: bool = False):
+        """End a candidate without (more) training: PRUNED (the sampler avoids it), or FAIL for a build error."""
+        mark(trial, status, reason)
         if failed:
             raise CandidateFailed(f"{status}: {reason}")
         raise optuna.TrialPruned(f"{status}: {reason}")
@@ -335,19 +298,19 @@ class Objective:
 
     @staticmethod
     def _promoted_twice(trial) -> bool:
-        src = trial.user_attrs.get("continues")
+        src = trial.user_attrs.get(Attr.CONTINUES)
         if src is None:
             return False
         return any(
-            t.user_attrs.get("continues") == src
+            t.user_attrs.get(Attr.CONTINUES) == src
             and t.number < trial.number
-            and t.user_attrs.get("status") not in ("duplicate_promotion", "beyond_target")
+            and t.user_attrs.get(Attr.STATUS) not in (Status.DUPLICATE_PROMOTION, Status.BEYOND_TARGET)
             and t.state != optuna.trial.TrialState.FAIL
             for t in trial.study.get_trials(deepcopy=False)
         )
 
     def _beyond_target(self, trial) -> bool:
-        if "continues" in trial.user_attrs:  # a promotion continues a counted candidate: never beyond the target
+        if Attr.CONTINUES in trial.user_attrs:  # a promotion continues a counted candidate: never beyond the target
             return False
         if not self.target:
             return False
@@ -359,6 +322,45 @@ class Objective:
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         me = candidate_of(trial)
         for t in trial.study.get_trials(deepcopy=False, states=done):
-            if t.user_attrs.get("config_hash") == h and t.number != trial.number and candidate_of(t) != me:
+            if t.user_attrs.get(Attr.CONFIG_HASH) == h and t.number != trial.number and candidate_of(t) != me:
                 return t
         return None
+
+
+def _units(trial) -> int:
+    """Fidelity steps per epoch: ASHA counts thirds of an epoch when its lowest rung is a probe."""
+    pruner = trial.study.pruner
+    return pruner.units if isinstance(pruner, AshaPruner) else 1
+
+
+class _EpochReporter:
+    """The trainer's ``on_epoch``: reports each epoch's dev signal to the pruner and asks whether to go on.
+
+    Past the study's deadline a trial stops at its next epoch end (``out_of_time``: the epoch), unless that
+    epoch was its last. Multi-objective studies report nothing (Optuna cannot prune them).
+    """
+
+    def __init__(self, trial, objective: Objective, epochs: int):
+        self.trial, self.objective, self.epochs = trial, objective, epochs
+        self.units = 1 if objective.multi else _units(trial)
+        self.probe = 1 / self.units if self.units > 1 else 0.0  # the fraction of epoch 1 scored as the lowest rung
+        self.probed: dict = {}  # the probe's metrics, once it ran
+        self.out_of_time: int | None = None  # the epoch after which the study's deadline stopped it
+
+    def __call__(self, epoch: int, metrics: dict) -> str | None:
+        deadline = self.objective.deadline
+        if deadline is not None and time.time() > deadline and epoch < self.epochs:
+            self.out_of_time = epoch
+            return "prune"  # stops after this epoch's checkpoint: a resume continues from it
+        if self.objective.multi:
+            return None
+        trial = self.trial
+        # the candidate's wall time so far, all its trials: the pruner reads its pace from it (AshaPruner.in_time)
+        trial.set_user_attr(Attr.ELAPSED, metrics["elapsed"])
+        signal = metrics[f"dev_{self.objective.prune_on}"]
+        if metrics.get("probe"):
+            self.probed.update(metrics)
+            trial.report(signal, 1)
+        else:
+            trial.report(signal, epoch * self.units)
+        return "prune" if trial.should_prune() else None

@@ -12,30 +12,14 @@ worker is not rescored again by the next.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from search.trials import Attr, run_dir_of
+
 log = logging.getLogger("search")
 PREFIX = "rescored_"
-
-
-def default_lm(data_dir: str | Path) -> tuple[str, str]:
-    """The corpus's own lexicon and unigram LM (``DATA/lm``, as ``stt lm build`` writes them), built if absent."""
-    from stt.files import make_dir, write_text
-    from stt.lm import build_arpa, lexicon_text, training_sentences
-
-    out = Path(data_dir) / "lm"
-    lm, lexicon = out / "lm.arpa", out / "lexicon.txt"
-    if not (lm.exists() and lexicon.exists()):
-        _, sentences = training_sentences(data_dir)
-        arpa = build_arpa(sentences, 1)
-        make_dir(out)
-        write_text(lexicon, lexicon_text(sentences))
-        write_text(lm, arpa)
-        log.info("built a lexicon and a unigram LM from the training transcripts: %s, %s", lexicon, lm)
-    return str(lm.resolve()), str(lexicon.resolve())
 
 
 def rescore_top(
@@ -51,10 +35,10 @@ def rescore_top(
     have = study.user_attrs
     todo = [t for t in done if f"{PREFIX}{t.number}" not in have]
     for t in todo:
-        run_dir = Path(runs_dir) / t.user_attrs.get("run_dir", "")
-        if not run_dir.resolve().is_relative_to(Path(runs_dir).resolve()):
+        run_dir = run_dir_of(runs_dir, t.user_attrs.get(Attr.RUN_DIR))
+        if run_dir is None:
             log.warning(
-                "trial %d: run_dir %r is outside the runs root; not rescored", t.number, t.user_attrs.get("run_dir")
+                "trial %d: run_dir %r is outside the runs root; not rescored", t.number, t.user_attrs.get(Attr.RUN_DIR)
             )
             continue
         scores = call_in_child(beam_scores, str(run_dir), data_dir, lm, lexicon, device)
@@ -68,15 +52,11 @@ def rescore_top(
 
 def beam_scores(run_dir: str, data_dir: str, lm: str, lexicon: str, device: str | None) -> dict:
     """dev/test WER and CER of a run's best weights with the beam decoder (in the child)."""
-    from stt.corpus import find_splits, resolve_split
-    from stt.decoding import make_decoder
-    from stt.device import model_device
-    from stt.evaluation import evaluate_split
-    from stt.features import open_split
-    from stt.train import load_run
+    from stt.data.corpus import find_splits, resolve_split
+    from stt.decode.beam import make_decoder
+    from stt.train.run import load_run
 
     loaded = load_run(run_dir, device=device)
-    dev = model_device(loaded.model)
     decoder = make_decoder(loaded.tokenizer, lm, lexicon)
     splits = find_splits(data_dir)
     out = {}
@@ -85,16 +65,7 @@ def beam_scores(run_dir: str, data_dir: str, lm: str, lexicon: str, device: str 
             name = resolve_split(splits, role)
         except ValueError:  # no such split in this corpus
             continue
-        cache = open_split(data_dir, name, loaded.frontend["spec"], device=str(dev))
-        s, *_ = evaluate_split(
-            loaded.model,
-            cache,
-            loaded.tokenizer,
-            dev,
-            loaded.run.train.batch_frames,
-            loaded.run.train.precision,
-            decoder,
-        )
+        s = loaded.evaluator().transcribe(loaded.features(data_dir, name), decoder).scores
         out[f"{role}_wer_beam"], out[f"{role}_cer_beam"] = s.wer, s.cer
     out["decoder"] = decoder.describe()
     return out

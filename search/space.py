@@ -48,10 +48,10 @@ from typing import Any
 
 import yaml
 
-from stt.blocks import BLOCKS, block_config
-from stt.errors import ConfigError
-from stt.layer_config import load_layer_config
-from stt.run_config import RunConfig, TrainConfig, check_type
+from stt.core.errors import ConfigError
+from stt.model.blocks import BLOCKS, block_config
+from stt.model.layer_config import load_layer_config
+from stt.train.run_config import RunConfig, TrainConfig, check_type
 
 
 class SpaceError(ConfigError):
@@ -177,6 +177,11 @@ def load_space(src: str | Path) -> Space:
     return Space(validate_space(_parse(text, str(path)), str(path)), path.stem, text)
 
 
+def space_from_text(text: str, name: str) -> Space:
+    """A space stored as text (a study keeps its space's text, so resume samples the same space)."""
+    return Space(validate_space(_parse(text, name), name), name, text)
+
+
 def _parse(text: str, label: str):
     try:
         return yaml.safe_load(text)
@@ -282,7 +287,7 @@ def _choose(trial, name: str, narrowed: str, dist, allowed) -> Any:
 
 def branch_kwargs(btype: str, width: int, stride: int, knobs: dict) -> dict:
     """The kwargs of one branch of model width ``width`` from the space's per-branch choices (the block's config
-    dataclass maps them: :meth:`stt.blocks.BlockConfig.from_knobs`)."""
+    dataclass maps them: :meth:`stt.model.blocks.BlockConfig.from_knobs`)."""
     return BLOCKS[btype].Config.from_knobs(width, stride, {**_KNOBS, **knobs})
 
 
@@ -446,8 +451,8 @@ def params_of(run: RunConfig, space: Space, max_total_stride: int, label: str, t
 
 def load_seed(src: str, space: Space, max_total_stride: int) -> tuple[dict, str]:
     """A seed config (a path, or a shipped config by name: ``small``) -> (its parameters, its label)."""
-    from stt.layer_config import read_source
-    from stt.run_config import load_run_config
+    from stt.model.layer_config import read_source
+    from stt.train.run_config import load_run_config
 
     name = src if str(src).endswith((".yaml", ".yml")) else f"{src}.yaml"
     try:
@@ -457,21 +462,3 @@ def load_seed(src: str, space: Space, max_total_stride: int) -> tuple[dict, str]
         raise SpaceError(f"seed {src}: {e}") from None
     stated = (raw.get("train") or {}) if isinstance(raw, dict) else {}
     return params_of(run, space, max_total_stride, f"seed {src}", train_keys=stated), str(src)
-
-
-def max_feasible_stride(frames: list[int], targets: list[list[int]], tolerance: float = 0.02, cap: int = 16) -> int:
-    """Largest power-of-two total stride at which CTC can align all but ``tolerance`` of the utterances.
-
-    0 when not even stride 1 can (features too coarse for the transcripts): no config is feasible.
-    """
-    from stt.train import ctc_min_frames
-
-    need = ctc_min_frames(targets)
-    best = 0
-    s = 1
-    while s <= cap:
-        bad = sum(1 for f, n in zip(frames, need) if -(-f // s) < n)
-        if bad > tolerance * len(frames):
-            break
-        best, s = s, s * 2
-    return best

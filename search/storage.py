@@ -28,7 +28,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from stt.errors import StudyError
+from stt.core.errors import StudyError
 
 log = logging.getLogger("search")
 DEFAULT_STORAGE = "sqlite:///results/studies.db"
@@ -161,7 +161,7 @@ def _file_storage(url: str, scheme: str, create: bool) -> Path:
             f"storage {url}: no such file (a study database is created by `stt-search launch`; check --storage)"
         )
     if create:
-        from stt.files import make_dir
+        from stt.core.files import make_dir
 
         make_dir(path.parent)
     return path
@@ -191,3 +191,26 @@ def serve_proxy(url: str, host: str = "localhost", port: int = 13000) -> None:
     storage = open_storage(url, create=True)
     log.info("storage proxy for %s on grpc://%s:%d", redact(url), host, port)
     run_grpc_proxy_server(storage, host=host, port=port)
+
+
+def existing_studies(url: str | None) -> dict[str, dict]:
+    """The studies in a storage, name -> user attributes; none (nothing created) when its file does not exist yet."""
+    try:
+        st = open_storage(url)
+    except StorageError as e:
+        if "no such file" in str(e):
+            return {}
+        raise
+    return {s.study_name: s.user_attrs for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+
+
+def load_study(name: str, url: str | None = None, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """A stored study by name (``storage``: already opened from ``url``); a missing one is one line naming them."""
+    st = storage or open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=st)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
+        raise StudyError(
+            f"no study '{name}' in {redact(url or DEFAULT_STORAGE)} (studies there: {', '.join(names) or 'none'})"
+        ) from None

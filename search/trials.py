@@ -1,47 +1,148 @@
-"""What a trial's state means to a study: whether it counts towards the target, whether it is still in
-play, and which process it belongs to."""
+"""The vocabulary of trial records: what a trial's user attributes are called, what its ``status`` can be,
+and what each state counts for. Every module that writes or reads a trial says it in these words.
+
+A trial's record, readable by any Optuna tool: its parameters, its intermediate values (the dev signal per
+step, see ``search.pruners``), and the user attributes named by :class:`Attr`.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
+import enum
 from pathlib import Path
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
+from stt.train.trainer import RunStatus
+
+
+class Attr(enum.StrEnum):
+    """The user attributes a trial may carry."""
+
+    # what the candidate is
+    CONFIG = "config"  # the run config, as JSON
+    CONFIG_HASH = "config_hash"  # identity of the normalised config: equal hashes train the same model
+    PARAMS = "params"  # parameters of the built model
+    GFLOPS = "gflops_per_second"  # forward GFLOPs per second of input audio
+    SEED = "seed"  # the seed config it was enqueued from (the space's ``seeds:``, ``launch --enqueue``)
+    # how it went
+    STATUS = "status"  # a :class:`Status`
+    REASON = "reason"  # one line: why it ended so
+    DEV_WER = "dev_wer"  # best dev WER (the objective), and its CER
+    DEV_CER = "dev_cer"
+    TEST_WER = "test_wer"  # with the best dev weights, when the corpus has a test split
+    TEST_CER = "test_cer"
+    EPOCHS = "epochs"  # epochs trained by the candidate so far (a fraction after a probe)
+    HISTORY = "history"  # dev loss, CER and WER per epoch
+    WALL_SECONDS = "wall_seconds"  # wall time of the candidate's run, all its trials
+    ELAPSED = "elapsed"  # the same, updated each epoch while it trains (a pruner reads its pace)
+    AUDIO_SECONDS_PER_SECOND = "audio_seconds_per_second"  # training throughput
+    DEVICE = "device"
+    PRECISION = "precision"  # "fp32" or "bf16"
+    VERSION = "version"  # stt's version
+    # where and by whom
+    RUN_DIR = "run_dir"  # its run directory, relative to the runs root
+    RESUMED = "resumed"  # whether it continued a checkpoint
+    WORKER = "worker"  # host:pid of the worker that runs it
+    WORKER_NS = "worker_ns"  # that worker's kernel boot and pid namespace (see search.workers)
+    # how trials relate
+    CANDIDATE = "candidate"  # the number of the candidate's first trial (re-queued copies and promotions keep it)
+    CONTINUES = "continues"  # on a promotion: the paused trial it continues
+    DUPLICATE_OF = "duplicate_of"  # the earlier trial whose result it reused
+
+
+# What a finished training run reports, copied onto its trial; the leaderboard's columns start with these.
+METRICS = (
+    Attr.STATUS,
+    Attr.REASON,
+    Attr.DEV_WER,
+    Attr.DEV_CER,
+    Attr.TEST_WER,
+    Attr.TEST_CER,
+    Attr.PARAMS,
+    Attr.GFLOPS,
+    Attr.EPOCHS,
+    Attr.WALL_SECONDS,
+    Attr.AUDIO_SECONDS_PER_SECOND,
+    Attr.DEVICE,
+    Attr.PRECISION,
+    Attr.VERSION,
+    Attr.RUN_DIR,
+)
+# The user attributes ``search.results.compare.trials_frame`` turns into columns.
+COLUMNS = (*METRICS, Attr.DUPLICATE_OF, Attr.CONFIG_HASH, Attr.WORKER, Attr.SEED, Attr.CANDIDATE, Attr.CONTINUES)
+
+
+class Status(enum.StrEnum):
+    """A trial's ``status``: how it ended, in one word (its ``reason`` says why)."""
+
+    # a training run's own ending (stt.train.trainer.RunStatus), recorded as the run reported it
+    COMPLETED = RunStatus.COMPLETED.value
+    EARLY_STOPPED = RunStatus.EARLY_STOPPED.value
+    TIME_BUDGET = RunStatus.TIME_BUDGET.value
+    PRUNED = RunStatus.PRUNED.value  # stopped by a pruner that cannot pause (median, hyperband)
+    DIVERGED = RunStatus.DIVERGED.value  # PRUNED: the sampler learns to avoid it
+    OOM = RunStatus.OOM.value  # PRUNED
+    INTERRUPTED = RunStatus.INTERRUPTED.value  # FAIL: Ctrl-C, SIGTERM or the study's time budget; resume continues it
+    # the search's own
+    PAUSED = "paused"  # PRUNED by ASHA at a rung, its checkpoint kept: a promotion continues it
+    OVER_BUDGET = "over_budget"  # PRUNED before training: past --max-params / --max-gflops
+    INFEASIBLE = "infeasible"  # PRUNED before training: too much stride for the corpus's letters
+    NO_EPOCH = "no_epoch"  # PRUNED: trained, but finished no epoch
+    BUILD_ERROR = "build_error"  # FAIL, counted: the sampled config cannot build (a bug in a space or a block)
+    ERROR = "error"  # FAIL, counted: training raised, or its process was killed
+    DUPLICATE_PROMOTION = "duplicate_promotion"  # FAIL, not counted: another worker promoted the candidate first
+    BEYOND_TARGET = "beyond_target"  # FAIL, not counted: the target was met by trials started before it
+    ORPHANED = "orphaned"  # FAIL, not counted: its worker died before it trained anything
+    DRY_RUN = "dry_run"  # COMPLETE: a load test's trial (``worker --dry-run``), nothing trained
+
+
+COUNTED_FAILURES = (Status.ERROR, Status.BUILD_ERROR)  # FAIL statuses that count towards the target
+STEPPED_ASIDE = (Status.DUPLICATE_PROMOTION, Status.BEYOND_TARGET)  # racers that gave way to another trial
+UNTRAINABLE = (Status.OVER_BUDGET, Status.INFEASIBLE)  # candidates that cost nothing: a space of only these spins
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-COUNTED_FAILURES = ("error", "build_error")  # FAIL statuses that count towards the target (not killed workers)
 
 
-def counts(t) -> bool:
+def mark(trial, status: Status, reason: str) -> None:
+    """Record how a trial ended (``trial``: an ``optuna.Trial``)."""
+    trial.set_user_attr(Attr.STATUS, str(status))
+    trial.set_user_attr(Attr.REASON, reason)
+
+
+def status_of(t: FrozenTrial) -> str | None:
+    return t.user_attrs.get(Attr.STATUS)
+
+
+def candidate_of(t: FrozenTrial) -> int:
+    """The candidate a trial trains: the number of its first trial (re-queued copies and promotions keep it)."""
+    return t.user_attrs.get(Attr.CANDIDATE, t.number)
+
+
+def paused(t: FrozenTrial) -> bool:
+    """A candidate waiting at an ASHA rung, resumable from its checkpoint."""
+    return t.state == TrialState.PRUNED and status_of(t) == Status.PAUSED
+
+
+def counts(t: FrozenTrial) -> bool:
     """A trial that counts towards the target: complete, pruned, or failed on its own (not a killed worker's).
 
-    The target counts candidates: a trial that continues a paused candidate (search.asha) does not count.
+    The target counts candidates: a trial that continues a paused candidate does not count.
     """
-    if "continues" in t.user_attrs:
+    if Attr.CONTINUES in t.user_attrs:
         return False
-    return t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("status") in COUNTED_FAILURES)
+    return t.state in FINISHED or (t.state == TrialState.FAIL and status_of(t) in COUNTED_FAILURES)
 
 
-def in_play(t) -> bool:
+def in_play(t: FrozenTrial) -> bool:
     """Counted, or on its way to be: running, or waiting to run (enqueued, re-queued); candidates only."""
-    return counts(t) or ("continues" not in t.user_attrs and t.state in (TrialState.RUNNING, TrialState.WAITING))
+    return counts(t) or (Attr.CONTINUES not in t.user_attrs and t.state in (TrialState.RUNNING, TrialState.WAITING))
 
 
-def process_namespace() -> str:
-    """This kernel boot and pid namespace: two workers with equal values can check each other's pids."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{socket.gethostname()}/{boot}/{os.readlink('/proc/self/ns/pid')}"
-    except OSError:
-        return f"{socket.gethostname()}/unknown/{os.getpid()}"  # matches no other process: heartbeats decide
+def run_dir_of(runs_root: str | Path, rel: str | None) -> Path | None:
+    """A trial's run directory under the runs root; None when its stored path leads outside the root.
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    The storage names the run directory, and a storage may come from elsewhere: nothing it says may make
+    this host train, read or copy outside its own runs root (``../../home/user/.ssh``).
+    """
+    root = Path(runs_root).resolve()
+    path = (root / (rel or "")).resolve()
+    return path if path.is_relative_to(root) and path != root else None

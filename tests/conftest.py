@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """~40 s of synthetic speech (train/dev/test, LibriSpeech layout), 30-word vocabulary."""
-    from stt.synth import SynthSettings, prepare_synth
+    from stt.data.synth import SynthSettings, prepare_synth
 
     out = tmp_path_factory.mktemp("corpus") / "synth"
     prepare_synth(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from search.space import Space, params_of, sample_config, validate_space
 from stt import LayerConfigError, STTModel, load_layer_config
-from stt.blocks import BLOCKS, Block, BlockConfig, BlockConfigError, ConvGeom, apply_mask, length_mask, param
+from stt.model.blocks import BLOCKS, Block, BlockConfig, BlockConfigError, ConvGeom, apply_mask, length_mask, param
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ import pytest
 import torch
 
 from search.cli import main as search_main
-from search.study import create_study, open_storage, settings_from_space
-from stt.checkpoint import load_checkpoint
+from search.settings import settings_from_space
+from search.storage import open_storage
+from search.study import create_study
 from stt.cli import main as stt_main
-from stt.run_config import load_run_config
+from stt.core.checkpoint import load_checkpoint
+from stt.train.run_config import load_run_config
 
 TINY_RUN = """
 frontend: fbank

@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the storage tests: initdb in a temporary folder, loopback only, stopped at the end.
+"""What the search tests share: a tiny space and a working folder with the tiny corpus, and a real PostgreSQL
+server for the storage tests (initdb in a temporary folder, loopback only, stopped at the end).
 
 CI installs Debian's ``postgresql`` package (``.ci/run``); on a machine without it these tests skip,
 except under CI, where a missing server is a failure.
@@ -8,7 +9,9 @@ import glob
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -113,3 +116,48 @@ def postgres():
         yield server
     finally:
         stop_postgres(server)
+
+
+# a tiny space over every searchable block type: candidates train in seconds on the tiny corpus
+SPACE = """
+frontend: fbank
+width: [32, 48]
+layers: {low: 1, high: 2}
+layer: {stride: [1, 2], branches: {low: 1, high: 2}, d_ff: [1]}
+branch:
+  type: [conv_block, separable_conv_block, attention_conv_block, conv_attention_conv_block]
+  kernel: [3, 5]
+  dilation: [1, 2]
+  glu: [false, true]
+  heads: [2, 4]
+  dropout: 0.0
+train: {lr: {low: 0.003, high: 0.01, log: true}, batch_frames: [6000], epochs: 2}
+"""
+
+
+@pytest.fixture
+def workdir(tiny_corpus, tmp_path, monkeypatch):
+    shutil.copytree(tiny_corpus, tmp_path / "data")
+    (tmp_path / "space.yaml").write_text(SPACE)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def rows(db):
+    """(number, state, stored config JSON) of every trial in a SQLite study database."""
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT t.number, t.state, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = 'config' ORDER BY t.number"
+    ).fetchall()
+    con.close()
+    return rows
+
+
+SEARCH = [sys.executable, "-m", "search.cli"]  # the stt-search command, run as a process
+
+
+def launch_argv(study: str, storage: str, trials: int, *flags: str) -> list[str]:
+    """``stt-search launch`` arguments for the tiny space on the working folder's corpus; ``flags``: the test's own."""
+    where = ["--space", "space.yaml", "--data", "data", "--storage", storage]
+    return ["launch", *where, "--study", study, "--trials", str(trials), *flags]

@@ -7,18 +7,9 @@ import pytest
 import torch
 import yaml
 
-from search.space import (
-    SpaceError,
-    load_seed,
-    load_space,
-    max_feasible_stride,
-    params_of,
-    sample_config,
-    shipped_spaces,
-    validate_space,
-)
-from stt.model import STTModel
-from stt.run_config import load_run_config
+from search.space import SpaceError, load_seed, load_space, params_of, sample_config, shipped_spaces, validate_space
+from stt.model.network import STTModel
+from stt.train.run_config import load_run_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -190,11 +181,3 @@ def test_space_file_errors_name_the_file(tmp_path):
         load_space(p)
     with pytest.raises(SpaceError, match="no such space file"):
         load_space(tmp_path / "none.yaml")
-
-
-def test_max_feasible_stride_follows_the_letter_rate():
-    frames = [100, 100, 100]  # 1 s each at 100 Hz
-    assert max_feasible_stride(frames, [[1, 2] * 10] * 3) == 4  # 20 letters/s: 25 frames/s still aligns
-    assert max_feasible_stride(frames, [[1, 2] * 20] * 3) == 2  # 40 letters/s
-    assert max_feasible_stride(frames, [[1, 1] * 20] * 3) == 1  # 40 repeats need 79 frames: blanks between them
-    assert max_feasible_stride(frames, [[1, 2] * 60] * 3) == 0  # 120 letters/s: nothing aligns, not even stride 1

@@ -10,8 +10,10 @@ import sys
 import optuna
 import pytest
 
+from search.cli import main as search_main
 from search.storage import normalise_url, open_storage
-from tests.search.test_study import SPACE as STUDY_SPACE
+from tests.search.conftest import SEARCH, launch_argv
+from tests.search.conftest import SPACE as STUDY_SPACE
 
 SPACE = STUDY_SPACE.replace("epochs: 2", "epochs: %d")  # the same tiny space, epochs chosen per test
 
@@ -27,26 +29,8 @@ def _launch(study, storage, trials, workers, workdir, epochs=1):
     """The command that launches ``workers`` local worker processes on a new study."""
     (workdir / "space.yaml").write_text(SPACE % epochs)
     return [
-        sys.executable,
-        "-m",
-        "search.cli",
-        "launch",
-        "--space",
-        "space.yaml",
-        "--data",
-        "data",
-        "--study",
-        study,
-        "--trials",
-        str(trials),
-        "--seed",
-        "0",
-        "--pruner",
-        "none",
-        "--workers",
-        str(workers),
-        "--storage",
-        storage,
+        *SEARCH,
+        *launch_argv(study, storage, str(trials), "--seed", "0", "--pruner", "none", "--workers", str(workers)),
     ]
 
 
@@ -173,3 +157,17 @@ def test_a_wrong_database_fails_at_once_with_one_line(postgres):
     with pytest.raises(StorageError) as e:
         open_storage(url)
     assert "nosuchdb" in str(e.value) and "secret" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_passwords_are_never_printed(workdir, capsys, caplog, monkeypatch):
+    from search.storage import redact
+
+    monkeypatch.setattr("search.storage.RETRY_DELAYS", (0.01, 0.01))  # the retries log the URL too
+    assert (
+        redact("postgresql://alice:s3cr:et@db.example:5432/optuna") == "postgresql://alice:***@db.example:5432/optuna"
+    )
+    assert redact("sqlite:///results/studies.db") == "sqlite:///results/studies.db"
+    assert search_main(["resume", "--study", "x", "--storage", "postgresql://alice:hunter2@127.0.0.1:1/none"]) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "alice:***@127.0.0.1:1" in err
+    assert "opening again" in caplog.text and "hunter2" not in caplog.text

@@ -1,0 +1,48 @@
+"""The ``stt-search`` command line: launch, resume, worker, export, compare, demo, storage-proxy."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+from search.cli.parser import build_parser
+
+
+def _not_interrupted(record: logging.LogRecord) -> bool:
+    # Ctrl-C and the study's time budget are not errors: the study's own one-line log says what happened
+    from search.objective import OutOfTime
+
+    return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfTime)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stt.core.errors import STTError, one_line
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a trial stopped by Ctrl-C as a failure with its whole traceback; the one line below says it.
+    # On its handlers: a logger's own filters do not see records from its children (optuna.study._optimize).
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_not_interrupted)
+    # Optuna flags heartbeats/retries as experimental and importance estimates on few trials; the CLI says what matters
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", module="optuna.importance")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except STTError as e:
+        print(f"stt-search {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"stt-search {args.command}: interrupted; the current trial is marked and `stt-search resume` continues it",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

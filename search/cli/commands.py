@@ -1,0 +1,188 @@
+"""What each ``stt-search`` command does with its parsed flags (the flags themselves: ``search.cli.parser``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from search.settings import StudySettings, WorkerOptions, options_from
+
+log = logging.getLogger("search")
+
+
+def launch(args) -> int:
+    from search.space import load_space
+    from search.study import create_study, launch
+
+    space = load_space(args.space)
+    settings = options_from(args, StudySettings, space_text=space.text, space_name=space.name)
+    opts = options_from(args, WorkerOptions)
+    if opts.workers > 1:
+        create_study(args.study, settings, opts.storage, enqueue=tuple(args.enqueue))
+        return _local_workers(args, opts, mounts=False)
+    study = launch(
+        args.study,
+        settings,
+        opts.storage,
+        timeout=opts.timeout,
+        device=opts.device,
+        isolate=not opts.in_process,
+        enqueue=tuple(args.enqueue),
+    )
+    return _after_run(study, opts.storage)
+
+
+def _join(args, opts: WorkerOptions, **extra):
+    """Work on an existing study from this process (resume and worker alike), with this host's mounts."""
+    from search.study import run_study
+
+    return run_study(
+        args.study,
+        opts.storage,
+        timeout=opts.timeout,
+        device=opts.device,
+        isolate=not opts.in_process,
+        data_dir=opts.data_mount,
+        runs_dir=opts.runs_mount,
+        **extra,
+    )
+
+
+def resume(args) -> int:
+    opts = options_from(args, WorkerOptions)
+    if opts.workers > 1:
+        return _local_workers(args, opts, mounts=True)
+    return _after_run(_join(args, opts), opts.storage)
+
+
+def worker(args) -> int:
+    """One worker: join the study and train its trials until the target is met (no leaderboard)."""
+    from search.storage import DEFAULT_STORAGE, redact
+    from search.study import count_finished, read_settings
+
+    opts = options_from(args, WorkerOptions)
+    if opts.workers > 1:
+        return _local_workers(args, opts, mounts=True)
+    study = _join(args, opts, dry_run=opts.dry_run)
+    print(
+        f"worker done: study '{study.study_name}' has {count_finished(study)}/{read_settings(study).trials} trials "
+        f"finished; storage {redact(opts.storage or DEFAULT_STORAGE)}"
+    )
+    return 0
+
+
+def _local_workers(args, opts: WorkerOptions, mounts: bool) -> int:
+    """``--workers N``: N local ``stt-search worker`` processes on the study; the leaderboard once all are done.
+
+    ``mounts``: pass this host's ``--data``/``--runs-dir`` on (resume, worker); launch's are in the study already.
+    """
+    from search.storage import DEFAULT_STORAGE, load_study
+    from search.study import count_finished, read_settings
+    from search.workers import start_local_workers
+
+    storage = opts.storage or DEFAULT_STORAGE
+    codes = start_local_workers(
+        args.study,
+        storage,
+        opts.workers,
+        opts.device,
+        opts.trials_per_device,
+        opts.timeout,
+        opts.data_mount if mounts else None,
+        opts.runs_mount if mounts else None,
+        opts.in_process,
+    )
+    study = load_study(args.study, storage)
+    rc = _after_run(study, opts.storage)
+    failed = [c for c in codes if c != 0]
+    if not failed:
+        return rc
+    # a lost worker is said; it is an error only when the others could not finish the study without it
+    done = count_finished(study) >= read_settings(study).trials
+    print(
+        f"stt-search {args.command}: {len(failed)} of {len(codes)} workers exited with an error "
+        f"(status {', '.join(map(str, failed))}){'; the others finished the study' if done else ''}",
+        file=sys.stderr,
+    )
+    return rc if done else 1
+
+
+def _after_run(study, storage: str | None) -> int:
+    from search.results.compare import leaderboard, trials_frame
+    from search.storage import DEFAULT_STORAGE, redact
+    from search.study import count_finished, read_settings
+
+    df = trials_frame(study.study_name, storage)
+    print(leaderboard(df))
+    target = read_settings(study).trials
+    promoted = int(df["continues"].notna().sum()) if "continues" in df else 0
+    more = f" (and {promoted} trials that continued promoted candidates)" if promoted else ""
+    print(
+        f"study '{study.study_name}': {count_finished(study)}/{target} trials finished{more}; "
+        f"storage {redact(storage or DEFAULT_STORAGE)}"
+    )
+    return 0
+
+
+def export(args) -> int:
+    from search.results.export import export
+    from search.trials import Attr
+
+    opts = options_from(args, WorkerOptions)
+    out, t = export(args.study, args.output, opts.storage, args.trial, args.weights, opts.runs_mount)
+    print(f"trial {t.number} (dev WER {100 * t.user_attrs.get(Attr.DEV_WER, float('nan')):.1f}%) -> {out}")
+    return 0
+
+
+def compare(args) -> int:
+    import pandas as pd
+
+    from search.results.compare import leaderboard, trials_frame, write_report
+
+    storage = options_from(args, WorkerOptions).storage
+    df = pd.concat([trials_frame(n, storage) for n in args.studies], ignore_index=True)
+    print(leaderboard(df, args.top))
+    out = Path(args.out or Path("results") / "compare" / re.sub(r"[^\w.-]+", "_", "-".join(args.studies)).lstrip("."))
+    html = write_report(df, out, args.studies, storage)
+    print(f"report: {html}\ncsv:    {out / 'trials.csv'}")
+    return 0
+
+
+def demo(args) -> int:
+    """The main job: corpus (synthesised if absent) -> short study -> leaderboard -> exported best config."""
+    from search.results.export import export
+    from search.space import load_space
+    from search.storage import DEFAULT_STORAGE, existing_studies, redact
+    from search.study import UID, launch, run_study
+    from search.trials import Attr
+    from stt.data.synth import SynthSettings, prepare_synth
+
+    t0 = time.time()
+    data = Path(args.data)
+    if not (data / "synth.json").exists():
+        print(f"synthesising the built-in corpus ({args.hours} h) into {data} ...", flush=True)
+        prepare_synth(data, SynthSettings(hours=args.hours))
+    storage = options_from(args, WorkerOptions).storage
+    if UID in existing_studies(storage).get(args.study, {}):  # a complete study: resume it
+        print(f"study '{args.study}' exists: resuming it", flush=True)
+        study = run_study(args.study, storage, timeout=args.budget)
+    else:
+        space = load_space(args.space)
+        settings = options_from(args, StudySettings, space_text=space.text, space_name=space.name, data_dir=str(data))
+        study = launch(args.study, settings, storage, timeout=args.budget)
+    _after_run(study, storage)
+    path, t = export(args.study, Path(args.export), storage)
+    print(f"best config (trial {t.number}, dev WER {100 * t.user_attrs[Attr.DEV_WER]:.1f}%): {path}")
+    print(f"train it:   stt train --config {path} --data {data}")
+    print(f"database:   {redact(storage or DEFAULT_STORAGE)}   [{(time.time() - t0) / 60:.1f} min]")
+    return 0
+
+
+def storage_proxy(args) -> int:
+    from search.storage import serve_proxy
+
+    serve_proxy(args.storage, args.host, args.port)
+    return 0

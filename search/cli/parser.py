@@ -1,0 +1,84 @@
+"""``stt-search``'s flags. The search options are generated from their one declaration (``search.settings``);
+what is declared here belongs to a single command (the study's name, the space file, export's output)."""
+
+from __future__ import annotations
+
+import argparse
+
+from search.cli import commands
+from search.settings import COMPARE, DEMO, EXPORT, LAUNCH, RESUME, WORKER, StudySettings, WorkerOptions, add_options
+from stt.core.args import POSITIVE_FLOAT, POSITIVE_INT, OneLineParser
+
+SPACE_HELP = "a shipped space by name (small, seed) or a search space YAML"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    la = sub.add_parser(LAUNCH, help="create a study and run it")
+    la.add_argument("--space", required=True, help=SPACE_HELP)
+    la.add_argument("--study", required=True, help="study name")
+    la.add_argument(
+        "--enqueue",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable",
+    )
+    _options(la, LAUNCH, commands.launch)
+
+    for name, what, func in (
+        (RESUME, "continue a study towards its target (re-queues trials of dead workers)", commands.resume),
+        (WORKER, "join a study from any machine and train its trials until the target is met", commands.worker),
+    ):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("--study", required=True)
+        _options(sp, name, func)
+
+    sp = sub.add_parser(
+        "storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)"
+    )
+    sp.add_argument(
+        "--storage", required=True, help="the database behind the proxy (postgresql://... or sqlite:///...)"
+    )
+    sp.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    sp.add_argument("--port", type=int, default=13000)
+    sp.set_defaults(func=commands.storage_proxy)
+
+    ex = sub.add_parser(EXPORT, help="write a trial's run config (default: the best) as YAML for `stt train`")
+    ex.add_argument("--study", required=True)
+    ex.add_argument("--trial", type=int, default=None)
+    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("--weights", action="store_true", help="also copy the trial's best.pt beside the YAML")
+    _options(ex, EXPORT, commands.export)
+
+    co = sub.add_parser(COMPARE, help="leaderboard, CSV and HTML/PNG report of one or more studies")
+    co.add_argument("studies", nargs="+")
+    co.add_argument("--top", type=POSITIVE_INT, default=10)
+    co.add_argument("--out", default=None, help="report folder (default results/compare/NAMES)")
+    _options(co, COMPARE, commands.compare)
+
+    de = sub.add_parser(
+        DEMO, help="the main job: synthesise the corpus if absent, run a short CPU study, export the best"
+    )
+    de.add_argument("--data", default="data/synth")
+    de.add_argument("--hours", type=POSITIVE_FLOAT, default=1.0)
+    de.add_argument("--space", default="small", help=SPACE_HELP)
+    de.add_argument("--study", default="demo")
+    de.add_argument(
+        "--budget",
+        type=POSITIVE_FLOAT,
+        default=20 * 60,
+        help="wall seconds for the study (default 20 min); a trial running then stops at its next epoch end",
+    )
+    de.add_argument("--export", default="results/demo-best.yaml")
+    # the budget ends the demo first; seeded, and its three best beam-decoded with the corpus's lexicon and LM
+    _options(de, DEMO, commands.demo, defaults={"trials": 60, "seed": 0, "rescore_top": 3})
+    return p
+
+
+def _options(parser: argparse.ArgumentParser, command: str, func, defaults: dict | None = None) -> None:
+    add_options(parser, StudySettings, command, defaults)
+    add_options(parser, WorkerOptions, command, defaults)
+    parser.set_defaults(func=func)

@@ -1,0 +1,208 @@
+"""Compare trials: a pandas DataFrame per study, a leaderboard, CSV and an HTML/PNG report."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from search.rescore import rescored
+from search.storage import load_study
+from search.trials import COLUMNS
+from stt.core.errors import StudyError
+from stt.core.files import atomic_path, make_dir, write_text
+from stt.model.blocks import BLOCKS
+
+SEARCHABLE = [t for t, cls in BLOCKS.items() if cls.Config.searchable]  # block types a space may sample
+
+
+def _architecture(config_json: str | None) -> dict:
+    """Flattened architecture columns from a stored run config."""
+    if not isinstance(config_json, str) or not config_json:  # a trial that stopped before its config: NaN in pandas
+        return {}
+    from stt.model.layer_config import load_layer_config
+
+    cfg = json.loads(config_json)
+    layers = load_layer_config(cfg["model"]["layers"])
+    branch_types = [t for layer in layers.layers for t, _ in layer[0]]
+    row = {
+        "n_layers": len(layers.layers),
+        "branches_per_layer": "-".join(str(len(layer[0])) for layer in layers.layers),
+        "n_branches": len(branch_types),
+        "width": layers.in_width,
+        "total_stride": layers.total_stride,
+        "receptive_field": layers.receptive_field,
+        "lr": cfg["train"]["lr"],
+        "train_epochs": cfg["train"]["epochs"],
+    }
+    for t in SEARCHABLE:
+        row[f"n_{t}"] = branch_types.count(t)
+    return row
+
+
+def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
+    """One row per trial: Optuna's ``trials_dataframe`` plus metrics, status and the flattened architecture."""
+    study = load_study(study_name, storage)
+    raw = study.trials_dataframe(
+        attrs=("number", "state", "values", "datetime_start", "datetime_complete", "user_attrs", "system_attrs"),
+        multi_index=False,
+    )
+    if raw.empty:
+        return pd.DataFrame(columns=["study", "trial", "state", "value", *COLUMNS])
+    df = pd.DataFrame({"study": study_name, "trial": raw["number"], "state": raw["state"]})
+    values = [c for c in raw.columns if c == "value" or c.startswith("values_")]
+    df["value"] = raw[values[0]] if values else None
+    if len(values) > 1:
+        for i, c in enumerate(values):
+            df[f"value_{i}"] = raw[c]
+    for c in COLUMNS:
+        df[c] = raw.get(f"user_attrs_{c}")
+    df["status"] = df["status"].where(df["status"].notna(), raw["state"].str.lower())
+    df["candidate"] = df["candidate"].where(df["candidate"].notna(), df["trial"])  # trials before search.pruners.asha
+    df["reason"] = df["reason"].fillna("")
+    df["epochs"] = df["epochs"].where(df["epochs"].notna(), [len(t.intermediate_values) for t in study.trials])
+    df["retry_of"] = raw.get("system_attrs_failed_trial")
+    df["datetime_start"], df["datetime_complete"] = raw["datetime_start"], raw["datetime_complete"]
+    beam = rescored(study)
+    for c in ("dev_wer_beam", "dev_cer_beam", "test_wer_beam", "test_cer_beam"):
+        df[c] = [beam.get(n, {}).get(c) for n in raw["number"]]
+    arch = pd.DataFrame(
+        [_architecture(c) for c in (raw["user_attrs_config"] if "user_attrs_config" in raw else [None] * len(raw))],
+        index=df.index,
+    )
+    return pd.concat([df, arch], axis=1)
+
+
+def candidates(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate: its most-trained trial with a result (ASHA continues a candidate in new trials)."""
+    d = df.assign(_scored=df["dev_wer"].notna(), _epochs=pd.to_numeric(df["epochs"], errors="coerce").fillna(0))
+    d = d.sort_values(["_scored", "_epochs", "trial"], kind="stable")
+    return d.groupby(["study", "candidate"], sort=False).tail(1).drop(columns=["_scored", "_epochs"])
+
+
+def leaderboard(df: pd.DataFrame, top: int = 10) -> str:
+    """The best candidates by dev WER, one row each (its most-trained trial), as a text table."""
+    df = candidates(df)
+    cols = [
+        "study",
+        "trial",
+        "status",
+        "dev_wer",
+        "dev_cer",
+        "test_wer",
+        "dev_wer_beam",
+        "test_wer_beam",
+        "params",
+        "gflops_per_second",
+        "epochs",
+        "n_layers",
+        "branches_per_layer",
+        "total_stride",
+        "width",
+        "wall_seconds",
+        "seed",
+    ]
+    cols = [
+        c
+        for c in cols
+        if c in df.columns and (c not in ("seed", "dev_wer_beam", "test_wer_beam") or df[c].notna().any())
+    ]
+    shown = df.sort_values(["dev_wer", "trial"], na_position="last").head(top)[cols].copy()
+    for c in ("dev_wer", "dev_cer", "test_wer", "dev_wer_beam", "test_wer_beam"):
+        if c in shown:
+            shown[c] = shown[c].map(lambda v: f"{100 * v:.1f}%" if pd.notna(v) else "-")
+    if "gflops_per_second" in shown:
+        shown["gflops_per_second"] = shown["gflops_per_second"].map(lambda v: f"{v:.3f}" if pd.notna(v) else "-")
+    if "wall_seconds" in shown:
+        shown["wall_seconds"] = shown["wall_seconds"].map(lambda v: f"{v:.0f}" if pd.notna(v) else "-")
+    if "seed" in shown:  # which rows are the configs the study started from
+        shown["seed"] = shown["seed"].map(lambda v: v if isinstance(v, str) else "")
+    return shown.to_string(index=False)
+
+
+def pareto_front(df: pd.DataFrame, x: str = "params", y: str = "dev_wer") -> pd.DataFrame:
+    """Rows not dominated in (x, y), both minimised."""
+    d = df.dropna(subset=[x, y]).sort_values([x, y])
+    keep, best = [], float("inf")
+    for i, r in d.iterrows():
+        if r[y] < best:
+            keep.append(i)
+            best = r[y]
+    return d.loc[keep]
+
+
+def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], storage: str | None = None) -> Path:
+    """CSV + PNG plots + an HTML page; returns the HTML path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    if not df["dev_wer"].notna().any():
+        raise StudyError(
+            f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
+            "(`stt-search resume` continues a study)"
+        )
+    import warnings
+
+    from optuna.visualization import matplotlib as ovm
+
+    loaded = [load_study(n, storage) for n in studies]
+    with warnings.catch_warnings():  # Optuna labels its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # single-objective studies get Optuna's best-so-far line; a Pareto study is plotted by its first objective
+        single = all(len(st.directions) == 1 for st in loaded)
+        ax = ovm.plot_optimization_history(
+            loaded if len(loaded) > 1 else loaded[0],
+            target_name="dev WER",
+            target=None if single else (lambda t: t.values[0]),
+        )
+    ax.figure.set_size_inches(7, 4)
+    make_dir(out)
+    with atomic_path(out / "history.png") as tmp:
+        ax.figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(ax.figure)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, g in df.groupby("study"):
+        ax.scatter(g["params"], g["dev_wer"] * 100, label=name, s=25)
+    front = pareto_front(df)
+    ax.step(front["params"], front["dev_wer"] * 100, where="post", color="k", lw=1, label="Pareto front")
+    ax.set(xscale="log", xlabel="parameters", ylabel="dev WER (%)", title="WER vs parameters")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "wer_vs_params.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    importances = {}
+    for name, study in zip(studies, loaded):
+        try:
+            importances[name] = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+        except (RuntimeError, ValueError, ZeroDivisionError) as e:  # too few complete trials
+            importances[name] = {"(not enough complete trials)": str(e)[:80]}
+    # study names, parameter names and stored strings come from a database: text, never markup
+    esc = html.escape
+    imp_html = "".join(
+        f"<h3>{esc(n)}</h3><table>"
+        + "".join(
+            f"<tr><td>{esc(k)}</td><td>{esc(v) if isinstance(v, str) else f'{v:.3f}'}</td></tr>"
+            for k, v in list(imp.items())[:15]
+        )
+        + "</table>"
+        for n, imp in importances.items()
+    )
+    names = esc(", ".join(studies))
+    page = (
+        f"<html><head><meta charset='utf-8'><title>stt-search: {names}</title></head><body>"
+        f"<h1>Studies {names}</h1><h2>Leaderboard</h2><pre>{esc(leaderboard(df, 20))}</pre>"
+        "<h2>History</h2><img src='history.png'><h2>WER vs parameters</h2><img src='wer_vs_params.png'>"
+        f"<h2>Parameter importances (dev WER)</h2>{imp_html}<p>All trials: <a href='trials.csv'>trials.csv</a></p>"
+        "</body></html>"
+    )
+    with atomic_path(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_text(out / "report.html", page)  # last: a report.html means the whole report is there
+    return out / "report.html"
