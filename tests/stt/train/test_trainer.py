@@ -286,9 +286,12 @@ def test_bf16_autocast_and_fp32_loss_curves_agree(corpus, tmp_path):
     # while the weights are still close, step by step: bf16 keeps 8 mantissa bits (~0.4 % per rounding)
     step_rel = ((bf16[:20] - fp32[:20]).abs() / fp32[:20]).max()
     assert step_rel < 0.01, step_rel
-    # then the two trajectories drift apart as any two precisions' do; the curves stay together
-    window_rel = ((bf16.view(10, 10).mean(1) - fp32.view(10, 10).mean(1)).abs() / fp32.view(10, 10).mean(1)).max()
-    assert window_rel < 0.06, window_rel
+    # then the two trajectories drift apart as any two precisions' do; the curves stay together: no window of 10
+    # steps strays by more than 2 % of what training gained. (Not relative to the loss itself: near the end the
+    # loss is small and a 0.04 gap is 7 % of it on one Xeon, 5 % on another, where both curves fell by 6.4.)
+    f, b = fp32.view(10, 10).mean(1), bf16.view(10, 10).mean(1)
+    gap = (b - f).abs().max() / (f[0] - f[-1])
+    assert gap < 0.02, gap
 
 
 def test_eval_uses_the_runs_precision_and_reproduces_its_result(corpus, tmp_path, capsys):
