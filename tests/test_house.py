@@ -1,5 +1,5 @@
 """The house rules the code keeps: packages import only in the allowed directions, no import circles, stt never
-imports search, private names stay private, tests mirror the packages, and the README's block table is the one the
+imports search, private names stay private, tests mirror the packages, and the docs' block table is the one the
 block configs generate."""
 
 import ast
@@ -144,7 +144,7 @@ def test_tests_mirror_the_packages():
         assert not untested, f"packages without tests: {sorted(map(str, untested))}"
 
 
-def test_readme_block_table_is_generated_from_the_block_configs():
+def test_the_blocks_table_in_the_docs_is_generated_from_the_block_configs():
     from stt.model.blocks import block_table
 
-    assert block_table() in (ROOT / "README.md").read_text(), "paste stt.model.blocks.block_table() into the README"
+    assert block_table() in (ROOT / "docs" / "library.md").read_text(), "paste block_table() into docs/library.md"

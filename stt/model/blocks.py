@@ -669,7 +669,7 @@ def block_config(block_type: str, kw: dict) -> BlockConfig:
 
 
 def block_table() -> str:
-    """The Markdown table of block types (the README's, checked by a test)."""
+    """The Markdown table of block types (docs/library.md's, checked by a test)."""
     rows = ["| block type | keys (defaults) | output width |", "|---|---|---|"]
     for name, cls in BLOCKS.items():
         keys = []
