@@ -18,25 +18,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.storage_scale import dry_run_workers, tally  # noqa: E402 (the same workers, the same count)
+from bench.storage_scale import create_dry_run_study, dry_run_workers, tally  # noqa: E402 (the same study)
 
 
 def run_mode(name: str, url: str, data: Path, runs: Path, args) -> dict:
-    from search.settings import settings_from_space
-    from search.study import create_study
-
     study = f"local-{name}"
     target = args.workers * args.trials_per_worker
-    settings = settings_from_space(
-        str(ROOT / "spaces" / "small.yaml"),
-        str(data),
-        target,
-        sampler="random",
-        pruner="none",
-        seed=0,
-        runs_dir=str(runs),
-    )
-    create_study(study, settings, url)
+    create_dry_run_study(study, url, data, runs, target)
     t0 = time.time()
     procs = dry_run_workers(study, url, args.sleep, args.workers)
     errors = [p.communicate()[1] for p in procs]

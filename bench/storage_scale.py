@@ -27,21 +27,9 @@ from tests.search.conftest import start_postgres, stop_postgres  # noqa: E402
 
 
 def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, args) -> dict:
-    from search.settings import settings_from_space
-    from search.study import create_study
-
     study = f"scale-{name}"
     target = args.workers * args.trials_per_worker
-    settings = settings_from_space(
-        str(ROOT / "spaces" / "small.yaml"),
-        str(data),
-        target,
-        sampler="random",
-        pruner="none",
-        seed=0,
-        runs_dir=str(runs),
-    )
-    create_study(study, settings, db_url)
+    create_dry_run_study(study, db_url, data, runs, target)
     peak, stop = [0], threading.Event()
 
     def watch():  # open connections to the study database, sampled while the workers run
@@ -69,6 +57,18 @@ def run_mode(name: str, url: str, db_url: str, server, data: Path, runs: Path, a
         "locked_errors": sum(e.count("database is locked") for e in errors),
         **tally(study, db_url, target),
     }
+
+
+def create_dry_run_study(study: str, url: str, data: Path, runs: Path, target: int) -> None:
+    """A study of the small space for dry-run workers: random sampling, no pruning, ``target`` trials."""
+    from search.settings import settings_from_space
+    from search.study import create_study
+
+    space = str(ROOT / "spaces" / "small.yaml")
+    settings = settings_from_space(
+        space, str(data), target, sampler="random", pruner="none", seed=0, runs_dir=str(runs)
+    )
+    create_study(study, settings, url)
 
 
 def dry_run_workers(study: str, url: str, sleep: float, n: int) -> list[subprocess.Popen]:

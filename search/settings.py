@@ -71,21 +71,21 @@ class StudySettings:
 
     space_text: str = option(help="the space file's text, so resume samples the same space")
     space_name: str = option(help="the space's name, for messages")
-    data_dir: str = option(flag="--data", help="data folder (features are prepared if missing)")
+    data_dir: str = option(flag="--data", help="data folder (features are prepared if missing)", metavar="DIR")
     trials: int = option(
         20, "target number of finished candidates", flag="--trials", kind=POSITIVE_INT, commands=(LAUNCH, DEMO)
     )
     sampler: str = option("tpe", "how candidates are proposed", flag="--sampler", choices=tuple(SAMPLERS))
     pruner: str = option(
         "asha",
-        "asha (default): successive halving with pause and promote, rungs at 1, 3, 9... epochs; "
+        "asha: successive halving with pause and promote, rungs at 1, 3, 9... epochs; "
         "median: the median of earlier trials at the same epoch",
         flag="--pruner",
         choices=tuple(PRUNERS),
     )
     prune_on: str = option(
         "loss",
-        "the dev signal pruning compares each epoch (default loss, the CTC loss per letter: it ranks candidates "
+        "the dev signal pruning compares each epoch (loss: the CTC loss per letter, which ranks candidates "
         "from the first epoch, when WER is still ~100%%)",
         flag="--prune-on",
         choices=SIGNALS,
@@ -274,6 +274,10 @@ def _show(value) -> str:
     return ",".join(value) if isinstance(value, tuple) else repr(value)
 
 
+def _plain(value) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, command: str, defaults: dict | None = None) -> None:
     """Add the flags of ``cls``'s options that ``command`` takes (``defaults``: this command's own defaults)."""
     defaults = defaults or {}
@@ -295,7 +299,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, command: str, defaul
                 default=default,
                 required=f.default is MISSING and f.name not in defaults,
                 metavar=meta["metavar"],
-                help=meta["help"] + (f" (default {_show(default)})" if default not in (None, ()) else ""),
+                help=meta["help"] + (f" (default {_plain(default)})" if default not in (None, ()) else ""),
             )
 
 

@@ -39,13 +39,19 @@ def process_namespace() -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process runs. A zombie does not: it has exited, and only its parent has not reaped it yet (a
+    launch that started local workers reaps them in order, so a killed one can stay a zombie for a long time)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]  # after "pid (name)"
+    except (OSError, IndexError):
+        return True  # no /proc: the signal's answer stands
+    return state not in ("Z", "X")
 
 
 def claim(trial: optuna.Trial) -> None:

@@ -2,8 +2,10 @@
 shared out, and a trial whose worker died before naming itself."""
 
 import json
+import os
 import signal
 import subprocess
+import sys
 
 import optuna
 import pytest
@@ -123,3 +125,16 @@ def test_a_trial_whose_worker_died_before_naming_itself_is_failed_once_it_is_old
     trials = study.trials
     assert trials[orphan.number].state.name == "FAIL" and trials[orphan.number].user_attrs["status"] == "orphaned"
     assert trials[named.number].state.name == "RUNNING"
+
+
+def test_a_worker_that_exited_but_is_not_reaped_yet_is_dead():
+    """A launch with --workers N waits for its workers in order, so a SIGKILLed one stays a zombie until the ones
+    before it finish: judged alive, its trial waited for the stale heartbeat (2 minutes) instead of a moment."""
+    from search.workers import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, and left unreaped
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert pid_alive(os.getpid())
