@@ -1,10 +1,12 @@
 """One trial, one process: training runs in a child, so memory, the CUDA context and compile caches go
 back to the system after every trial, and a crash takes down the trial, not the worker.
 
-Children are forked from a fork server that has imported torch and the trainer once, so a trial starts
-in milliseconds, from a clean process that never held an earlier trial's tensors (and never touched
-CUDA before its own trial). The worker keeps the Optuna trial: the child sends each epoch's metrics
-over a pipe and the worker answers whether to prune, so the child needs no access to the storage.
+Children are forked from a fork server that has imported torch and the trainer once, and opened the
+worker's corpus once (the prepared caches' indexes, :func:`stt.data.training_data.reopen`), so a trial starts
+in a fraction of a second whatever the corpus's size, from a clean process that never held an earlier trial's
+tensors (and never touched CUDA before its own trial). A trial is a :class:`TrainJob`: plain data, the one
+place a search builds a Trainer. The worker keeps the Optuna trial: the child sends each epoch's metrics over
+a pipe and the worker answers whether to prune, so the child needs no access to the storage.
 
 A child that dies (the kernel's OOM killer, a segfault, a CUDA device-side assert that kills the
 process) fails its trial with that reason and the worker goes on. A worker that dies takes its child
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import multiprocessing
 import os
@@ -27,9 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stt.core.files import locked
+from stt.data.training_data import TrainingData, reopen
 
 _ctx = None
 log = logging.getLogger("search")
+PRELOAD_ENV = "STT_SEARCH_PRELOAD"  # set only while the fork server starts: the corpus it opens for its children
 
 
 class ChildDied(RuntimeError):
@@ -44,6 +49,20 @@ class ChildInfeasible(ValueError):
     """The config cannot align with the corpus (stt.train.feasibility.InfeasibleError in the child)."""
 
 
+def _preloaded() -> TrainingData | None:
+    """In the fork server (and so in every child): the worker's corpus, opened once when the server started."""
+    where = os.environ.get(PRELOAD_ENV)
+    if not where:
+        return None
+    try:
+        return reopen(json.loads(where))
+    except Exception:  # a child opens it itself, and reports any problem with the trial
+        return None
+
+
+_PRELOADED = _preloaded()
+
+
 def _context():
     global _ctx
     if _ctx is None:
@@ -54,22 +73,80 @@ def _context():
     return _ctx
 
 
-def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> dict:
-    """Train ``job`` (see :func:`_child_main`) in a child process; returns the TrainResult as a dict.
+def start(data: dict | None = None) -> None:
+    """Start this process's fork server (once; later calls change nothing), with the corpus ``data``
+    (``TrainingData.where()``) opened in it, so that every child it forks starts with the corpus in memory."""
+    from multiprocessing import forkserver
+
+    _context()
+    if data is not None:
+        os.environ[PRELOAD_ENV] = json.dumps(data)
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(PRELOAD_ENV, None)  # for the server alone: no other process of this worker's reads it
+
+
+def trial_corpus(where: dict) -> TrainingData:
+    """A trial's corpus: the fork server's copy when it is the same corpus, else its caches reopened."""
+    if _PRELOADED is not None and _PRELOADED.where() == where:
+        return _PRELOADED
+    return reopen(where)
+
+
+@dataclasses.dataclass
+class TrainJob:
+    """One trial's training as plain data: what a child process (or this one) needs to build its Trainer."""
+
+    run: dict  # the run config (RunConfig.to_dict())
+    data: dict  # where the corpus's prepared caches are (TrainingData.where())
+    run_dir: str  # the trial's run directory
+    device: str | None = None
+    max_seconds: float | None = None  # the per-trial wall budget
+    resume: bool = False  # continue the checkpoint in run_dir
+    progress: bool = False
+    probe: float = 0.0  # the fraction of epoch 1 scored as the lowest rung (0: none)
+    trial: int | None = None  # the trial's number, for log lines
+
+    def train(self, on_epoch: Callable[[int, dict], str | None], data: TrainingData | None = None) -> dict:
+        """Build the Trainer (the one place a search does) and train; the TrainResult as a dict.
+
+        Args:
+            data: the opened corpus (this worker's); None opens :attr:`data`, from the fork server's copy when
+                it is the same corpus.
+        """
+        from stt.train.run_config import load_run_config
+        from stt.train.trainer import Trainer
+
+        run = load_run_config(self.run)
+        trainer = Trainer(
+            run,
+            data if data is not None else trial_corpus(self.data),
+            self.run_dir,
+            device=self.device,
+            max_seconds=self.max_seconds,
+            progress=self.progress,
+            probe=self.probe,
+        )
+        with hold_run_dir(self.run_dir):
+            return dataclasses.asdict(trainer.fit(resume=self.resume, on_epoch=on_epoch))
+
+
+def train_in_child(job: TrainJob, on_epoch: Callable[[int, dict], str | None]) -> dict:
+    """Train ``job`` in a child process; returns the TrainResult as a dict.
 
     Raises ChildInfeasible, ChildFailed (with the child's traceback) or ChildDied (with the signal).
     KeyboardInterrupt here interrupts the child, waits for its checkpoint, and re-raises.
     """
+    start(job.data)  # the first trial's corpus is the worker's: its fork server opens it once
     ctx = _context()
     ours, theirs = ctx.Pipe(duplex=True)
     life_keep, life_give = ctx.Pipe(duplex=False)  # child reads life_keep; EOF when our life_give closes
-    child = ctx.Process(target=_child_main, args=(job, theirs, life_keep), name=f"stt-trial-{job.get('trial')}")
+    child = ctx.Process(target=_child_main, args=(job, theirs, life_keep), name=f"stt-trial-{job.trial}")
     child.start()
     theirs.close()
     life_keep.close()
-    log.info(
-        "trial %s: training in process %d (worker %d, %s)", job.get("trial"), child.pid, os.getpid(), job["run_dir"]
-    )
+    log.info("trial %s: training in process %d (worker %d, %s)", job.trial, child.pid, os.getpid(), job.run_dir)
     try:
         while True:
             try:
@@ -79,13 +156,9 @@ def train_in_child(job: dict, on_epoch: Callable[[int, dict], str | None]) -> di
             if kind == "epoch":  # sent after the epoch's checkpoint is on disk
                 m = payload["metrics"]
                 if m.get("probe"):
-                    log.info(
-                        "trial %s: after %.2f of epoch 1 dev loss %.3f", job.get("trial"), m["probe"], m["dev_loss"]
-                    )
+                    log.info("trial %s: after %.2f of epoch 1 dev loss %.3f", job.trial, m["probe"], m["dev_loss"])
                 else:
-                    log.info(
-                        "trial %s: epoch %d dev WER %.1f%%", job.get("trial"), payload["epoch"], 100 * m["dev_wer"]
-                    )
+                    log.info("trial %s: epoch %d dev WER %.1f%%", job.trial, payload["epoch"], 100 * m["dev_wer"])
                 ours.send(on_epoch(payload["epoch"], m))
             elif kind == "result":
                 child.join()
@@ -145,8 +218,8 @@ class RunDirBusy(RuntimeError):
     """Another live process trains in this run directory."""
 
 
-def _child_main(job: dict, conn, lifeline) -> None:
-    """The child: open the data, train, send epochs and the result back."""
+def _child_main(job: TrainJob, conn, lifeline) -> None:
+    """The child: train the job, send epochs and the result back."""
 
     def watch():
         try:
@@ -159,34 +232,17 @@ def _child_main(job: dict, conn, lifeline) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's SIGTERM checkpoints like Ctrl-C
     import torch
 
-    from stt.data.training_data import open_training_data
     from stt.train.feasibility import InfeasibleError
-    from stt.train.run_config import load_run_config
-    from stt.train.trainer import Trainer
 
-    device = job.get("device")
-    if device and device.startswith("cuda") and ":" in device:
-        torch.cuda.set_device(torch.device(device))
+    if job.device and job.device.startswith("cuda") and ":" in job.device:
+        torch.cuda.set_device(torch.device(job.device))
 
     def on_epoch(epoch, metrics):
         conn.send(("epoch", {"epoch": epoch, "metrics": metrics}))
         return conn.recv()
 
     try:
-        run = load_run_config(job["run"])
-        data = open_training_data(job["data_dir"], run.frontend, progress=False, device=device)
-        trainer = Trainer(
-            run,
-            data,
-            job["run_dir"],
-            device=device,
-            max_seconds=job.get("max_seconds"),
-            progress=job.get("progress", False),
-            probe=job.get("probe", 0.0),
-        )
-        with hold_run_dir(job["run_dir"]):
-            result = trainer.fit(resume=job.get("resume", False), on_epoch=on_epoch)
-        conn.send(("result", dataclasses.asdict(result)))
+        conn.send(("result", job.train(on_epoch)))
     except InfeasibleError as e:
         conn.send(("infeasible", str(e)))
     except KeyboardInterrupt:

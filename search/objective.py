@@ -1,10 +1,10 @@
-"""The objective: one trial's life, from a sampled config to a recorded result.
+"""The objective: one trial's life, from a sampled config to a recorded result, in named stages.
 
-A trial (1) names its worker and steps aside when another trial already does its work, (2) samples a run
-config from the space, (3) is measured against the study's budgets, (4) reuses the result of an identical
-config already scored, or trains in its run directory (resuming a checkpoint made for the same config),
-reporting a dev signal per epoch to the pruner, and (5) records what happened in the words of
-``search.trials``: its metrics, its ``status`` and ``reason``.
+``admit`` (name the worker; step aside when another trial already does this one's work), ``sample`` (a run
+config from the space), ``measure`` (against the study's budgets), ``dedupe`` (reuse the result of an
+identical config already scored), ``workspace`` (the run directory, resuming a checkpoint made for the same
+config), ``train`` (a :class:`search.isolation.TrainJob`, reporting a dev signal per step of the study's
+fidelity plan to the pruner) and ``record`` (what happened, in the words of ``search.trials``).
 
 A trial that cannot or should not train (over budget, infeasible, diverged, out of memory, a duplicate of
 a pruned one) ends PRUNED: it counts towards the study's target and the sampler learns to avoid it. A trial
@@ -15,7 +15,6 @@ objective, but it sits near 100 % while a CTC model still emits mostly blanks, s
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -24,17 +23,18 @@ from pathlib import Path
 
 import optuna
 
-from search.isolation import ChildDied, ChildFailed, ChildInfeasible, hold_run_dir, train_in_child
+from search.fidelity import FidelityPlan
+from search.isolation import ChildDied, ChildFailed, ChildInfeasible, TrainJob, train_in_child
 from search.pruners.asha import AshaPruner
 from search.space import Space, sample_config
 from search.trials import METRICS, Attr, Status, candidate_of, in_play, mark, run_dir_of
 from search.workers import claim
 from stt.core.files import make_dir, write_text
-from stt.data.text import LetterTokenizer
+from stt.data.training_data import TrainingData
 from stt.model.measure import measure
 from stt.train.feasibility import InfeasibleError
-from stt.train.run_config import RunConfig
-from stt.train.trainer import RunStatus, Trainer
+from stt.train.run_config import RunConfig, TrainConfig
+from stt.train.trainer import RunStatus
 
 _MEASURED = (Attr.PARAMS, Attr.GFLOPS)  # a property of the config: measured by each trial, never copied
 
@@ -65,32 +65,22 @@ class CandidateFailed(RuntimeError):
 @dataclass
 class Objective:
     space: Space
-    data_dir: str
+    corpus: TrainingData  # the prepared corpus, opened once by this worker (its trials reopen it cheaply)
     runs_dir: str  # the runs root: a trial trains in RUNS_DIR/<run_key>/trial_N (stored relative to the root)
     run_key: str = ""  # the study's folder under the root: its name and the first 8 hex digits of its uid
+    plan: FidelityPlan = field(default_factory=lambda: FidelityPlan(TrainConfig().epochs))  # steps, rungs, deadline
     objectives: tuple = ("wer",)  # "wer" and optionally "params" / "gflops"
     max_total_stride: int = 4
     max_params: float | None = None
     max_gflops: float | None = None
     epochs: int | None = None  # override the space's train.epochs
     trial_seconds: float | None = None  # per-trial wall budget
-    feature_size: int = 80
     device: str | None = None
     target: int | None = None  # the study's target: a trial started beyond it (workers racing) is not trained
     isolate: bool = True  # train each trial in a child process (memory and CUDA state return after every trial)
     dry_run: float | None = None  # load tests: sample, build on meta, sleep this long, score by the config hash
     prune_on: str = "loss"  # the dev signal a trial reports per epoch for the pruner: "loss", "cer" or "wer"
-    deadline: float | None = None  # time.time() after which a running trial stops at its next epoch end (resumable)
     progress: bool = False
-    _data: object = field(default=None, repr=False)  # the opened corpus, shared by this worker's trials
-
-    def data(self, frontend: str):
-        """The corpus's features, opened once per worker and frontend (every trial reads the same cache)."""
-        from stt.data.training_data import open_training_data
-
-        if self._data is None or self._data.frontend != frontend:
-            self._data = open_training_data(self.data_dir, frontend, progress=self.progress, device=self.device)
-        return self._data
 
     @property
     def multi(self) -> bool:
@@ -101,43 +91,40 @@ class Objective:
         out = [by_name[o] for o in self.objectives]
         return out if self.multi else out[0]
 
-    # -- a trial's life -------------------------------------------------------------------
+    # -- a trial's life, stage by stage ---------------------------------------------------
     def __call__(self, trial: optuna.Trial):
-        claim(trial)
-        trial.set_user_attr(Attr.CANDIDATE, candidate_of(trial))  # kept by re-queued copies and promotions
-        if self._step_aside(trial):
+        if not self._admit(trial):
             return [float("nan")] * len(self.objectives) if self.multi else float("nan")  # FAIL, not counted
         run, h = self._sample(trial)
-        self._check_budgets(trial, run)
+        self._measure(trial, run)
         if self.dry_run is not None:  # the storage's side of a trial without its training
             time.sleep(self.dry_run)
             trial.set_user_attr(Attr.STATUS, str(Status.DRY_RUN))
             trial.set_user_attr(Attr.DEV_WER, int(h[:8], 16) / 16**8)
             return self._values(trial.user_attrs)
-        dup = self._find_duplicate(trial, h)
+        dup = self._dedupe(trial, h)
         if dup is not None:
-            return self._reuse(trial, dup)
-        run_dir, resume = self._run_dir(trial, h)
+            return self._values(dup.user_attrs)
+        run_dir, resume = self._workspace(trial, h)
         reporter = _EpochReporter(trial, self, run.train.epochs)
-        res = self._fit(trial, run, run_dir, resume, reporter)
+        res = self._train(trial, run, run_dir, resume, reporter)
         trial.set_user_attr(Attr.RESUMED, resume)
         return self._record(trial, res, reporter)
 
-    def _step_aside(self, trial) -> bool:
-        """Whether another trial already does this one's work (two workers racing); if so, says why."""
+    def _admit(self, trial) -> bool:
+        """Name this worker on the trial; False when another trial already does this one's work (a race)."""
+        claim(trial)  # first: a resumer judges a RUNNING trial by its worker (see search.workers)
+        trial.set_user_attr(Attr.CANDIDATE, candidate_of(trial))  # kept by re-queued copies and promotions
         if self._promoted_twice(trial):
-            mark(
-                trial,
-                Status.DUPLICATE_PROMOTION,
-                f"trial {trial.user_attrs[Attr.CONTINUES]} is already continued by another trial",
-            )
-            return True
+            why = f"trial {trial.user_attrs[Attr.CONTINUES]} is already continued by another trial"
+            mark(trial, Status.DUPLICATE_PROMOTION, why)
+            return False
         if self._beyond_target(trial):
             # the later-numbered trial steps aside, so the target is met exactly; the study's stop rules then
             # stop this worker
             mark(trial, Status.BEYOND_TARGET, f"{self.target} trials were already running or finished")
-            return True
-        return False
+            return False
+        return True
 
     def _sample(self, trial) -> tuple[RunConfig, str]:
         try:
@@ -151,10 +138,11 @@ class Objective:
         trial.set_user_attr(Attr.CONFIG_HASH, h)
         return run, h
 
-    def _check_budgets(self, trial, run: RunConfig) -> None:
+    def _measure(self, trial, run: RunConfig) -> None:
         """Measure the candidate (on ``meta``: no weights) and prune it when it is past a budget."""
+        corpus = self.corpus
         try:
-            size = measure(run, self.feature_size, len(LetterTokenizer()))
+            size = measure(run, corpus.feature_size, len(corpus.tokenizer), round(corpus.frames_per_second))
         except Exception as e:
             self._stop(trial, Status.BUILD_ERROR, f"{type(e).__name__}: {e}"[:500], failed=True)
         trial.set_user_attr(Attr.PARAMS, size.params)
@@ -171,17 +159,20 @@ class Objective:
         if over:
             self._stop(trial, Status.OVER_BUDGET, "; ".join(over))
 
-    def _reuse(self, trial, dup: optuna.trial.FrozenTrial):
-        """The result of an identical config another candidate already trained: copied, not trained again."""
+    def _dedupe(self, trial, h: str) -> optuna.trial.FrozenTrial | None:
+        """An identical config another candidate already trained: its result is copied, not trained again."""
+        dup = self._find_duplicate(trial, h)
+        if dup is None:
+            return None
         trial.set_user_attr(Attr.DUPLICATE_OF, dup.number)
         for k in METRICS:
             if k in dup.user_attrs and k not in _MEASURED:
                 trial.set_user_attr(k, dup.user_attrs[k])
         if dup.state == optuna.trial.TrialState.PRUNED:
             raise optuna.TrialPruned(f"duplicate of pruned trial {dup.number}")
-        return self._values(dup.user_attrs)
+        return dup
 
-    def _run_dir(self, trial, h: str) -> tuple[str, bool]:
+    def _workspace(self, trial, h: str) -> tuple[str, bool]:
         """The trial's run directory, made and labelled, and whether it holds a checkpoint to resume.
 
         A re-queued trial inherits its user attributes, so it finds its run directory and resumes there; the
@@ -194,16 +185,27 @@ class Objective:
             self._stop(trial, Status.ERROR, f"run_dir {rel!r} points outside the runs root {self.runs_dir}", True)
         resume = _resumable(run_dir, h)
         if resume and not self.multi:
-            self._report_history(trial, run_dir, _units(trial))
+            self._report_history(trial, run_dir)
         make_dir(run_dir)
         label = {"study": trial.study.study_name, "trial": trial.number, "config_hash": h}
         write_text(run_dir / "trial.json", json.dumps(label))
         return str(run_dir), resume
 
-    def _fit(self, trial, run: RunConfig, run_dir: str, resume: bool, reporter: _EpochReporter) -> dict:
+    def _train(self, trial, run: RunConfig, run_dir: str, resume: bool, reporter: _EpochReporter) -> dict:
         """Train (or resume) the candidate; its TrainResult as a dict. A failure is recorded on the trial first."""
+        job = TrainJob(
+            run=run.to_dict(),
+            data=self.corpus.where(),
+            run_dir=run_dir,
+            device=self.device,
+            max_seconds=self.trial_seconds,
+            resume=resume,
+            progress=self.progress,
+            probe=0.0 if self.multi else self.plan.probe,
+            trial=trial.number,
+        )
         try:
-            return self._train(trial, run, run_dir, resume, reporter, probe=reporter.probe)
+            return train_in_child(job, reporter) if self.isolate else job.train(reporter, data=self.corpus)
         except (InfeasibleError, ChildInfeasible) as e:
             self._stop(trial, Status.INFEASIBLE, str(e))
         except KeyboardInterrupt:
@@ -211,60 +213,41 @@ class Objective:
             raise
         except optuna.TrialPruned:
             raise
-        except (
-            Exception
-        ) as e:  # a bug, a broken file, a killed child: the trial fails with the reason, the study goes on
+        except Exception as e:  # a bug, a broken file, a killed child: fail with the reason; the study goes on
             why = str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}"
             mark(trial, Status.ERROR, why[:500])
             raise
 
     def _record(self, trial, res: dict, reporter: _EpochReporter):
-        """What the run reported, on the trial; its status decides how the trial ends."""
+        """What the run reported, on the trial; how it ended decides the trial's state, status and reason."""
         if res.get("dev_wer") is None and reporter.probed:  # stopped at the probe: its dev scores are all there is
             p = reporter.probed
             res.update(dev_wer=p["dev_wer"], dev_cer=p["dev_cer"], epochs=round(p["probe"], 2))
         for k in METRICS:
-            if k in res and k != Attr.RUN_DIR:  # the trial keeps its run directory relative to the runs root
+            if k in res and k not in (Attr.STATUS, Attr.REASON, Attr.RUN_DIR):  # run_dir stays relative to the root
                 trial.set_user_attr(k, res[k])
         history = {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")}
         trial.set_user_attr(Attr.HISTORY, history)
+        status, reason = RunStatus(res["status"]), res["reason"]
         if reporter.out_of_time is not None:
             where = f"epoch {reporter.out_of_time}" if reporter.out_of_time else "the probe in epoch 1"
             reason = f"the study's time budget ran out after {where}"
             mark(trial, Status.INTERRUPTED, reason)  # like Ctrl-C: `resume` continues it from its checkpoint
             raise OutOfTime(reason)
-        if res["status"] in (RunStatus.DIVERGED, RunStatus.OOM):
-            self._stop(trial, Status(res["status"]), res["reason"])
-        if res["status"] == RunStatus.PRUNED:
-            pruner = trial.study.pruner
-            if isinstance(pruner, AshaPruner):  # waits at its rung; a later promotion continues it from last.pt
-                mark(trial, Status.PAUSED, pruner.reasons.pop(trial.number, res["reason"]))
-            raise optuna.TrialPruned(trial.user_attrs[Attr.REASON])
+        if status in (RunStatus.DIVERGED, RunStatus.OOM):
+            self._stop(trial, Status(status), reason)
+        if status == RunStatus.PRUNED:
+            if isinstance(trial.study.pruner, AshaPruner):  # paused at its rung, the pruner's reason on the trial
+                stored = trial.study.get_trials(deepcopy=False)[trial.number]  # as stored: a number is an index
+                reason = stored.user_attrs.get(Attr.REASON) or reason
+                mark(trial, Status.PAUSED, reason)  # a later promotion continues it from last.pt
+            else:
+                mark(trial, Status.PRUNED, reason)
+            raise optuna.TrialPruned(reason)
         if res["dev_wer"] is None:
             self._stop(trial, Status.NO_EPOCH, "no epoch finished")
+        mark(trial, Status(status), reason)
         return self._values(trial.user_attrs)
-
-    def _train(self, trial, run, run_dir: str, resume: bool, on_epoch, probe: float = 0.0) -> dict:
-        """Train in a child process (``isolate``), or here; returns the TrainResult as a dict."""
-        if self.isolate:
-            job = {
-                "run": run.to_dict(),
-                "data_dir": self.data_dir,
-                "run_dir": run_dir,
-                "device": self.device,
-                "max_seconds": self.trial_seconds,
-                "resume": resume,
-                "progress": self.progress,
-                "trial": trial.number,
-                "probe": probe,
-            }
-            return train_in_child(job, on_epoch)
-        data = self.data(run.frontend)
-        trainer = Trainer(
-            run, data, run_dir, device=self.device, max_seconds=self.trial_seconds, progress=self.progress, probe=probe
-        )
-        with hold_run_dir(run_dir):
-            return dataclasses.asdict(trainer.fit(resume=resume, on_epoch=on_epoch))
 
     def _stop(self, trial, status: Status, reason: str, failed: bool = False):
         """End a candidate without (more) training: PRUNED (the sampler avoids it), or FAIL for a build error."""
@@ -273,7 +256,7 @@ class Objective:
             raise CandidateFailed(f"{status}: {reason}")
         raise optuna.TrialPruned(f"{status}: {reason}")
 
-    def _report_history(self, trial, run_dir: Path, units: int) -> None:
+    def _report_history(self, trial, run_dir: Path) -> None:
         """Report what a resumed run already has, so this trial holds its candidate's whole curve.
 
         The earlier trials of the candidate (a paused one, a killed one) hold what they reported, the
@@ -292,7 +275,7 @@ class Objective:
         for h in history:
             value = h.get(f"dev_{self.prune_on}")
             if isinstance(value, (int, float)) and isinstance(h.get("epoch"), int):
-                values[h["epoch"] * units] = value
+                values[self.plan.step(h["epoch"])] = value
         for step in sorted(values):
             trial.report(values[step], step)
 
@@ -327,12 +310,6 @@ class Objective:
         return None
 
 
-def _units(trial) -> int:
-    """Fidelity steps per epoch: ASHA counts thirds of an epoch when its lowest rung is a probe."""
-    pruner = trial.study.pruner
-    return pruner.units if isinstance(pruner, AshaPruner) else 1
-
-
 class _EpochReporter:
     """The trainer's ``on_epoch``: reports each epoch's dev signal to the pruner and asks whether to go on.
 
@@ -342,13 +319,11 @@ class _EpochReporter:
 
     def __init__(self, trial, objective: Objective, epochs: int):
         self.trial, self.objective, self.epochs = trial, objective, epochs
-        self.units = 1 if objective.multi else _units(trial)
-        self.probe = 1 / self.units if self.units > 1 else 0.0  # the fraction of epoch 1 scored as the lowest rung
         self.probed: dict = {}  # the probe's metrics, once it ran
         self.out_of_time: int | None = None  # the epoch after which the study's deadline stopped it
 
     def __call__(self, epoch: int, metrics: dict) -> str | None:
-        deadline = self.objective.deadline
+        deadline = self.objective.plan.deadline
         if deadline is not None and time.time() > deadline and epoch < self.epochs:
             self.out_of_time = epoch
             return "prune"  # stops after this epoch's checkpoint: a resume continues from it
@@ -360,7 +335,7 @@ class _EpochReporter:
         signal = metrics[f"dev_{self.objective.prune_on}"]
         if metrics.get("probe"):
             self.probed.update(metrics)
-            trial.report(signal, 1)
+            trial.report(signal, 1)  # the probe is the plan's first step
         else:
-            trial.report(signal, epoch * self.units)
+            trial.report(signal, self.objective.plan.step(epoch))
         return "prune" if trial.should_prune() else None

@@ -14,11 +14,13 @@ import dataclasses
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-from search.pruners import PRUNERS, SIGNALS
+from search.fidelity import UNITS, FidelityPlan
+from search.pruners import PROBING, PRUNERS, SIGNALS
 from search.samplers import SAMPLERS
-from search.space import load_space
+from search.space import Space, load_space
 from stt.core.args import INTEGER, NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Kind
 from stt.core.errors import StudyError
+from stt.train.run_config import TrainConfig
 
 # the commands of stt-search that take options declared here
 LAUNCH, RESUME, WORKER, EXPORT, COMPARE, DEMO, PROXY = (
@@ -178,6 +180,25 @@ class StudySettings:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    def fidelity(self, space: Space, deadline: float | None = None) -> FidelityPlan:
+        """The study's fidelity plan: the full epochs (``--epochs``, else the space's ``train.epochs``), steps in
+        thirds of an epoch when ASHA probes, and the deadline. Built once per worker, for the pruner and the
+        objective alike.
+
+        A space that searches ``train.epochs`` has no single full fidelity, so a pruner that compares candidates
+        epoch by epoch could not rank like with like: refused in one line, unless ``--epochs`` fixes it.
+        """
+        epochs = self.epochs or space.spec.get("train", {}).get("epochs", TrainConfig().epochs)
+        if isinstance(epochs, (list, dict)):
+            if self.pruner != "none":
+                raise StudyError(
+                    f"{space.name}: train.epochs: {epochs} is searched, but --pruner {self.pruner} compares candidates "
+                    "at the epochs of one full fidelity; fix train.epochs, pass --epochs N, or use --pruner none"
+                )
+            epochs = max(epochs) if isinstance(epochs, list) else int(epochs["high"])  # each trains its own
+        probing = self.pruner in PROBING and self.probe and not self.multi_objective
+        return FidelityPlan(epochs, units=UNITS if probing else 1, deadline=deadline)
 
     def to_attrs(self) -> dict:
         d = dataclasses.asdict(self)

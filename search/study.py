@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from search.fidelity import FidelityPlan
 from search.objective import Objective
 from search.pruners import make_pruner
 from search.pruners.asha import AshaPruner, enqueue_promotions
@@ -36,26 +37,29 @@ log = logging.getLogger("search")
 UID = "uid"  # the study user attribute set last by create_study: a study that has it is complete
 
 
-def corpus_limits(data_dir: str, frontend: str) -> tuple[int, int]:
-    """(the largest total stride CTC can align, feature size) on the corpus's training split.
+def open_corpus(settings: StudySettings, space: Space, device: str | None = None, progress: bool = True):
+    """The study's corpus, opened (and prepared, on first use) once by this worker: every file is checked here,
+    and its trials reopen the prepared caches alone (``stt.data.training_data.reopen``)."""
+    from stt.data.training_data import open_training_data
 
-    Prepares the split's features if needed; a corpus on which nothing aligns is one line.
-    """
+    return open_training_data(settings.data_dir, space.spec.get("frontend", "fbank"), progress=progress, device=device)
+
+
+def stride_cap(corpus) -> int:
+    """The largest total stride CTC can align on the corpus's training split; a corpus on which nothing aligns
+    is one line."""
     from stt.data.batching import FeatureDataset
-    from stt.data.corpus import find_splits, resolve_split
-    from stt.data.features import open_split
     from stt.train.feasibility import MAX_INFEASIBLE, max_feasible_stride
 
-    split = resolve_split(find_splits(data_dir), "train")
-    cache = open_split(data_dir, split, frontend)
-    stride = max_feasible_stride(cache.frames, FeatureDataset(cache).targets)
+    train = corpus.train
+    stride = max_feasible_stride(train.frames, FeatureDataset(train, corpus.tokenizer).targets)
     if stride == 0:
         raise StudyError(
-            f"data {data_dir}: even at total stride 1 the {frontend} features of more than {MAX_INFEASIBLE:.0%} of "
-            f"the {split} utterances have fewer frames than CTC needs for their transcripts; no config in any "
-            "space is feasible (check the transcripts, or use a finer frontend)"
+            f"data {corpus.data_dir}: even at total stride 1 the {corpus.frontend} features of more than "
+            f"{MAX_INFEASIBLE:.0%} of the {train.split} utterances have fewer frames than CTC needs for their "
+            "transcripts; no config in any space is feasible (check the transcripts, or use a finer frontend)"
         )
-    return stride, cache.feature_size
+    return stride
 
 
 def study_space(settings: StudySettings) -> Space:
@@ -96,9 +100,10 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
             f"study '{name}' already exists in {redact(storage or DEFAULT_STORAGE)}; continue it with "
             f"`stt-search resume --study {name}` or choose another --study"
         )
+    settings.fidelity(space)  # a space without one full fidelity under a pruner that needs one: refused here
     if settings.pruner != "none" and settings.multi_objective:
         log.info("multi-objective study: pruning is off (Optuna cannot prune multi-objective trials)")
-    max_stride, _ = corpus_limits(settings.data_dir, space.spec.get("frontend", "fbank"))  # fails early on bad data
+    max_stride = stride_cap(open_corpus(settings, space))  # fails early on bad data
     if settings.rescore_top:
         _rescoring_files(settings)
     # warm start: the space's seed configs, then --enqueue's, as the first trials (each must be a point of
@@ -171,23 +176,17 @@ def run_study(
     settings.runs_dir = runs_dir or settings.runs_dir
     deadline = None if timeout is None else time.time() + timeout
     space = study_space(settings)
-    max_stride, feature_size = corpus_limits(settings.data_dir, space.spec.get("frontend", "fbank"))
-    epochs = settings.epochs or space.spec.get("train", {}).get("epochs", 12)
+    corpus = open_corpus(settings, space, device, progress)
+    max_stride = stride_cap(corpus)
+    plan = settings.fidelity(space, deadline)  # one plan, for the pruner and the objective alike
     study.sampler = make_sampler(
         settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials)
     )
-    study.pruner = make_pruner(
-        settings.pruner,
-        epochs if not isinstance(epochs, (list, dict)) else 12,
-        settings.trials,
-        settings.probe,
-        settings.seeds_in_full,
-        deadline,
-    )
+    study.pruner = make_pruner(settings.pruner, plan, settings.trials, settings.seeds_in_full)
     asha = study.pruner if isinstance(study.pruner, AshaPruner) and not settings.multi_objective else None
     _recover(study, settings, asha)
     where = dict(device=device, progress=progress, isolate=isolate, dry_run=dry_run)  # this worker's own
-    objective = _objective(study, settings, space, max_stride, feature_size, deadline, where)
+    objective = _objective(study, settings, space, corpus, max_stride, plan, where)
     done = count_finished(study)
     log.info(
         "study '%s' in %s: %d of %d trials finished, max total stride %d",
@@ -210,12 +209,12 @@ def run_study(
 
 
 def _objective(
-    study, settings: StudySettings, space: Space, max_stride: int, feature_size: int, deadline, where: dict
+    study, settings: StudySettings, space: Space, corpus, max_stride: int, plan: FidelityPlan, where: dict
 ) -> Objective:
     """The study's objective, as this worker runs it (``where``: its device, progress, isolation, dry run)."""
     return Objective(
         space=space,
-        data_dir=settings.data_dir,
+        corpus=corpus,
         runs_dir=settings.runs_dir,
         run_key=run_key(study),
         target=settings.trials,
@@ -225,9 +224,8 @@ def _objective(
         max_gflops=settings.max_gflops,
         epochs=settings.epochs,
         trial_seconds=settings.trial_seconds,
-        feature_size=feature_size,
         prune_on=settings.prune_on,
-        deadline=deadline,  # a trial still running then stops at its next epoch end; resume continues it
+        plan=plan,
         **where,
     )
 

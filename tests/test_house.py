@@ -24,7 +24,7 @@ STT_ALLOWED = {
 # search's layers, lowest first: a module imports only from its own layer or lower ones (and any of stt).
 SEARCH_LAYERS = [
     {"search.trials", "search.storage"},
-    {"search.space", "search.samplers", "search.pruners"},
+    {"search.space", "search.samplers", "search.fidelity", "search.pruners"},
     {"search.settings", "search.isolation", "search.workers"},
     {"search.objective", "search.stopping", "search.rescore"},
     {"search.study"},
@@ -148,3 +148,14 @@ def test_the_blocks_table_in_the_docs_is_generated_from_the_block_configs():
     from stt.model.blocks import block_table
 
     assert block_table() in (ROOT / "docs" / "library.md").read_text(), "paste block_table() into docs/library.md"
+
+
+def test_a_search_builds_a_trainer_in_one_place():
+    """search.isolation.TrainJob: in a child process or in the worker, a trial's Trainer is built the same way."""
+    places = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in (ROOT / "search").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Trainer"
+    ]
+    assert len(places) == 1 and places[0].startswith("search/isolation.py"), places

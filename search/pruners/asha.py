@@ -26,23 +26,8 @@ import time
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.trials import Attr, Status, candidate_of, in_play, paused
-
-ETA = 3  # a third of the candidates at a rung go on
-UNITS = 3  # fidelity is counted in thirds of an epoch: the lowest rung is a probe after 1/3 of epoch 1
-
-
-def rung_epochs(epochs: int, eta: int = ETA, min_epochs: int = 1) -> list[int]:
-    """The rungs for a full fidelity of ``epochs`` (any unit): ``[1, 3, ..., epochs]``, each gap at least ``eta``-fold.
-
-    >>> rung_epochs(12), rung_epochs(20), rung_epochs(30), rung_epochs(2)
-    ([1, 3, 12], [1, 3, 20], [1, 3, 9, 30], [2])
-    """
-    rungs, r = [], min_epochs
-    while r * eta <= epochs:
-        rungs.append(r)
-        r *= eta
-    return rungs + [epochs]
+from search.fidelity import ETA, FidelityPlan
+from search.trials import Attr, Status, candidate_of, in_play, mark, paused
 
 
 def rung_values(trials: list[FrozenTrial], epoch: int) -> dict[int, tuple[float, int]]:
@@ -66,31 +51,18 @@ def best_at(values: dict[int, tuple[float, int]], final: bool = False, eta: int 
 class AshaPruner(optuna.pruners.BasePruner):
     """Pauses a trial at a rung unless its candidate ranks in the best ``1/eta`` there (minimised signal).
 
-    The objective turns a prune into a pause (status ``paused``, see :func:`promotions`); ``reasons``
-    holds, per trial number, the rank that decided it.
+    The rank that decided a pause is written on the trial as its ``reason``; the objective then records the
+    trial as ``paused`` (see :func:`promotions`).
 
     Args:
-        epochs: the full fidelity, in epochs.
-        eta: a ``1/eta`` share of the candidates at a rung goes on.
+        plan: the study's fidelity plan: full fidelity, steps per epoch, rungs, deadline.
         target: the study's target of candidates (the rungs are final once all are in).
-        units: fidelity steps per epoch (3: the lowest rung is a probe after 1/3 of epoch 1).
-        deadline: ``time.time()`` when the study's budget ends, or None.
         seeds_in_full: a seed config trains to full fidelity, never paused.
     """
 
-    def __init__(
-        self,
-        epochs: int,
-        eta: int = ETA,
-        target: int | None = None,
-        units: int = UNITS,
-        deadline: float | None = None,
-        seeds_in_full: bool = True,
-    ):
-        self.units, self.eta, self.target, self.deadline = units, eta, target, deadline
-        self.seeds_in_full = seeds_in_full  # a seed config trains to full fidelity, never paused
-        self.rungs = rung_epochs(epochs * units, eta)  # in steps of 1/units epoch: 1/3, 1, 3, 9... epochs
-        self.reasons: dict[int, str] = {}
+    def __init__(self, plan: FidelityPlan, target: int | None = None, seeds_in_full: bool = True):
+        self.plan, self.target, self.seeds_in_full = plan, target, seeds_in_full
+        self.units, self.eta, self.deadline, self.rungs = plan.units, plan.eta, plan.deadline, plan.rungs
         self.finishing: int | None = None  # the candidate this worker is finishing before the deadline
 
     def final(self, trials: list[FrozenTrial]) -> bool:
@@ -148,12 +120,6 @@ class AshaPruner(optuna.pruners.BasePruner):
             return True
         return time.time() + (self.next_rung(step) - step) * elapsed / step <= self.deadline
 
-    def at(self, step: int) -> str:
-        """A rung in words: "after 1/3 of epoch 1", "at epoch 3"."""
-        if step % self.units:
-            return f"after {step}/{self.units} of epoch {step // self.units + 1}"
-        return f"at epoch {step // self.units}"
-
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None or step not in self.rungs[:-1]:
@@ -172,15 +138,16 @@ class AshaPruner(optuna.pruners.BasePruner):
             if self.in_time(step, elapsed):
                 return False
             nxt, per_epoch = self.next_rung(step), elapsed * self.units / step
-            self.reasons[trial.number] = (
-                f"rank {rank} of {len(values)} {self.at(step)} goes on, but at its pace ({per_epoch:.0f} s per "
-                f"epoch) it would not be {self.at(nxt)} before the study's budget ends; a resume promotes it"
+            why = (
+                f"rank {rank} of {len(values)} {self.plan.at(step)} goes on, but at its pace ({per_epoch:.0f} s per "
+                f"epoch) it would not be {self.plan.at(nxt)} before the study's budget ends; a resume promotes it"
             )
-            return True
-        self.reasons[trial.number] = (
-            f"rank {rank} of {len(values)} {self.at(step)}, where the best {len(go_on)} go on; "
-            f"promoted if it rises into the best 1/{self.eta}"
-        )
+        else:
+            why = (
+                f"rank {rank} of {len(values)} {self.plan.at(step)}, where the best {len(go_on)} go on; "
+                f"promoted if it rises into the best 1/{self.eta}"
+            )
+        mark(optuna.Trial(study, trial._trial_id), Status.PAUSED, why)  # on the trial itself: any worker reads it
         return True
 
 

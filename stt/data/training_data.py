@@ -40,6 +40,15 @@ class TrainingData:
     def frames_per_second(self) -> float:
         return self.train.frames_per_second
 
+    def where(self) -> dict:
+        """Plain, picklable data that opens these prepared caches again (:func:`reopen`) without the audio."""
+        return {
+            "data_dir": str(self.data_dir),
+            "frontend": self.frontend,
+            "split_names": dict(self.split_names),
+            "caches": {role: str(cache.dir) for role, cache in self.caches.items()},
+        }
+
 
 def open_training_data(
     data_dir: str | Path,
@@ -67,3 +76,14 @@ def open_training_data(
         names["test"] = None
     caches = {r: open_split(data_dir, s, frontend, progress=progress, device=device) for r, s in names.items() if s}
     return TrainingData(data_dir, frontend, names, caches, LetterTokenizer())
+
+
+def reopen(where: dict) -> TrainingData:
+    """Caches that :func:`open_training_data` prepared and checked, opened again from their folders.
+
+    Reads each cache's index only: no audio file, no shard and no transcript file is touched, so a search's trial
+    starts in the same time on a corpus of 3 k files as on one of 300 k. ``where``: :meth:`TrainingData.where`.
+    """
+    caches = {role: FeatureCache(folder) for role, folder in where["caches"].items()}
+    names = dict(where["split_names"])
+    return TrainingData(Path(where["data_dir"]), where["frontend"], names, caches, LetterTokenizer())

@@ -45,7 +45,7 @@ def test_target_counts_running_trials_and_the_later_racer_steps_aside(workdir):
 
     study = optuna.create_study()
     first, second, third = study.ask(), study.ask(), study.ask()  # three workers started at once
-    objective = Objective(space=load_space("small.yaml"), data_dir="data", runs_dir="runs", target=2)
+    objective = Objective(space=load_space("small.yaml"), corpus=None, runs_dir="runs", target=2)  # none needed
     assert not objective._beyond_target(first) and not objective._beyond_target(second)
     assert objective._beyond_target(third)
     assert objective(third) != objective(third)  # nan: Optuna fails it; it does not count
@@ -72,16 +72,18 @@ def test_a_trial_cut_by_the_study_budget_resumes_from_its_checkpoint(workdir):
     (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 3"))
     s = settings_from_space("space.yaml", "data", 1, sampler="random", pruner="none", seed=0)
     study = create_study("cut", s, storage)
+    from search.fidelity import FidelityPlan
     from search.objective import Objective
     from search.space import load_space
+    from stt.data.training_data import open_training_data
 
     objective = Objective(
         space=load_space("space.yaml"),
-        data_dir=str(workdir / "data"),
+        corpus=open_training_data(workdir / "data", progress=False),
         runs_dir=s.runs_dir,
         run_key=run_key(study),
         max_total_stride=2,
-        deadline=0.0,
+        plan=FidelityPlan(3, deadline=0.0),  # the budget is over already
     )
     study.optimize(objective, n_trials=1, catch=(Exception,))  # the budget is over: it stops after epoch 1
     first = study.trials[0]

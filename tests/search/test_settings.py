@@ -77,3 +77,24 @@ def test_stored_settings_read_back_equal_and_older_studies_keep_their_rules():
     old = {k: v for k, v in s.to_attrs().items() if k not in ("probe", "seeds_in_full")}
     assert StudySettings.from_attrs(old).probe is True  # counted in thirds of an epoch
     assert StudySettings.from_attrs(old).seeds_in_full is False  # paused seeds like any candidate
+
+
+def test_a_space_that_searches_its_epochs_is_refused_under_a_pruner_that_ranks_by_epoch(tmp_path, capsys):
+    """Rungs compare candidates at the epochs of one full fidelity: a searched train.epochs has none."""
+    from search.cli import main as search_main
+    from search.space import load_space
+
+    text = load_space("small").text.replace("  epochs: 20\n", "  epochs: [4, 8]\n")
+    (tmp_path / "epochs.yaml").write_text(text)
+    space = load_space(str(tmp_path / "epochs.yaml"))
+    for pruner in ("asha", "median", "hyperband"):
+        with pytest.raises(StudyError, match=rf"^epochs: train\.epochs: \[4, 8\] is searched, but --pruner {pruner} "):
+            settings_from_space(str(tmp_path / "epochs.yaml"), "d", 5, pruner=pruner).fidelity(space)
+    argv = ["launch", "--space", str(tmp_path / "epochs.yaml"), "--data", "d", "--study", "s"]
+    assert search_main([*argv, "--storage", f"sqlite:///{tmp_path}/db.sqlite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.epochs: [4, 8] is searched, but --pruner asha" in err
+    assert not (tmp_path / "db.sqlite").exists()  # refused before anything was created
+    # fixed by --epochs, or each candidate trains its own epochs when nothing ranks them by epoch
+    assert settings_from_space(str(tmp_path / "epochs.yaml"), "d", 5, epochs=6).fidelity(space).epochs == 6
+    assert settings_from_space(str(tmp_path / "epochs.yaml"), "d", 5, pruner="none").fidelity(space).epochs == 8

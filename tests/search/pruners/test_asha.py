@@ -6,11 +6,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search.pruners.asha import AshaPruner, best_at, promotions, rung_epochs, rung_values
+from search.fidelity import FidelityPlan, rung_epochs
+from search.pruners.asha import AshaPruner, best_at, promotions, rung_values
 from search.results.compare import trials_frame
 from search.settings import settings_from_space
 from search.study import launch
 from tests.search.conftest import SPACE
+
+
+def asha(deadline: float | None = None, target: int | None = None, seeds_in_full: bool = True) -> AshaPruner:
+    """ASHA over 10 epochs counted in thirds (a probe rung after 1/3 of epoch 1), as studies run it."""
+    return AshaPruner(FidelityPlan(10, units=3, deadline=deadline), target=target, seeds_in_full=seeds_in_full)
 
 
 def _trial(number, curve, state=TrialState.PRUNED, status="paused", **attrs):
@@ -34,17 +40,21 @@ def test_rungs_are_eta_fold_apart_and_end_at_the_full_fidelity(epochs, rungs):
 
 def test_the_probe_rung_can_be_turned_off_and_older_studies_keep_theirs():
     from search.pruners import make_pruner
-    from search.settings import StudySettings
+    from search.settings import StudySettings, settings_from_space
+    from search.space import load_space
 
-    assert make_pruner("asha", 20).rungs == [1, 3, 9, 60]  # thirds: 1/3, 1, 3, 20 epochs
-    no_probe = make_pruner("asha", 20, probe=False)
-    assert no_probe.rungs == [1, 3, 20] and no_probe.at(1) == "at epoch 1"
+    small = load_space("small")  # 20 epochs
+    plan = settings_from_space("small", "d", 3).fidelity(small)
+    assert make_pruner("asha", plan).rungs == [1, 3, 9, 60]  # thirds: 1/3, 1, 3, 20 epochs
+    no_probe = settings_from_space("small", "d", 3, probe=False).fidelity(small)
+    assert make_pruner("asha", no_probe).rungs == [1, 3, 20] and no_probe.at(1) == "at epoch 1"
+    assert settings_from_space("small", "d", 3, pruner="median").fidelity(small).units == 1  # only ASHA probes
     base = {"space_text": "", "space_name": "s", "data_dir": "d", "trials": 3}
     assert StudySettings(**base).probe is True
     assert StudySettings.from_attrs(base).probe is True  # stored before the setting: its steps are in thirds
     assert StudySettings.from_attrs({**base, "probe": False}).probe is False
     # seeds train in full by default; a study stored before that setting paused them like any candidate
-    assert make_pruner("asha", 20).seeds_in_full and not make_pruner("asha", 20, seeds_in_full=False).seeds_in_full
+    assert make_pruner("asha", plan).seeds_in_full and not make_pruner("asha", plan, seeds_in_full=False).seeds_in_full
     assert StudySettings(**base).seeds_in_full is True
     assert StudySettings.from_attrs(base).seeds_in_full is False
 
@@ -76,9 +86,10 @@ def test_a_paused_candidate_is_promoted_once_it_ranks_in_the_best_third_and_only
 
 def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_there():
     study = optuna.create_study()
-    pruner = AshaPruner(10)
+    pruner = asha()
     assert pruner.rungs == [1, 3, 9, 30]  # in thirds of an epoch: a probe, then 1, 3 and 10 epochs
-    assert (pruner.at(1), pruner.at(3), pruner.at(30)) == ("after 1/3 of epoch 1", "at epoch 1", "at epoch 10")
+    at = pruner.plan.at
+    assert (at(1), at(3), at(30)) == ("after 1/3 of epoch 1", "at epoch 1", "at epoch 10")
     for curve in ({1: 2.0}, {1: 1.0}, {1: 3.0}, {1: 4.0}, {1: 5.0}):
         study.add_trial(
             create_trial(state=TrialState.PRUNED, intermediate_values=curve, user_attrs={"status": "paused"})
@@ -91,7 +102,7 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
         trial.report(value, step)
         out = pruner.prune(study, study._storage.get_trial(trial._trial_id))
         study.tell(trial, state=TrialState.PRUNED)
-        return out, pruner.reasons.get(trial.number, "")
+        return out, study.trials[trial.number].user_attrs.get("reason", "")  # the pruner writes it on the trial
 
     assert decide(0.5) == (False, "")  # 6 at epoch 1: the best two go on, and 0.5 is the best
     paused, why = decide(2.5)  # 7 there: best two are 0.5 and 1.0
@@ -102,7 +113,7 @@ def test_the_pruner_pauses_at_a_rung_unless_the_candidate_is_in_the_best_third_t
 @pytest.mark.parametrize("seeds_in_full", [True, False])
 def test_a_seed_config_ranked_last_at_a_rung_goes_on_unless_seeds_may_pause(seeds_in_full):
     study = optuna.create_study()
-    pruner = AshaPruner(10, seeds_in_full=seeds_in_full)
+    pruner = asha(seeds_in_full=seeds_in_full)
     for v in (1.0, 2.0, 3.0, 4.0, 5.0):  # five candidates at epoch 1 (step 3): the best one goes on
         study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={3: v}, user_attrs={}))
 
@@ -137,12 +148,12 @@ def test_near_the_deadline_a_candidate_goes_on_or_is_promoted_only_if_it_reaches
         trial.report(value, 3)
         out = pruner.prune(study, study._storage.get_trial(trial._trial_id))
         study.tell(trial, state=TrialState.PRUNED)
-        return out, pruner.reasons.get(trial.number, "")
+        return out, study.trials[trial.number].user_attrs.get("reason", "")  # the pruner writes it on the trial
 
     # epoch 3 (step 9) is 6 thirds away: 120 s at 20 s a third
-    assert decide(AshaPruner(10, deadline=now + 200), 60.0, 1.0) == (False, "")
-    assert decide(AshaPruner(10), 60.0, 0.9) == (False, "")  # no budget: no limit
-    paused, why = decide(AshaPruner(10, deadline=now + 100), 60.0, 0.8)
+    assert decide(asha(deadline=now + 200), 60.0, 1.0) == (False, "")
+    assert decide(asha(), 60.0, 0.9) == (False, "")  # no budget: no limit
+    paused, why = decide(asha(deadline=now + 100), 60.0, 0.8)
     assert (
         paused
         and why.startswith("rank 1 of ")
@@ -150,7 +161,7 @@ def test_near_the_deadline_a_candidate_goes_on_or_is_promoted_only_if_it_reaches
     )
     # a paused candidate in the best third is promoted only if it would reach its next rung in time
     trials = [_trial(n, {3: v}, wall_seconds=60.0) for n, v in enumerate([1.0, 2.0, 3.0])]
-    soon, late = AshaPruner(10, deadline=now + 200), AshaPruner(10, deadline=now + 100)
+    soon, late = asha(deadline=now + 200), asha(deadline=now + 100)
     assert [t.number for t in promotions(trials, soon.rungs, in_time=soon.in_time)] == [0]
     assert promotions(trials, late.rungs, in_time=late.in_time) == []
 
@@ -167,24 +178,24 @@ def test_near_the_deadline_the_leading_candidate_is_finished_and_nothing_that_ca
         _trial(4, {1: 1.8, 3: 1.2}, wall_seconds=45.0),
         _trial(5, {1: 1.9, 3: 1.4}, wall_seconds=45.0),
     ]
-    far, near, late, gone = (AshaPruner(10, deadline=now + left) for left in (3600, 700, 580, 300))
+    far, near, late, gone = (asha(deadline=now + left) for left in (3600, 700, 580, 300))
     assert far.closing(trials) is None  # too early: the time goes to more candidates first
     assert near.closing(trials) == 0 and near.finishing == 0  # 1.1 x 540 s <= 700 s <= 1.5 x 540 s
     assert late.closing(trials) == 4  # 580 s cannot finish the leader safely; the next best fits (445-607 s)
     assert gone.closing(trials) is None  # nobody can finish: nobody is started on it
     assert [t.number for t in promotions(trials, far.rungs, False, closing=far.closing(trials))] == [0, 2]  # ASHA's
     assert [t.number for t in promotions(trials, late.rungs, False, closing=late.closing(trials))] == [0, 4, 2]
-    assert AshaPruner(10, target=6).final(trials) and not AshaPruner(10, target=7).final(trials)
+    assert asha(target=6).final(trials) and not asha(target=7).final(trials)
     # the leader is picked from a ranking: one candidate alone at epoch 1 is no leader, however near the deadline
     alone = trials[:4]
-    assert AshaPruner(10, deadline=now + 700).closing(alone) is None
-    assert AshaPruner(10, deadline=now + 700, target=4).closing(alone) == 0  # unless the study has all its candidates
+    assert asha(deadline=now + 700).closing(alone) is None
+    assert asha(deadline=now + 700, target=4).closing(alone) == 0  # unless the study has all its candidates
     # once a candidate is trained in full (a seed), no leader is finished: the time left goes to ASHA
     seeded = trials + [_trial(6, {1: 3.0, 3: 2.5, 30: 0.5}, state=TrialState.COMPLETE, status="", wall_seconds=400.0)]
-    assert AshaPruner(10, deadline=now + 700).closing(seeded) is None
+    assert asha(deadline=now + 700).closing(seeded) is None
     # a leader only at the probe is no leader: its pace is start-up, and two probes rank nothing
     probes = [_trial(0, {1: 2.0}, wall_seconds=40.0), _trial(1, {1: 3.0}, wall_seconds=20.0)]
-    assert AshaPruner(10, deadline=now + 1500).closing(probes) is None
+    assert asha(deadline=now + 1500).closing(probes) is None
 
 
 @pytest.mark.slow
