@@ -30,8 +30,14 @@ def rung_epochs(epochs: int, eta: int = ETA, min_epochs: int = 1) -> list[int]:
 class FidelityPlan:
     epochs: int  # the full fidelity: a candidate trained in full has trained this many epochs (its LR schedule's)
     units: int = 1  # fidelity steps per epoch: UNITS when the lowest rung is a probe, else 1
-    deadline: float | None = None  # time.time() when the study's budget ends (None: no budget)
+    deadline: float | None = None  # time.time() when the search for candidates ends (None: no budget)
     eta: int = ETA  # rungs are eta-fold apart, and a 1/eta share goes on past each
+    stretch_end: float | None = None  # when the study ends, if later: the time between goes to the stretch
+
+    @property
+    def end(self) -> float | None:
+        """When the study ends: the stretch's deadline, or the search's when there is no stretch."""
+        return self.stretch_end or self.deadline
 
     def __post_init__(self):
         if self.epochs < 1 or self.units < 1 or self.eta < 2:

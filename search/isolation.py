@@ -107,6 +107,7 @@ class TrainJob:
     progress: bool = False
     probe: float = 0.0  # the fraction of epoch 1 scored as the lowest rung (0: none)
     trial: int | None = None  # the trial's number, for log lines
+    grow_from: dict | None = None  # start from a trained run's weights, grown: {run_dir, morphs} (not on resume)
 
     def train(self, on_epoch: Callable[[int, dict], str | None], data: TrainingData | None = None) -> dict:
         """Build the Trainer (the one place a search does) and train; the TrainResult as a dict.
@@ -119,6 +120,16 @@ class TrainJob:
         from stt.train.trainer import Trainer
 
         run = load_run_config(self.run)
+        init = None
+        if self.grow_from is not None and not self.resume:  # a resumed child starts from its own checkpoint
+            from stt.core.errors import ConfigError
+            from stt.train.run import grown_weights
+
+            layers, init = grown_weights(self.grow_from["run_dir"], self.grow_from["morphs"])
+            if layers != run.layers:
+                raise ConfigError(
+                    f"{self.grow_from['run_dir']} grown by {self.grow_from['morphs']} is not {run.layers!r}"
+                )
         trainer = Trainer(
             run,
             data if data is not None else trial_corpus(self.data),
@@ -127,6 +138,7 @@ class TrainJob:
             max_seconds=self.max_seconds,
             progress=self.progress,
             probe=self.probe,
+            init=init,
         )
         with hold_run_dir(self.run_dir):
             return dataclasses.asdict(trainer.fit(resume=self.resume, on_epoch=on_epoch))

@@ -15,6 +15,7 @@ objective, but it sits near 100 % while a CTC model still emits mostly blanks, s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -33,7 +34,7 @@ from stt.core.files import make_dir, write_text
 from stt.data.training_data import TrainingData
 from stt.model.measure import measure
 from stt.train.feasibility import InfeasibleError
-from stt.train.run_config import RunConfig, TrainConfig
+from stt.train.run_config import RunConfig, TrainConfig, load_run_config
 from stt.train.trainer import RunStatus
 
 _MEASURED = (Attr.PARAMS, Attr.GFLOPS)  # a property of the config: measured by each trial, never copied
@@ -49,9 +50,11 @@ def _resumable(run_dir: Path, config_hash: str) -> bool:
         return False
 
 
-def config_hash(run: RunConfig) -> str:
-    """Identity of a normalised run config: architecture and training settings, what decides the result."""
-    return hashlib.sha256(json.dumps(run.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+def config_hash(run: RunConfig, growth: dict | None = None) -> str:
+    """Identity of a normalised run config: architecture and training settings, what decides the result (and,
+    for a grown candidate, what it grew from)."""
+    what = run.to_dict() if growth is None else {"run": run.to_dict(), "growth": growth}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class OutOfTime(RuntimeError):
@@ -102,7 +105,7 @@ class Objective:
             trial.set_user_attr(Attr.STATUS, str(Status.DRY_RUN))
             trial.set_user_attr(Attr.DEV_WER, int(h[:8], 16) / 16**8)
             return self._values(trial.user_attrs)
-        dup = self._dedupe(trial, h)
+        dup = None if Attr.GROWTH in trial.user_attrs else self._dedupe(trial, h)
         if dup is not None:
             return self._values(dup.user_attrs)
         run_dir, resume = self._workspace(trial, h)
@@ -127,6 +130,9 @@ class Objective:
         return True
 
     def _sample(self, trial) -> tuple[RunConfig, str]:
+        growth = trial.user_attrs.get(Attr.GROWTH)
+        if growth is not None:
+            return self._grown(trial, growth)
         try:
             run = sample_config(trial, self.space, self.max_total_stride)
         except ValueError as e:  # SpaceError/LayerConfigError: the space sampled something that cannot build
@@ -135,6 +141,31 @@ class Objective:
             run.train.epochs = self.epochs
         h = config_hash(run)
         trial.set_user_attr(Attr.CONFIG, json.dumps(run.to_dict()))
+        trial.set_user_attr(Attr.CONFIG_HASH, h)
+        return run, h
+
+    def _grown(self, trial, growth: dict) -> tuple[RunConfig, str]:
+        """A candidate grown from a trained one: its parent's config grown by the morphisms, trained on from the
+        parent's weights for ``growth["epochs"]`` on a cosine schedule from ``growth["lr"]``.
+
+        The trial's stored config is what ``stt train`` would train from scratch for the same result: the grown
+        architecture with the parent's recipe, for the parent's epochs and the child's together.
+        """
+        from stt.model.morph import from_dict, grown
+
+        parent = trial.study.get_trials(deepcopy=False)[growth["parent"]]  # a trial's number is its index
+        try:
+            base = load_run_config(json.loads(parent.user_attrs[Attr.CONFIG]))
+            layers = grown(base.layers, [from_dict(m) for m in growth["morphs"]])
+        except (KeyError, ValueError) as e:  # a parent without a config, a morphism that does not apply
+            self._stop(trial, Status.BUILD_ERROR, f"growth of trial {growth['parent']}: {e}"[:500], failed=True)
+        recipe = dict(epochs=growth["epochs"], lr=growth["lr"], schedule="cosine", warmup=growth.get("warmup", 0.1))
+        run = dataclasses.replace(base, layers=layers, train=dataclasses.replace(base.train, **recipe))
+        scratch = dataclasses.replace(
+            run, train=dataclasses.replace(base.train, epochs=base.train.epochs + run.train.epochs)
+        )
+        h = config_hash(run, growth)
+        trial.set_user_attr(Attr.CONFIG, json.dumps(scratch.to_dict()))
         trial.set_user_attr(Attr.CONFIG_HASH, h)
         return run, h
 
@@ -193,6 +224,7 @@ class Objective:
 
     def _train(self, trial, run: RunConfig, run_dir: str, resume: bool, reporter: _EpochReporter) -> dict:
         """Train (or resume) the candidate; its TrainResult as a dict. A failure is recorded on the trial first."""
+        growth = trial.user_attrs.get(Attr.GROWTH)
         job = TrainJob(
             run=run.to_dict(),
             data=self.corpus.where(),
@@ -201,8 +233,9 @@ class Objective:
             max_seconds=self.trial_seconds,
             resume=resume,
             progress=self.progress,
-            probe=0.0 if self.multi else self.plan.probe,
+            probe=0.0 if self.multi or growth else self.plan.probe,
             trial=trial.number,
+            grow_from=self._parent_run(trial, growth) if growth else None,
         )
         try:
             return train_in_child(job, reporter) if self.isolate else job.train(reporter, data=self.corpus)
@@ -248,6 +281,14 @@ class Objective:
             self._stop(trial, Status.NO_EPOCH, "no epoch finished")
         mark(trial, Status(status), reason)
         return self._values(trial.user_attrs)
+
+    def _parent_run(self, trial, growth: dict) -> dict:
+        """Where a grown candidate's parent trained (inside the runs root), and how to grow its weights."""
+        parent = trial.study.get_trials(deepcopy=False)[growth["parent"]]
+        run_dir = run_dir_of(self.runs_dir, parent.user_attrs.get(Attr.RUN_DIR))
+        if run_dir is None:
+            self._stop(trial, Status.ERROR, f"trial {parent.number}: its run_dir is outside the runs root", True)
+        return {"run_dir": str(run_dir), "morphs": growth["morphs"]}
 
     def _stop(self, trial, status: Status, reason: str, failed: bool = False):
         """End a candidate without (more) training: PRUNED (the sampler avoids it), or FAIL for a build error."""
@@ -319,15 +360,16 @@ class _EpochReporter:
 
     def __init__(self, trial, objective: Objective, epochs: int):
         self.trial, self.objective, self.epochs = trial, objective, epochs
+        self.growth = Attr.GROWTH in trial.user_attrs  # trained on to the study's end, not judged at rungs
         self.probed: dict = {}  # the probe's metrics, once it ran
         self.out_of_time: int | None = None  # the epoch after which the study's deadline stopped it
 
     def __call__(self, epoch: int, metrics: dict) -> str | None:
-        deadline = self.objective.plan.deadline
+        deadline = self.objective.plan.end if self.growth else self.objective.plan.deadline
         if deadline is not None and time.time() > deadline and epoch < self.epochs:
             self.out_of_time = epoch
             return "prune"  # stops after this epoch's checkpoint: a resume continues from it
-        if self.objective.multi:
+        if self.objective.multi or self.growth:  # a grown candidate's epochs are not comparable at the rungs
             return None
         trial = self.trial
         # the candidate's wall time so far, all its trials: the pruner reads its pace from it (AshaPruner.in_time)

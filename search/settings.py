@@ -148,6 +148,14 @@ class StudySettings:
         flag="--heartbeat",
         kind=POSITIVE_INT,
     )
+    stretch: float = option(
+        0.4,
+        "with --timeout: the share of the budget's end that goes to the best candidate trained in full, grown by a "
+        "network morphism and trained on from its weights to the deadline (0: none; the rest of the budget searches)",
+        flag="--stretch",
+        kind=Kind("a number", float, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)"),
+        commands=(LAUNCH, DEMO),
+    )
     rescore_top: int = option(
         0,
         "beam-decode the K best finished candidates with a lexicon and LM at the end (columns dev/test_wer_beam); "
@@ -181,10 +189,11 @@ class StudySettings:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
-    def fidelity(self, space: Space, deadline: float | None = None) -> FidelityPlan:
+    def fidelity(self, space: Space, end: float | None = None, budget: float | None = None) -> FidelityPlan:
         """The study's fidelity plan: the full epochs (``--epochs``, else the space's ``train.epochs``), steps in
-        thirds of an epoch when ASHA probes, and the deadline. Built once per worker, for the pruner and the
-        objective alike.
+        thirds of an epoch when ASHA probes, and the deadlines: a run of ``budget`` seconds that ends at ``end``
+        searches until its last ``--stretch`` share, which goes to growing the best candidate. Built once per
+        worker, for the pruner and the objective alike.
 
         A space that searches ``train.epochs`` has no single full fidelity, so a pruner that compares candidates
         epoch by epoch could not rank like with like: refused in one line, unless ``--epochs`` fixes it.
@@ -198,7 +207,10 @@ class StudySettings:
                 )
             epochs = max(epochs) if isinstance(epochs, list) else int(epochs["high"])  # each trains its own
         probing = self.pruner in PROBING and self.probe and not self.multi_objective
-        return FidelityPlan(epochs, units=UNITS if probing else 1, deadline=deadline)
+        units = UNITS if probing else 1
+        if end is None or not budget or not self.stretch or self.multi_objective:
+            return FidelityPlan(epochs, units=units, deadline=end)
+        return FidelityPlan(epochs, units=units, deadline=end - self.stretch * budget, stretch_end=end)
 
     def to_attrs(self) -> dict:
         d = dataclasses.asdict(self)

@@ -29,6 +29,7 @@ from search.settings import StudySettings
 from search.space import Space, load_seed, space_from_text
 from search.stopping import StopRules
 from search.storage import DEFAULT_STORAGE, existing_studies, load_study, open_storage, redact
+from search.stretch import Stretch
 from search.trials import Attr, Status, counts, status_of
 from search.workers import more_to_do, requeue_dead_trials, rss_mb
 from stt.core.errors import StudyError
@@ -178,7 +179,7 @@ def run_study(
     space = study_space(settings)
     corpus = open_corpus(settings, space, device, progress)
     max_stride = stride_cap(corpus)
-    plan = settings.fidelity(space, deadline)  # one plan, for the pruner and the objective alike
+    plan = settings.fidelity(space, deadline, timeout)  # one plan, for the pruner and the objective alike
     study.sampler = make_sampler(
         settings.sampler, settings.seed, settings.startup_trials or default_startup_trials(settings.trials)
     )
@@ -201,7 +202,9 @@ def run_study(
         callbacks = [functools.partial(_log_trial, target=settings.trials)]
         if asha is not None:
             callbacks.append(functools.partial(_promote, asha=asha))
-        _optimize(study, objective, callbacks, rules, st, settings, deadline)
+        if plan.stretch_end is not None:
+            callbacks.append(Stretch(plan, corpus.feature_size, len(corpus.tokenizer)))
+        _optimize(study, objective, callbacks, rules, st, settings, plan)
         if rules.fired:
             raise rules.error()
     _rescore(study, settings, device)  # also what a stopped worker left unrescored
@@ -284,12 +287,19 @@ def _promote(study: optuna.Study, trial: optuna.trial.FrozenTrial, asha: AshaPru
         log.info("trial %d promoted: a new trial continues it from its checkpoint", n)
 
 
-def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: StudySettings, deadline) -> None:
-    """Ask for trials until the stop rules stop the study, the deadline passes, or nothing is left to do here."""
+def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: StudySettings, plan) -> None:
+    """Ask for trials until the stop rules stop the study, the deadline passes, or nothing is left to do here.
+
+    Past the search's deadline (``plan.deadline``) only a waiting trial (the stretch) may still start, until the
+    study's end (``plan.end``).
+    """
+    deadline = plan.end
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
     try:
         while deadline is None or time.time() < deadline:
+            if time.time() >= (plan.deadline or deadline or float("inf")) and not _waiting(study):
+                break
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
             study.optimize(
                 objective,
@@ -303,6 +313,10 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
                 break
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _waiting(study: optuna.Study) -> bool:
+    return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def _rescore(study: optuna.Study, settings: StudySettings, device: str | None) -> None:

@@ -48,6 +48,7 @@ class Attr(enum.StrEnum):
     CANDIDATE = "candidate"  # the number of the candidate's first trial (re-queued copies and promotions keep it)
     CONTINUES = "continues"  # on a promotion: the paused trial it continues
     DUPLICATE_OF = "duplicate_of"  # the earlier trial whose result it reused
+    GROWTH = "growth"  # a candidate grown from a trained one: {parent, morphs, epochs, lr} (search.study's stretch)
 
 
 # What a finished training run reports, copied onto its trial; the leaderboard's columns start with these.
@@ -69,7 +70,16 @@ METRICS = (
     Attr.RUN_DIR,
 )
 # The user attributes ``search.results.compare.trials_frame`` turns into columns.
-COLUMNS = (*METRICS, Attr.DUPLICATE_OF, Attr.CONFIG_HASH, Attr.WORKER, Attr.SEED, Attr.CANDIDATE, Attr.CONTINUES)
+COLUMNS = (
+    *METRICS,
+    Attr.DUPLICATE_OF,
+    Attr.CONFIG_HASH,
+    Attr.WORKER,
+    Attr.SEED,
+    Attr.CANDIDATE,
+    Attr.CONTINUES,
+    Attr.GROWTH,
+)
 
 
 class Status(enum.StrEnum):

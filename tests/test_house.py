@@ -26,7 +26,7 @@ SEARCH_LAYERS = [
     {"search.trials", "search.storage"},
     {"search.space", "search.samplers", "search.fidelity", "search.pruners"},
     {"search.settings", "search.isolation", "search.workers"},
-    {"search.objective", "search.stopping", "search.rescore"},
+    {"search.objective", "search.stopping", "search.stretch", "search.rescore"},
     {"search.study"},
     {"search.results"},
     {"search.cli", "search"},

@@ -31,6 +31,7 @@ from stt.core.files import make_dir, write_text
 from stt.data.features import FeatureCache, open_split
 from stt.data.text import LetterTokenizer
 from stt.data.training_data import TrainingData
+from stt.model.layer_config import LayerConfig
 from stt.model.network import STTModel, build_model
 from stt.train.evaluation import Evaluator
 from stt.train.run_config import RunConfig, load_run_config
@@ -109,3 +110,13 @@ def _read_json(path: Path, keys: tuple[str, ...]) -> dict:
     if not isinstance(data, dict) or any(k not in data for k in keys):
         raise CheckpointError(f"{path}: expected an object with keys {', '.join(keys)}")
     return data
+
+
+def grown_weights(run_dir: str | Path, morphs: list, which: str = "best") -> tuple[LayerConfig, dict]:
+    """A trained run's model grown by ``morphs`` (plain data, :func:`stt.model.morph.from_dict`): the child's
+    layer config and weights, which compute what the run's ``which`` weights compute (on the CPU)."""
+    from stt.model.morph import from_dict, grow
+
+    parent = load_run(run_dir, which=which, device="cpu")
+    cfg, child = grow(parent.model.config, parent.model, [from_dict(m) for m in morphs])
+    return cfg, child.state_dict()

@@ -154,6 +154,8 @@ class Trainer:
         compile_backend: ``torch.compile`` backend when the run compiles (tests count graphs with their own).
         probe: a fraction of the first epoch after which dev is scored once and ``on_epoch(0, metrics)``
             may stop the run (0: no probe); a search's cheapest look at a candidate.
+        init: weights to start from instead of a random initialisation (a grown parent's, see
+            :func:`stt.train.run.grown_weights`); a resumed run starts from its checkpoint instead.
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class Trainer:
         prefetch: bool | None = None,
         compile_backend="inductor",
         probe: float = 0.0,
+        init: dict | None = None,
     ):
         self.run, self.data, self.out = run, data, Path(out_dir)
         self.probe = probe
@@ -184,6 +187,13 @@ class Trainer:
         self.durations = [u["duration"] for u in train.utterances]
         torch.manual_seed(cfg.seed)
         self.model = build_model(run, train.feature_size, len(data.tokenizer)).to(self.device)
+        if init is not None:
+            try:
+                self.model.load_state_dict(init)
+            except RuntimeError as e:
+                raise CheckpointError(
+                    f"the initial weights do not fit {run.layers!r} ({str(e).splitlines()[0][:160]})"
+                ) from None
         self.evaluator = Evaluator(self.model, data.tokenizer, self.device, cfg.batch_frames, cfg.precision)
         self.sampler = FrameBudgetBatchSampler(
             [train.frames[i] for i in self.keep], cfg.batch_frames, shuffle=True, seed=cfg.seed

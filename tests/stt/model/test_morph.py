@@ -84,3 +84,22 @@ def test_a_morphism_that_cannot_apply_says_why():
     plain = STTModel(load_layer_config(CONFIG), input_size=12, output_size=7, residual=False)
     with pytest.raises(LayerConfigError, match=r"deepen: the model has no residuals"):
         deepen(plain.config, plain, 0)
+
+
+def test_morphisms_chain_travel_as_plain_data_and_the_config_alone_is_known_before_any_weights():
+    from stt.model.morph import from_dict, grow, grown
+
+    morphs = [
+        {"op": "grow_kernel", "layer": 1, "block": 0, "branch": 1, "kernel": 5},
+        {"op": "deepen", "after": 2, "kernel": 5},
+        {"op": "widen", "layer": 1, "factor": 3},
+        {"op": "add_branch", "layer": 1, "branch": ["conv_block", {"out_chan": 8}]},
+    ]
+    ops = [from_dict(d) for d in morphs]
+    assert [from_dict(o.to_dict()) for o in ops] == ops and ops[2].to_dict() == {**morphs[2], "seed": 0}
+    parent = _trained_like()
+    cfg, child = grow(parent.config, parent, ops)
+    assert cfg == grown(parent.config, ops) == child.config and len(cfg.layers) == 4
+    assert torch.allclose(_outputs(child.eval()), _outputs(parent), atol=1e-5)
+    with pytest.raises(LayerConfigError, match=r"morph: op 'shrink': valid: deepen, widen, grow_kernel, add_branch"):
+        from_dict({"op": "shrink"})
