@@ -125,11 +125,10 @@ class TrainJob:
             from stt.core.errors import ConfigError
             from stt.train.run import grown_weights
 
-            layers, init = grown_weights(self.grow_from["run_dir"], self.grow_from["morphs"])
+            parent, morphs = self.grow_from["run_dir"], self.grow_from["morphs"]
+            layers, init = grown_weights(parent, morphs)
             if layers != run.layers:
-                raise ConfigError(
-                    f"{self.grow_from['run_dir']} grown by {self.grow_from['morphs']} is not {run.layers!r}"
-                )
+                raise ConfigError(f"{parent} grown by {morphs} is not the trial's {run.layers!r}")
         trainer = Trainer(
             run,
             data if data is not None else trial_corpus(self.data),
