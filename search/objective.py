@@ -262,7 +262,10 @@ class Objective:
         history = {k: [h.get(k) for h in res["history"]] for k in ("dev_loss", "dev_cer", "dev_wer")}
         trial.set_user_attr(Attr.HISTORY, history)
         status, reason = RunStatus(res["status"]), res["reason"]
-        if reporter.out_of_time is not None:
+        if reporter.out_of_time is not None and reporter.growth and res["dev_wer"] is not None:
+            # the stretch ran into the study's end: its best epoch so far is the study's model at the deadline
+            status, reason = RunStatus.TIME_BUDGET, f"the study's end came after epoch {reporter.out_of_time}"
+        elif reporter.out_of_time is not None:
             where = f"epoch {reporter.out_of_time}" if reporter.out_of_time else "the probe in epoch 1"
             reason = f"the study's time budget ran out after {where}"
             mark(trial, Status.INTERRUPTED, reason)  # like Ctrl-C: `resume` continues it from its checkpoint
@@ -354,8 +357,10 @@ class Objective:
 class _EpochReporter:
     """The trainer's ``on_epoch``: reports each epoch's dev signal to the pruner and asks whether to go on.
 
-    Past the study's deadline a trial stops at its next epoch end (``out_of_time``: the epoch), unless that
-    epoch was its last. Multi-objective studies report nothing (Optuna cannot prune them).
+    Past the search's deadline a trial stops at its next epoch end (``out_of_time``: the epoch), unless that
+    epoch was its last; the stretch (a grown candidate) runs to the study's end, with a quarter of its time as
+    grace, and reports nothing (its epochs follow its parent's). Multi-objective studies report nothing
+    (Optuna cannot prune them).
     """
 
     def __init__(self, trial, objective: Objective, epochs: int):
@@ -365,7 +370,9 @@ class _EpochReporter:
         self.out_of_time: int | None = None  # the epoch after which the study's deadline stopped it
 
     def __call__(self, epoch: int, metrics: dict) -> str | None:
-        deadline = self.objective.plan.end if self.growth else self.objective.plan.deadline
+        plan = self.objective.plan
+        # the stretch was planned to end by the study's end: it is stopped only a quarter of its time past it
+        deadline = plan.end + (plan.end - plan.deadline) / 4 if self.growth and plan.end else plan.deadline
         if deadline is not None and time.time() > deadline and epoch < self.epochs:
             self.out_of_time = epoch
             return "prune"  # stops after this epoch's checkpoint: a resume continues from it

@@ -298,8 +298,9 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
     try:
         while deadline is None or time.time() < deadline:
-            if time.time() >= (plan.deadline or deadline or float("inf")) and not _waiting(study):
-                break
+            searching = plan.deadline is None or time.time() < plan.deadline
+            if not searching and not _stretch_waiting(study):
+                break  # past the search's deadline only the stretch runs; re-queued trials wait for a resume
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
             study.optimize(
                 objective,
@@ -309,14 +310,17 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
                 catch=(Exception,),
                 show_progress_bar=False,
             )
-            if rules.fired or not more_to_do(study, settings.trials, storage, deadline, settings.heartbeat * 4):
+            if rules.fired:
+                break
+            if searching and not more_to_do(study, settings.trials, storage, deadline, settings.heartbeat * 4):
                 break
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _waiting(study: optuna.Study) -> bool:
-    return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+def _stretch_waiting(study: optuna.Study) -> bool:
+    """Whether the stretch (a grown candidate, search.stretch) waits to run."""
+    return any(t.state == TrialState.WAITING and Attr.GROWTH in t.user_attrs for t in study.get_trials(deepcopy=False))
 
 
 def _rescore(study: optuna.Study, settings: StudySettings, device: str | None) -> None:

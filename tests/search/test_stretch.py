@@ -6,6 +6,7 @@ import time
 
 import optuna
 import pytest
+import torch
 
 from search.fidelity import FidelityPlan
 from search.objective import Objective
@@ -48,3 +49,13 @@ def test_the_best_candidate_is_grown_and_trains_on_from_its_weights(workdir):
     assert sum(p.numel() for p in grown.model.parameters()) > best.user_attrs["params"]
     assert grown.run.train.schedule == "cosine" and grown.run.train.epochs == 3
     assert stretch.queue(study) is None and len(study.trials) == 3  # one stretch a study
+    # export gives the grown candidate's config, which stt train trains from scratch, and its tuned weights
+    from search.cli import main as search_main
+    from stt.cli import main as stt_main
+
+    argv = ["export", "--study", "st", "--storage", storage, "--trial", str(child.number), "-o", "grown.yaml"]
+    assert search_main([*argv, "--weights"]) == 0
+    assert stt_main(["train", "--config", "grown.yaml", "--data", "data", "--epochs", "1", "--out", "scratch"]) == 0
+    retrained = load_run(workdir / "scratch")
+    assert retrained.model.config == grown.model.config and retrained.run.train.schedule == "onecycle"
+    assert torch.load(workdir / "grown.pt", weights_only=True)["model"].keys() == grown.model.state_dict().keys()
