@@ -11,6 +11,7 @@
     trained in full), TPE, ASHA with pause and promote on the dev CTC loss; no stretch.
 (c) ``now``: the default strategy: (b), and the budget's last ``--stretch`` share (default 0.4) grows the best
     candidate trained in full by a morphism and trains it on to the end (search/stretch.py).
+``evolution`` (not in the default arms): (c) with ``--sampler evolution`` instead of TPE.
 
 Each search gets ``--budget`` seconds of wall time. The arms run one after the other on this machine, in a
 scratch database. Prints, per arm: best dev WER and its test WER, which trial that is (the seed, a candidate, or
@@ -56,9 +57,11 @@ def default_arm(data: str, out: Path, budget: float, epochs: int | None = None, 
     }
 
 
-def search_arm(name: str, space: str, data: str, storage: str, runs: str, budget: float, seed: int, **kw) -> dict:
+def search_arm(
+    name: str, space: str, data: str, storage: str, runs: str, budget: float, seed: int, sampler="tpe", **kw
+) -> dict:
     t = time.time()
-    s = settings_from_space(space, data, 1000, sampler="tpe", seed=seed, runs_dir=runs, **kw)
+    s = settings_from_space(space, data, 1000, sampler=sampler, seed=seed, runs_dir=runs, **kw)
     launch(name, s, storage, timeout=budget)
     wall = time.time() - t
     df = trials_frame(name, storage)
@@ -118,6 +121,8 @@ def main():
             rows.append(search_arm("before", "small", args.data, storage, runs, args.budget, args.seed, stretch=0))
         elif arm == "now":
             rows.append(search_arm("now", "small", args.data, storage, runs, args.budget, args.seed))
+        elif arm == "evolution":
+            rows.append(search_arm(arm, "small", args.data, storage, runs, args.budget, args.seed, sampler=arm))
         r = rows[-1]
         fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         print(

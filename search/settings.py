@@ -16,7 +16,7 @@ from typing import Any
 
 from search.fidelity import UNITS, FidelityPlan
 from search.pruners import PROBING, PRUNERS, SIGNALS
-from search.samplers import SAMPLERS
+from search.samplers import SAMPLERS, SINGLE_OBJECTIVE
 from search.space import Space, load_space
 from stt.core.args import INTEGER, NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Kind
 from stt.core.errors import StudyError
@@ -182,6 +182,11 @@ class StudySettings:
         """Every option's rule; a bad value is one line naming its flag (the same line argparse would print)."""
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
+        if self.multi_objective and self.sampler in SINGLE_OBJECTIVE:
+            raise StudyError(
+                f"--sampler {self.sampler} ranks by one value; with --objectives "
+                f"{','.join(self.objectives)} use --sampler nsga2, tpe or random"
+            )
         if self.lexicon is not None and self.lm is None:
             raise StudyError("--lexicon needs --lm (without --lm, the corpus's own lexicon and unigram LM are used)")
 

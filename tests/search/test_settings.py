@@ -50,7 +50,7 @@ def test_a_parsed_launch_is_the_settings_python_would_make():
         ("heartbeat", -5, "-5", "--heartbeat -5: expected an integer >= 1"),
         ("max_params", 0.0, "0", "--max-params 0.0: expected a number > 0"),
         ("objectives", ("params", "wer"), "params,wer", "--objectives params,wer: expected a comma-separated"),
-        ("sampler", "grid", "grid", "--sampler 'grid': valid: tpe, random, nsga2"),
+        ("sampler", "grid", "grid", "--sampler 'grid': valid: tpe, random, evolution, nsga2"),
     ],
 )
 def test_a_bad_option_is_one_line_naming_its_flag_from_python_and_from_the_command_line(
@@ -64,6 +64,11 @@ def test_a_bad_option_is_one_line_naming_its_flag_from_python_and_from_the_comma
         build_parser().parse_args([LAUNCH, "--space", "small", "--data", "d", "--study", "s", flag, flag_value])
     err = capsys.readouterr().err
     assert err.startswith(f"stt-search launch: error: argument {flag}") and err[-1] == "\n" and err.count("\n") == 1
+
+
+def test_a_sampler_that_ranks_by_one_value_is_refused_for_a_pareto_front():
+    with pytest.raises(StudyError, match=r"^--sampler evolution ranks by one value; with --objectives wer,params use"):
+        settings_from_space("small", "d", 5, sampler="evolution", objectives=("wer", "params"))
 
 
 def test_a_lexicon_needs_its_lm():

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+@pytest.mark.parametrize("sampler", ["tpe", "random", "evolution", "nsga2"])
 def test_workers_seeded_alike_propose_different_candidates_and_a_seeded_study_replays(sampler):
     import hashlib
 

@@ -2,7 +2,8 @@
 
 Every worker builds its sampler from the study's settings (``search.settings.StudySettings``): ``tpe``
 (Optuna's TPE, multivariate and grouped over the conditional space, with a constant liar for parallel
-workers), ``random``, or ``nsga2`` (for ``--objectives wer,params``).
+workers), ``random``, ``evolution`` (regularised evolution, :mod:`search.samplers.evolution`), or ``nsga2`` (for
+``--objectives wer,params``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 
+from search.samplers.evolution import EvolutionSampler
 from search.storage import stable_enough
 
 
@@ -25,8 +27,10 @@ def _tpe(seed: int | None, n_startup: int) -> optuna.samplers.BaseSampler:
 SAMPLERS = {
     "tpe": _tpe,
     "random": lambda seed, n_startup: optuna.samplers.RandomSampler(seed=seed),
+    "evolution": lambda seed, n_startup: EvolutionSampler(n_startup=n_startup, seed=seed),
     "nsga2": lambda seed, n_startup: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup)),
 }
+SINGLE_OBJECTIVE = ("evolution",)  # samplers that rank candidates by one value
 
 
 def default_startup_trials(trials: int) -> int:
