@@ -39,9 +39,51 @@ class StorageError(StudyError):
     """A storage that cannot be opened (one line, names the URL without its password)."""
 
 
-def redact(url: str) -> str:
-    """A storage URL fit to print: the password replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(\S*)")
+_SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)  # password, sslpassword, passfile, ...
+# key=value pairs in a libpq DSN ("host=db password='a b' user=x") or anywhere else in a message
+_SECRET_PAIR = re.compile(r"(\b\w*(?:pass|secret|token)\w*\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;,)]*)", re.IGNORECASE)
+
+
+def _redact_url(m: re.Match) -> str:
+    scheme, rest = m.group(1), m.group(2)
+    user, colon, _ = rest.partition(":")
+    if colon and "@" in rest and not any(c in user for c in "/?@"):
+        # the password runs from the user's ':' to the *last* '@': one that was not percent-encoded may hold
+        # '@', ':', '/' or '?', and every byte of it must go (a '@' in the query over-redacts, which is safe)
+        rest = f"{user}:***@{rest.rsplit('@', 1)[1]}"
+    where, q, query = rest.partition("?")
+    if q:
+        pairs = [p.partition("=") for p in query.split("&")]
+        query = "&".join(k + eq + ("***" if eq and _SECRET_KEY.search(k) else v) for k, eq, v in pairs)
+    return scheme + where + q + query
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """A storage URL, or a message holding one or a DSN, fit to print: every password replaced by ***.
+
+    Covers ``user:password@host`` (the password may hold ``@``), query values such as ``?password=`` and
+    ``sslpassword=``, and ``password=...`` pairs of a libpq DSN. With ``url``, a driver's message about that
+    URL: the driver may have cut the password elsewhere (``hun@ter2@host`` is host ``ter2@host`` to it), so
+    every piece of the password is removed wherever it appears.
+    """
+    text = _SECRET_PAIR.sub(r"\1***", _URL.sub(_redact_url, text))
+    for secret in _passwords(url) if url else ():
+        for piece in sorted({secret, *re.split(r"[@:/?#&=]", secret)}, key=len, reverse=True):
+            if len(piece) >= 3:  # shorter pieces would blank out ordinary words; too short to guess from
+                text = text.replace(piece, "***")
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    """The password-like values in a storage URL (its userinfo password, secret query values)."""
+    out = []
+    _, sep, rest = url.partition("://")
+    user, colon, _ = rest.partition(":")
+    if sep and colon and "@" in rest and not any(c in user for c in "/?@"):
+        out.append(rest[len(user) + 1 : rest.rfind("@")])
+    out += [v for k, v in re.findall(r"(\w+)=([^&\s]+)", rest.partition("?")[2]) if _SECRET_KEY.search(k)]
+    return [s for s in out if s]
 
 
 @contextlib.contextmanager
@@ -73,7 +115,7 @@ def _with_retries(call, url: str, doing: str = "retrying", final: tuple[str, ...
             log.warning(
                 "storage %s: %s; %s in %.1f s (attempt %d)",
                 redact(url),
-                redact(str(e.__cause__ or e).splitlines()[0][:160]),
+                redact(str(e.__cause__ or e).splitlines()[0][:160], url),
                 doing,
                 delay,
                 attempt + 2,
@@ -146,7 +188,7 @@ def open_storage(url: str | None = None, heartbeat: int = 30, create: bool = Fal
         raise
     except Exception as e:  # sqlalchemy/driver errors: one line naming the URL
         raise StorageError(
-            f"storage {redact(given)}: cannot be opened ({redact(str(e).splitlines()[0][:200])})"
+            f"storage {redact(given)}: cannot be opened ({redact(str(e).splitlines()[0][:200], given)})"
         ) from None
 
 

@@ -159,6 +159,28 @@ def test_a_wrong_database_fails_at_once_with_one_line(postgres):
     assert "nosuchdb" in str(e.value) and "secret" not in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "url,printed",
+    [
+        ("postgresql://alice:s3cr:et@db.example:5432/optuna", "postgresql://alice:***@db.example:5432/optuna"),
+        ("postgresql://stt:hun@ter2@host/db", "postgresql://stt:***@host/db"),  # '@' in the password
+        ("postgresql://stt:a/b?c@host/db", "postgresql://stt:***@host/db"),  # '/' and '?' too
+        (
+            "postgresql://stt@host/db?password=hunter2xyz&sslmode=require",
+            "postgresql://stt@host/db?password=***&sslmode=require",
+        ),
+        ("postgresql://stt@host/db?sslpassword=hunter2xyz", "postgresql://stt@host/db?sslpassword=***"),
+        ("failed: host=db user=stt password='hunter 2' dbname=x", "failed: host=db user=stt password=*** dbname=x"),
+        ("sqlite:///results/studies.db", "sqlite:///results/studies.db"),
+        ("grpc://127.0.0.1:5000", "grpc://127.0.0.1:5000"),
+    ],
+)
+def test_redaction_removes_every_form_of_password(url, printed):
+    from search.storage import redact
+
+    assert redact(url) == printed
+
+
 def test_passwords_are_never_printed(workdir, capsys, caplog, monkeypatch):
     from search.storage import redact
 
@@ -170,4 +192,9 @@ def test_passwords_are_never_printed(workdir, capsys, caplog, monkeypatch):
     assert search_main(["resume", "--study", "x", "--storage", "postgresql://alice:hunter2@127.0.0.1:1/none"]) == 2
     err = capsys.readouterr().err
     assert "hunter2" not in err and "alice:***@127.0.0.1:1" in err
+    assert (
+        search_main(["resume", "--study", "x", "--storage", "postgresql://al:hun@ter2@127.0.0.1:1/x?password=zz9"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "ter2" not in err and "zz9" not in err and "al:***@127.0.0.1:1" in err
     assert "opening again" in caplog.text and "hunter2" not in caplog.text
