@@ -30,6 +30,7 @@ from search.pruners.asha import AshaPruner
 from search.space import Space, sample_config
 from search.trials import METRICS, Attr, Status, candidate_of, in_play, mark, run_dir_of
 from search.workers import claim
+from stt.core.errors import StudyError
 from stt.core.files import make_dir, write_text
 from stt.data.training_data import TrainingData
 from stt.model.measure import measure
@@ -69,7 +70,7 @@ class CandidateFailed(RuntimeError):
 class Objective:
     space: Space
     corpus: TrainingData  # the prepared corpus, opened once by this worker (its trials reopen it cheaply)
-    runs_dir: str  # the runs root: a trial trains in RUNS_DIR/<run_key>/trial_N (stored relative to the root)
+    runs_dir: str  # this worker's runs root: a trial trains in RUNS_DIR/<run_key>/trial_<candidate>
     run_key: str = ""  # the study's folder under the root: its name and the first 8 hex digits of its uid
     plan: FidelityPlan = field(default_factory=lambda: FidelityPlan(TrainConfig().epochs))  # steps, rungs, deadline
     objectives: tuple = ("wer",)  # "wer" and optionally "params" / "gflops"
@@ -206,14 +207,15 @@ class Objective:
     def _workspace(self, trial, h: str) -> tuple[str, bool]:
         """The trial's run directory, made and labelled, and whether it holds a checkpoint to resume.
 
-        A re-queued trial inherits its user attributes, so it finds its run directory and resumes there; the
-        path is kept relative to the runs root, which each worker may mount elsewhere (``--runs-dir``).
+        The folder is derived from this worker's runs root, the study and the candidate (``run_dir_of``): a
+        re-queued trial or a promotion finds its candidate's folder and resumes there. The ``run_dir``
+        attribute only labels it, relative to the root, for people.
         """
-        rel = trial.user_attrs.get(Attr.RUN_DIR) or f"{self.run_key}/trial_{trial.number}"
-        trial.set_user_attr(Attr.RUN_DIR, rel)
-        run_dir = run_dir_of(self.runs_dir, rel)
-        if run_dir is None:  # a database from elsewhere
-            self._stop(trial, Status.ERROR, f"run_dir {rel!r} points outside the runs root {self.runs_dir}", True)
+        try:
+            run_dir = run_dir_of(self.runs_dir, self.run_key, trial)
+        except StudyError as e:  # a storage from elsewhere
+            self._stop(trial, Status.ERROR, str(e), True)
+        trial.set_user_attr(Attr.RUN_DIR, str(run_dir.relative_to(Path(self.runs_dir).resolve())))
         resume = _resumable(run_dir, h)
         if resume and not self.multi:
             self._report_history(trial, run_dir)
@@ -287,10 +289,13 @@ class Objective:
 
     def _parent_run(self, trial, growth: dict) -> dict:
         """Where a grown candidate's parent trained (inside the runs root), and how to grow its weights."""
-        parent = trial.study.get_trials(deepcopy=False)[growth["parent"]]
-        run_dir = run_dir_of(self.runs_dir, parent.user_attrs.get(Attr.RUN_DIR))
-        if run_dir is None:
-            self._stop(trial, Status.ERROR, f"trial {parent.number}: its run_dir is outside the runs root", True)
+        p = growth.get("parent") if isinstance(growth, dict) else None
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < trial.number:
+            self._stop(trial, Status.ERROR, f"its growth's parent {str(p)[:40]!r} is not a trial before it", True)
+        try:
+            run_dir = run_dir_of(self.runs_dir, self.run_key, trial.study.get_trials(deepcopy=False)[p])
+        except StudyError as e:
+            self._stop(trial, Status.ERROR, str(e), True)
         return {"run_dir": str(run_dir), "morphs": growth["morphs"]}
 
     def _stop(self, trial, status: Status, reason: str, failed: bool = False):

@@ -16,7 +16,8 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
-from search.trials import Attr, run_dir_of
+from search.trials import UID, run_dir_of, run_key, trained_by
+from stt.core.errors import StudyError
 
 log = logging.getLogger("search")
 PREFIX = "rescored_"
@@ -34,12 +35,12 @@ def rescore_top(
     )[:k]
     have = study.user_attrs
     todo = [t for t in done if f"{PREFIX}{t.number}" not in have]
+    trials = study.get_trials(deepcopy=False)
     for t in todo:
-        run_dir = run_dir_of(runs_dir, t.user_attrs.get(Attr.RUN_DIR))
-        if run_dir is None:
-            log.warning(
-                "trial %d: run_dir %r is outside the runs root; not rescored", t.number, t.user_attrs.get(Attr.RUN_DIR)
-            )
+        try:
+            run_dir = run_dir_of(runs_dir, run_key(study.study_name, have.get(UID)), trained_by(trials, t))
+        except StudyError as e:  # a storage from elsewhere
+            log.warning("trial %d: not rescored: %s", t.number, e)
             continue
         scores = call_in_child(beam_scores, str(run_dir), data_dir, lm, lexicon, device)
         study.set_user_attr(f"{PREFIX}{t.number}", scores)

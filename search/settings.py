@@ -279,7 +279,7 @@ class WorkerOptions:
     )
     runs_mount: str | None = option(
         None,
-        "where this host mounts the study's runs root (default: the study's)",
+        "this host's runs root (default: $STT_RUNS_DIR, else results/runs here; never the database's)",
         flag="--runs-dir",
         commands=(*JOINS, EXPORT),
     )

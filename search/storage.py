@@ -171,7 +171,8 @@ def open_storage(url: str | None = None, heartbeat: int = 30, create: bool = Fal
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("grpc://"):
             host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
-            return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
+            with stable_enough():
+                return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
         kwargs = {}
         if url.startswith("sqlite:///"):
             path = _file_storage(url, "sqlite:///", create)

@@ -30,12 +30,12 @@ from search.space import Space, load_seed, space_from_text
 from search.stopping import StopRules
 from search.storage import DEFAULT_STORAGE, existing_studies, load_study, open_storage, redact
 from search.stretch import Stretch
-from search.trials import Attr, Status, counts, status_of
+from search.trials import UID, Attr, Status, check_study_name, counts, runs_root, status_of
+from search.trials import run_key as trials_run_key
 from search.workers import more_to_do, requeue_dead_trials, rss_mb
 from stt.core.errors import StudyError
 
 log = logging.getLogger("search")
-UID = "uid"  # the study user attribute set last by create_study: a study that has it is complete
 
 
 def open_corpus(settings: StudySettings, space: Space, device: str | None = None, progress: bool = True):
@@ -68,9 +68,8 @@ def study_space(settings: StudySettings) -> Space:
 
 
 def run_key(study: optuna.Study) -> str:
-    """The study's folder under the runs root: its name and uid (older studies: the name alone)."""
-    uid = study.user_attrs.get(UID)
-    return f"{study.study_name}-{uid[:8]}" if uid else study.study_name
+    """The study's folder under a runs root: its name and uid (older studies: the name alone); see trials.run_key."""
+    return trials_run_key(study.study_name, study.user_attrs.get(UID))
 
 
 def launch(
@@ -84,7 +83,7 @@ def launch(
 ) -> optuna.Study:
     """Create a study (an existing name is an error: use resume) and run it to its target."""
     create_study(name, settings, storage, enqueue)
-    return run_study(name, storage, timeout=timeout, device=device, isolate=isolate)
+    return run_study(name, storage, timeout=timeout, device=device, isolate=isolate, runs_dir=settings.runs_dir)
 
 
 def create_study(name: str, settings: StudySettings, storage: str | None = None, enqueue: tuple = ()) -> optuna.Study:
@@ -94,6 +93,7 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
         enqueue: run configs (paths or shipped names) to train first, after the space's own ``seeds``.
     """
     settings.check()
+    check_study_name(name)
     space = study_space(settings)
     found = existing_studies(storage)
     if name in found and UID in found[name]:
@@ -168,13 +168,20 @@ def run_study(
         timeout: wall seconds for this worker: no trial starts after it, and a running one stops at its next
             epoch end (failed as interrupted: ``resume`` continues it).
         isolate: train each trial in a child process (the default; see search.isolation).
-        data_dir, runs_dir: where this worker finds the data and the runs root, when they are mounted
-            elsewhere than where the study was launched (the study's own paths otherwise).
+        data_dir: where this worker finds the data, when it is mounted elsewhere than where the study was
+            launched (the study's own path otherwise).
+        runs_dir: this host's runs root (default: ``search.trials.runs_root``); never the storage's.
         dry_run: a load test: sample and build each candidate, wait this many seconds, train nothing.
     """
     study, st, settings = _open(name, storage)
     settings.data_dir = data_dir or settings.data_dir
-    settings.runs_dir = runs_dir or settings.runs_dir
+    launched_with, settings.runs_dir = settings.runs_dir, runs_root(runs_dir)
+    if launched_with != settings.runs_dir:
+        log.info(
+            "runs root %s (the study was launched with %s; pass --runs-dir there to continue its checkpoints)",
+            settings.runs_dir,
+            launched_with,
+        )
     deadline = None if timeout is None else time.time() + timeout
     space = study_space(settings)
     corpus = open_corpus(settings, space, device, progress)

@@ -8,10 +8,12 @@ step, see ``search.pruners``), and the user attributes named by :class:`Attr`.
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
+from stt.core.errors import StudyError
 from stt.train.trainer import RunStatus
 
 
@@ -40,7 +42,7 @@ class Attr(enum.StrEnum):
     PRECISION = "precision"  # "fp32" or "bf16"
     VERSION = "version"  # stt's version
     # where and by whom
-    RUN_DIR = "run_dir"  # its run directory, relative to the runs root
+    RUN_DIR = "run_dir"  # its run directory, relative to the runs root: a label for people, never read for a path
     RESUMED = "resumed"  # whether it continued a checkpoint
     WORKER = "worker"  # host:pid of the worker that runs it
     WORKER_NS = "worker_ns"  # that worker's kernel boot and pid namespace (see search.workers)
@@ -147,12 +149,65 @@ def in_play(t: FrozenTrial) -> bool:
     return counts(t) or (Attr.CONTINUES not in t.user_attrs and t.state in (TrialState.RUNNING, TrialState.WAITING))
 
 
-def run_dir_of(runs_root: str | Path, rel: str | None) -> Path | None:
-    """A trial's run directory under the runs root; None when its stored path leads outside the root.
+UID = "uid"  # the study user attribute set last by create_study: a study that has it is complete
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a study name is a folder name on every host
+_UID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as launch writes it
 
-    The storage names the run directory, and a storage may come from elsewhere: nothing it says may make
-    this host train, read or copy outside its own runs root (``../../home/user/.ssh``).
+
+def check_study_name(name: str) -> str:
+    """A study name fit to be a folder (no separators, no ``..``, not too long for a file system); else one line."""
+    if not STUDY_NAME.fullmatch(name or ""):
+        shown = name if len(name or "") <= 40 else f"{name[:40]}... ({len(name)} characters)"
+        raise StudyError(
+            f"--study {shown!r}: expected 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def run_key(name: str, uid: str | None) -> str:
+    """A study's folder under a runs root: its name and the first 8 hex digits of its uid (older studies: the
+    name alone). Both come from the storage, which is not trusted: anything but a plain name and a hex uid is
+    refused, so the folder is always one level below the root."""
+    check_study_name(name)
+    if uid is None:
+        return name
+    if not isinstance(uid, str) or not _UID.fullmatch(uid):
+        raise StudyError(f"study '{name}': its uid {str(uid)[:40]!r} is not one launch writes (32 hex digits)")
+    return f"{name}-{uid[:8]}"
+
+
+RUNS_ENV = "STT_RUNS_DIR"  # this host's runs root, when --runs-dir is not given
+DEFAULT_RUNS = "results/runs"
+
+
+def runs_root(given: str | None = None) -> str:
+    """This host's runs root: ``--runs-dir``, else ``$STT_RUNS_DIR``, else ``results/runs`` here; absolute.
+
+    Never the storage's: the study records where its launch put its runs, but a worker writes only where its
+    own host says.
     """
-    root = Path(runs_root).resolve()
-    path = (root / (rel or "")).resolve()
-    return path if path.is_relative_to(root) and path != root else None
+    import os
+
+    return str(Path(given or os.environ.get(RUNS_ENV) or DEFAULT_RUNS).resolve())
+
+
+def trained_by(trials: list[FrozenTrial], t: FrozenTrial) -> FrozenTrial:
+    """The trial whose run holds ``t``'s weights: ``t``'s duplicate-of original, else ``t`` itself."""
+    dup = t.user_attrs.get(Attr.DUPLICATE_OF)
+    if isinstance(dup, bool) or not isinstance(dup, int) or not 0 <= dup < t.number:
+        return t
+    return trials[dup]
+
+
+def run_dir_of(runs_root: str | Path, key: str, t: FrozenTrial) -> Path:
+    """A trial's run directory: ``RUNS_ROOT/<run_key>/trial_<candidate>``, from this host's runs root.
+
+    Derived, never read from the storage: a storage may be shared or reached through an unauthenticated
+    proxy, and nothing it says may make this host train, read or copy outside its own runs root. Every trial
+    of a candidate (re-queued copies, promotions) shares its first trial's folder; a duplicate's is the
+    original's (``t`` should be that trial).
+    """
+    candidate = candidate_of(t)
+    if isinstance(candidate, bool) or not isinstance(candidate, int) or not 0 <= candidate <= t.number:
+        raise StudyError(f"trial {t.number}: its candidate {str(candidate)[:40]!r} is not a trial before it")
+    return Path(runs_root).resolve() / key / f"trial_{candidate}"

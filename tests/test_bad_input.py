@@ -100,7 +100,8 @@ def world(tiny_corpus, tmp_path_factory):
     (w / "not_synth").mkdir()
     (w / "not_synth" / "notes.txt").write_text("mine")
 
-    # studies: one empty, one whose only trial names a run_dir outside the runs root, one whose best.pt is evil
+    # studies: one empty, one whose only trial names a run_dir outside the runs root (never read: a trial's folder
+    # is derived from this host's runs root), one whose best.pt (where the host's root puts it) is evil
     db = f"sqlite:///{w}/studies.db"
     create_study("empty", settings_from_space(str(w / "space.yaml"), str(w / "data"), 1, runs_dir=str(w / "runs")), db)
     storage = open_storage(db)
@@ -113,6 +114,8 @@ def world(tiny_corpus, tmp_path_factory):
                 value=0.5, user_attrs={"config": config, "run_dir": run_dir, "dev_wer": 0.5, "params": 1}
             )
         )
+    (w / "evilweights" / "trial_0").mkdir(parents=True)
+    shutil.copyfile(w / "evil_run" / "best.pt", w / "evilweights" / "trial_0" / "best.pt")
     storage.engine.dispose()
     with contextlib.closing(sqlite3.connect(w / "studies.db")) as con:  # all in the main file: reads change nothing
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -158,8 +161,9 @@ ROWS = [
     ),
     Row(
         "export-malicious-weights",
-        "stt-search export --study evilweights --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights",
-        r"evil_run/best\.pt: refused to load: it would call posix\.system",
+        "stt-search export --study evilweights --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights "
+        "--runs-dir {w}",
+        r"evilweights/trial_0/best\.pt: refused to load: it would call posix\.system",
     ),
     # damaged checkpoints and run directories
     Row(
@@ -297,8 +301,9 @@ ROWS = [
     ),
     Row(
         "export-run-dir-escape",
-        "stt-search export --study escape --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights",
-        r"trial 0: its run_dir '\.\./\.\./\.\./\.\./\.\./etc' points outside the runs root",
+        "stt-search export --study escape --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights "
+        "--runs-dir {w}/runs",
+        r"trial 0: no weights at .*/runs/escape/trial_0/best\.pt",  # the stored ../../etc is never read
     ),
     Row(
         "launch-password-in-url",

@@ -22,7 +22,7 @@ def launch(args) -> int:
     opts = options_from(args, WorkerOptions)
     if opts.workers > 1:
         create_study(args.study, settings, opts.storage, enqueue=tuple(args.enqueue))
-        return _local_workers(args, opts, mounts=False)
+        return _local_workers(args, opts, runs_dir=settings.runs_dir)
     study = launch(
         args.study,
         settings,
@@ -74,10 +74,11 @@ def worker(args) -> int:
     return 0
 
 
-def _local_workers(args, opts: WorkerOptions, mounts: bool) -> int:
+def _local_workers(args, opts: WorkerOptions, mounts: bool = False, runs_dir: str | None = None) -> int:
     """``--workers N``: N local ``stt-search worker`` processes on the study; the leaderboard once all are done.
 
-    ``mounts``: pass this host's ``--data``/``--runs-dir`` on (resume, worker); launch's are in the study already.
+    ``runs_dir``: this host's runs root (launch: its own --runs-dir); ``mounts``: pass this host's ``--data`` on
+    (resume, worker; launch's is in the study already).
     """
     from search.storage import DEFAULT_STORAGE, load_study
     from search.study import count_finished, read_settings
@@ -92,7 +93,7 @@ def _local_workers(args, opts: WorkerOptions, mounts: bool) -> int:
         opts.trials_per_device,
         opts.timeout,
         opts.data_mount if mounts else None,
-        opts.runs_mount if mounts else None,
+        runs_dir if runs_dir is not None else opts.runs_mount,
         opts.in_process,
     )
     study = load_study(args.study, storage)
@@ -168,7 +169,7 @@ def demo(args) -> int:
     storage = options_from(args, WorkerOptions).storage
     if UID in existing_studies(storage).get(args.study, {}):  # a complete study: resume it
         print(f"study '{args.study}' exists: resuming it", flush=True)
-        study = run_study(args.study, storage, timeout=args.budget)
+        study = run_study(args.study, storage, timeout=args.budget, runs_dir=args.runs_dir)
     else:
         space = load_space(args.space)
         settings = options_from(args, StudySettings, space_text=space.text, space_name=space.name, data_dir=str(data))

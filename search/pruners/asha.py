@@ -192,7 +192,6 @@ def enqueue_promotions(study: optuna.Study, pruner: AshaPruner) -> list[int]:
         attrs = {
             Attr.CANDIDATE: candidate_of(t),
             Attr.CONTINUES: t.number,
-            Attr.RUN_DIR: t.user_attrs.get(Attr.RUN_DIR),
         }
         if t.user_attrs.get(Attr.SEED):
             attrs[Attr.SEED] = t.user_attrs[Attr.SEED]

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.storage import load_study
-from search.trials import Attr, Status, run_dir_of, status_of
+from search.trials import UID, Attr, Status, run_dir_of, run_key, runs_root, status_of, trained_by
 from stt.core.checkpoint import load_checkpoint
 from stt.core.errors import StudyError
 from stt.core.files import atomic_path, make_dir, write_text
@@ -67,18 +67,14 @@ def export(
 
 
 def _weights(study: optuna.Study, t: optuna.trial.FrozenTrial, runs_dir: str | None) -> Path:
-    """The trial's best.pt, only from inside the study's runs root, and only if it is a checkpoint of ours.
+    """The trial's best.pt, only from inside this host's runs root, and only if it is a checkpoint of ours.
 
-    The database names the run directory; a database from elsewhere must not make export copy an
-    arbitrary file (``../../home/user/.ssh/id_rsa``) or pass on a file that is not a checkpoint.
+    The folder is derived from this host's runs root, the study and the trial (``run_dir_of``), never read
+    from the database: a database from elsewhere must not make export copy an arbitrary file
+    (``../../home/user/.ssh/id_rsa``) or pass on a file that is not a checkpoint.
     """
-    root = Path(runs_dir or study.user_attrs.get("runs_dir", ".")).resolve()
-    run_dir = run_dir_of(root, t.user_attrs.get(Attr.RUN_DIR))
-    if run_dir is None:
-        raise StudyError(
-            f"trial {t.number}: its run_dir {t.user_attrs.get(Attr.RUN_DIR)!r} points outside the runs "
-            f"root {root}; refusing to copy its weights"
-        )
+    root = Path(runs_root(runs_dir))
+    run_dir = run_dir_of(root, run_key(study.study_name, study.user_attrs.get(UID)), trained_by(study.trials, t))
     src = (run_dir / "best.pt").resolve()
     if not src.is_relative_to(root):  # best.pt itself may be a link out of the root
         raise StudyError(

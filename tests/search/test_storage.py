@@ -113,6 +113,60 @@ def test_workers_through_the_grpc_storage_proxy(workdir):
     _check_exact("viaproxy", backend, 3)  # the trials landed in the database behind the proxy
 
 
+@pytest.mark.slow
+def test_the_storage_cannot_choose_where_a_worker_writes(workdir):
+    """An attacker who can write to the storage (here through the gRPC proxy, which has no authentication) sets
+    the study's runs_dir and enqueues a trial whose run_dir names a folder of the user's. The worker trains in
+    its own runs root, and the folder is untouched."""
+    import socket
+
+    from search.settings import settings_from_space
+    from search.storage import load_study
+    from search.study import create_study
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (workdir / "space.yaml").write_text(SPACE % 1)
+    backend = f"sqlite:///{workdir}/proxied.db"
+    create_study("victim", settings_from_space("space.yaml", "data", 1, pruner="none", seed=0), backend)
+    precious = workdir / "precious" / "run"
+    precious.mkdir(parents=True)
+    (precious / "best.pt").write_bytes(b"a month of training")
+    (precious / "config.yaml").write_text("mine\n")
+    before = {p.name: p.read_bytes() for p in precious.iterdir()}
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "storage-proxy", "--storage", backend, "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proxy.stderr:  # serving once it says where
+            if "storage proxy for" in line:
+                break
+        url = f"grpc://localhost:{port}"
+        attacked = load_study("victim", url)
+        attacked.set_user_attr("runs_dir", str(workdir / "precious"))  # "inside the runs root": the root is theirs
+        attacked.enqueue_trial({}, user_attrs={"run_dir": "run", "candidate": 0})
+        own = workdir / "results" / "runs"  # the host's default: no --runs-dir, as a user runs it
+        proc = subprocess.run(
+            [*SEARCH, "worker", "--study", "victim", "--storage", url],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        proxy.terminate()
+        proxy.wait()
+    assert {p.name: p.read_bytes() for p in precious.iterdir()} == before  # nothing deleted, written or added
+    (t,) = optuna.load_study(study_name="victim", storage=open_storage(backend)).trials
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    trained = list(own.glob("victim-*/trial_0/config.yaml"))
+    assert len(trained) == 1 and (trained[0].parent / "best.pt").exists()  # it trained in the worker's own root
+    assert t.user_attrs["run_dir"] == str(trained[0].parent.relative_to(own))
+
+
 def test_a_worker_waits_for_a_full_postgresql_server_instead_of_failing(postgres, caplog):
     """64 workers once met PostgreSQL's 100-client limit and 30 of them died at open; now they wait their turn."""
     import threading

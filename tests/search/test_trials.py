@@ -4,7 +4,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search.trials import COLUMNS, METRICS, Attr, Status, counts, in_play, mark, paused, run_dir_of
+from search.trials import COLUMNS, METRICS, Attr, Status, counts, in_play, mark, paused, run_dir_of, run_key
+from stt.core.errors import StudyError
 from stt.train.trainer import RunStatus, TrainResult
 
 
@@ -49,8 +50,22 @@ def test_a_trial_is_marked_with_a_status_and_its_reason():
     assert type(t.user_attrs["status"]) is str  # stored as plain text: any Optuna tool reads it
 
 
-def test_a_stored_run_directory_never_leads_out_of_the_runs_root(tmp_path):
-    root = tmp_path / "runs"
-    assert run_dir_of(root, "s-1234/trial_3") == (root / "s-1234" / "trial_3").resolve()
-    for rel in ("../elsewhere", "s/../../elsewhere", str(tmp_path / "abs"), "", None, "."):
-        assert run_dir_of(root, rel) is None, rel
+def test_a_run_directory_is_derived_from_the_host_root_the_study_and_the_candidate_never_read(tmp_path):
+    root, uid = tmp_path / "runs", "0123456789abcdef" * 2
+    study = optuna.create_study()
+    for attrs in ({}, {Attr.CANDIDATE: 0, Attr.RUN_DIR: "../../elsewhere"}, {Attr.CANDIDATE: 1, Attr.RUN_DIR: "/etc"}):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=attrs))
+    key = run_key("s", uid)
+    assert key == "s-01234567"
+    dirs = [run_dir_of(root, key, t) for t in study.trials]
+    assert dirs == [(root / "s-01234567" / "trial_0").resolve()] * 2 + [(root / "s-01234567" / "trial_1").resolve()]
+    # what the storage says about the candidate, the uid or the name must still be one plain folder below the root
+    for bad in ({Attr.CANDIDATE: 9}, {Attr.CANDIDATE: -1}, {Attr.CANDIDATE: "../x"}, {Attr.CANDIDATE: True}):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=bad))
+        with pytest.raises(StudyError, match=r"^trial \d+: its candidate .* is not a trial before it"):
+            run_dir_of(root, key, study.trials[-1])
+    with pytest.raises(StudyError, match=r"^study 's': its uid '\.\./\.\./x' is not one launch writes"):
+        run_key("s", "../../x")
+    for name in ("../../escape", "a/b", "x" * 300, "", ".hidden"):
+        with pytest.raises(StudyError, match=r"^--study .*: expected 1 to 100 letters, digits"):
+            run_key(name, uid)

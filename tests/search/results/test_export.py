@@ -45,12 +45,19 @@ def test_before_any_trial_is_trained_in_full_the_best_paused_one_is_exported(tmp
     assert export("s", tmp_path / "best.yaml", url)[1].number == 1
 
 
-def test_weights_are_copied_only_from_inside_the_runs_root(tmp_path):
-    url = _study(tmp_path, [("complete", 0.2, "good"), ("complete", 0.3, "../../outside")])
-    (tmp_path / "runs" / "good").mkdir(parents=True)
-    torch.save({"model": {"w": torch.ones(2)}}, tmp_path / "runs" / "good" / "best.pt")
-    out, _ = export("s", tmp_path / "best.yaml", url, weights=True)
+def test_weights_are_copied_only_from_the_hosts_own_runs_root(tmp_path):
+    """The database's runs_dir and run_dir are not read: the weights are RUNS/<study>/trial_<n>/best.pt under this
+    host's runs root, and a best.pt that links out of it is refused."""
+    url = _study(tmp_path, [("complete", 0.2, "../../outside"), ("complete", 0.3, "../../outside")])
+    (tmp_path / "outside").mkdir()
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "outside" / "best.pt")  # what the database points at
+    host = tmp_path / "host-runs"
+    (host / "s" / "trial_0").mkdir(parents=True)
+    torch.save({"model": {"w": torch.ones(2)}}, host / "s" / "trial_0" / "best.pt")
+    out, _ = export("s", tmp_path / "best.yaml", url, weights=True, runs_dir=str(host))
     assert torch.equal(torch.load(out.with_suffix(".pt"), weights_only=True)["model"]["w"], torch.ones(2))
-    with pytest.raises(StudyError, match=r"trial 1: its run_dir '\.\./\.\./outside' points outside the runs root"):
-        export("s", tmp_path / "other.yaml", url, trial=1, weights=True)
+    (host / "s" / "trial_1").mkdir()
+    (host / "s" / "trial_1" / "best.pt").symlink_to(tmp_path / "outside" / "best.pt")
+    with pytest.raises(StudyError, match=r"trial 1: .*trial_1/best.pt leads outside the runs root"):
+        export("s", tmp_path / "other.yaml", url, trial=1, weights=True, runs_dir=str(host))
     assert not (tmp_path / "other.yaml").exists()  # every check before the first write
