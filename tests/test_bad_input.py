@@ -306,6 +306,18 @@ ROWS = [
         r"trial 0: no weights at .*/runs/escape/trial_0/best\.pt",  # the stored ../../etc is never read
     ),
     Row(
+        "launch-study-name-escapes",
+        "stt-search launch --space {w}/space.yaml --data {w}/data --study ../../escape --storage sqlite:///{w}/new.db",
+        r"--study '\.\./\.\./escape': expected 1 to 100 letters, digits, '\.', '_' or '-'",
+    ),
+    Row(
+        "launch-study-name-too-long",
+        "stt-search launch --space {w}/space.yaml --data {w}/data --study "
+        + "s" * 300
+        + " --storage sqlite:///{w}/new.db",
+        r"--study 'sssss*\.\.\. \(300 characters\)': expected 1 to 100 letters",
+    ),
+    Row(
         "launch-password-in-url",
         "stt-search launch --space {w}/space.yaml --data {w}/data --study s "
         "--storage postgresql://stt:hunter2@127.0.0.1:9/db",
