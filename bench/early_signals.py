@@ -59,7 +59,7 @@ def main():
             runs_dir=args.runs_dir,
         )
         create_study(args.study, s, args.storage)
-    study = run_study(args.study, args.storage)
+    study = run_study(args.study, args.storage, runs_dir=args.runs_dir)
     done = [
         t
         for t in study.trials

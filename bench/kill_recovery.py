@@ -186,7 +186,7 @@ def try_launch(tmp: Path, data: Path, i: int, delay: float) -> str:
     ]
     if not killed_at(launch, delay):
         return "finished before the kill"
-    r = run([*SEARCH, "resume", "--study", "k", "--storage", db])
+    r = run([*SEARCH, "resume", "--study", "k", "--storage", db, "--runs-dir", str(tmp / f"runs_{i}")])
     how = "resumed"
     if r.returncode == 2 and (
         "no such file" in r.stderr

@@ -16,20 +16,16 @@ the trial never shares its run directory with a live orphan.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import multiprocessing
 import os
 import signal
-import socket
 import threading
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
-from stt.core.files import locked
 from stt.data.training_data import TrainingData, reopen
 
 _ctx = None
@@ -116,6 +112,7 @@ class TrainJob:
             data: the opened corpus (this worker's); None opens :attr:`data`, from the fork server's copy when
                 it is the same corpus.
         """
+        from stt.train.run import hold_run_dir
         from stt.train.run_config import load_run_config
         from stt.train.trainer import Trainer
 
@@ -198,35 +195,6 @@ def train_in_child(job: TrainJob, on_epoch: Callable[[int, dict], str | None]) -
         hint = " (the kernel's OOM killer sends SIGKILL: out of memory?)" if -code == signal.SIGKILL else ""
         raise ChildDied(f"training process {child.pid} was killed by {name}{hint}")
     raise ChildDied(f"training process {child.pid} exited with status {code} before sending a result")
-
-
-@contextlib.contextmanager
-def hold_run_dir(run_dir: str | Path):
-    """An exclusive lock on a run directory for as long as a trial trains in it.
-
-    A stale-heartbeat re-queue can start a copy of a trial while its first worker still lives (a network
-    partition): the second one must not write the same checkpoints, so it fails at once, naming the dir.
-    """
-    run_dir = Path(run_dir)
-    lock = run_dir / ".lock"
-    held = contextlib.ExitStack()
-    try:
-        fd = held.enter_context(locked(lock, wait=False))
-    except BlockingIOError:
-        try:
-            holder = lock.read_text().strip()
-        except OSError:
-            holder = ""
-        raise RunDirBusy(
-            f"run directory {run_dir} is in use by another training process ({holder or 'unknown'})"
-        ) from None
-    with held:
-        os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
-        yield
-
-
-class RunDirBusy(RuntimeError):
-    """Another live process trains in this run directory."""
 
 
 def _child_main(job: TrainJob, conn, lifeline) -> None:

@@ -129,9 +129,9 @@ class StudySettings:
         flag="--trial-seconds",
         kind=POSITIVE_FLOAT,
     )
-    runs_dir: str = option(
-        "results/runs",
-        "the runs root: trials train in RUNS_DIR/STUDY-UID/trial_N",
+    runs_dir: str | None = option(
+        None,
+        "the runs root: trials train in RUNS_DIR/STUDY-UID/trial_N (default: $STT_RUNS_DIR, else results/runs)",
         flag="--runs-dir",
         commands=(LAUNCH, DEMO),
     )

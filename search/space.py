@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from stt.core.errors import ConfigError
+from stt.core.files import read_user_text
 from stt.model.blocks import BLOCKS, block_config
 from stt.model.layer_config import load_layer_config
 from stt.train.run_config import RunConfig, TrainConfig, check_type
@@ -173,7 +174,7 @@ def load_space(src: str | Path) -> Space:
             text = shipped.read_text()
             return Space(validate_space(_parse(text, f"spaces/{name}"), f"spaces/{name}"), Path(name).stem, text)
         raise SpaceError(f"{src}: no such space file (shipped spaces: {', '.join(shipped_spaces())})")
-    text = path.read_text()
+    text = read_user_text(path, SpaceError)
     return Space(validate_space(_parse(text, str(path)), str(path)), path.stem, text)
 
 

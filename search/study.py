@@ -114,7 +114,7 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
     # them elsewhere passes --data/--runs-dir); a uid: a study re-created under an old name never
     # resumes the old study's checkpoints
     settings.data_dir = str(Path(settings.data_dir).resolve())
-    settings.runs_dir = str(Path(settings.runs_dir).resolve())
+    settings.runs_dir = runs_root(settings.runs_dir)
     st = open_storage(storage, create=True)  # every check has passed: only now may the database appear
     if name in found:  # no uid: a launch killed while it created the study; nothing ran in it
         log.info("study '%s' was left half-created by a stopped launch: creating it afresh", name)
@@ -177,7 +177,7 @@ def run_study(
     settings.data_dir = data_dir or settings.data_dir
     launched_with, settings.runs_dir = settings.runs_dir, runs_root(runs_dir)
     if launched_with != settings.runs_dir:
-        log.info(
+        log.warning(
             "runs root %s (the study was launched with %s; pass --runs-dir there to continue its checkpoints)",
             settings.runs_dir,
             launched_with,

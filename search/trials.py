@@ -168,7 +168,9 @@ def run_key(name: str, uid: str | None) -> str:
     """A study's folder under a runs root: its name and the first 8 hex digits of its uid (older studies: the
     name alone). Both come from the storage, which is not trusted: anything but a plain name and a hex uid is
     refused, so the folder is always one level below the root."""
-    check_study_name(name)
+    # launch allows only STUDY_NAME; a study from before it checked names may be anything that is one folder
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or len(name.encode()) > 200:
+        check_study_name(name)  # raises
     if uid is None:
         return name
     if not isinstance(uid, str) or not _UID.fullmatch(uid):

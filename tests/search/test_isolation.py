@@ -34,7 +34,7 @@ def test_a_killed_training_process_fails_its_trial_and_the_worker_goes_on(workdi
 
 
 def test_a_run_directory_is_trained_in_by_one_process_at_a_time(tmp_path):
-    from search.isolation import RunDirBusy, hold_run_dir
+    from stt.train.run import RunDirBusy, hold_run_dir
 
     busy = r"run directory .*run is in use by another training process \(.*:\d+\)"
     with hold_run_dir(tmp_path / "run"), pytest.raises(RunDirBusy, match=busy), hold_run_dir(tmp_path / "run"):

@@ -66,6 +66,7 @@ def test_a_run_directory_is_derived_from_the_host_root_the_study_and_the_candida
             run_dir_of(root, key, study.trials[-1])
     with pytest.raises(StudyError, match=r"^study 's': its uid '\.\./\.\./x' is not one launch writes"):
         run_key("s", "../../x")
-    for name in ("../../escape", "a/b", "x" * 300, "", ".hidden"):
+    assert run_key("my study+wer", None) == "my study+wer"  # made before launch checked names: one folder still
+    for name in ("../../escape", "a/b", "x" * 300, "", ".."):
         with pytest.raises(StudyError, match=r"^--study .*: expected 1 to 100 letters, digits"):
             run_key(name, uid)

@@ -48,9 +48,13 @@ def test_before_any_trial_is_trained_in_full_the_best_paused_one_is_exported(tmp
 def test_weights_are_copied_only_from_the_hosts_own_runs_root(tmp_path):
     """The database's runs_dir and run_dir are not read: the weights are RUNS/<study>/trial_<n>/best.pt under this
     host's runs root, and a best.pt that links out of it is refused."""
-    url = _study(tmp_path, [("complete", 0.2, "../../outside"), ("complete", 0.3, "../../outside")])
+    url = _study(tmp_path, [("complete", 0.2, "x"), ("complete", 0.3, "x")])
+    (tmp_path / "runs" / "x").mkdir(
+        parents=True
+    )  # the database's runs_dir and run_dir: weights a trusting export copied
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "runs" / "x" / "best.pt")
     (tmp_path / "outside").mkdir()
-    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "outside" / "best.pt")  # what the database points at
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "outside" / "best.pt")
     host = tmp_path / "host-runs"
     (host / "s" / "trial_0").mkdir(parents=True)
     torch.save({"model": {"w": torch.ones(2)}}, host / "s" / "trial_0" / "best.pt")
