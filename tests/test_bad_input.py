@@ -91,6 +91,11 @@ def world(tiny_corpus, tmp_path_factory):
     (w / "stride.yaml").write_text(TINY_RUN.replace("stride: 2", "stride: 64"))
     (w / "bad_space.yaml").write_text(SPACE.replace("kernel: [3, 5]", "kernel: [3, five]"))
     (w / "w2v_space.yaml").write_text(SPACE.replace("frontend: fbank", f"frontend: wav2vec:{w / 'missing_wav2vec.pt'}"))
+    (w / "latin1.yaml").write_bytes(TINY_RUN.encode() + b"# caf\xe9\n")  # Latin-1, not UTF-8
+    (w / "latin1_space.yaml").write_bytes(SPACE.encode() + b"# caf\xe9\n")
+    (w / "folder.yaml").mkdir()  # a folder where a file belongs
+    shutil.copyfile(next((w / "data" / "test").rglob("*.flac")), w / "one.flac")
+    variant("tuned_run", "decoder.json", content=b'{"lm_weight": "high", "word_score": 0.5}')
     (w / "bad_lexicon.txt").write_text("the t h e\ncafé c a f é\n")  # line 2: a letter the model does not have
     (w / "not_arpa.arpa").write_text("this is not\na language model\n")
     (w / "cyrillic.arpa").write_text(
@@ -304,6 +309,36 @@ ROWS = [
         "stt-search export --study escape --storage sqlite:///{w}/studies.db -o {w}/x.yaml --weights "
         "--runs-dir {w}/runs",
         r"trial 0: no weights at .*/runs/escape/trial_0/best\.pt",  # the stored ../../etc is never read
+    ),
+    Row(
+        "train-config-not-utf8",
+        "stt train --config {w}/latin1.yaml --data {w}/data --out {w}/out",
+        r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset \d+\)",
+    ),
+    Row(
+        "train-config-is-a-folder",
+        "stt train --config {w}/folder.yaml --data {w}/data --out {w}/out",
+        r"folder\.yaml: is a folder, expected a file",
+    ),
+    Row(
+        "launch-space-not-utf8",
+        "stt-search launch --space {w}/latin1_space.yaml --data {w}/data --study s --storage sqlite:///{w}/new.db",
+        r"latin1_space\.yaml: not UTF-8 text \(byte 0xe9 at offset \d+\)",
+    ),
+    Row(
+        "launch-space-is-a-folder",
+        "stt-search launch --space {w}/folder.yaml --data {w}/data --study s --storage sqlite:///{w}/new.db",
+        r"folder\.yaml: is a folder, expected a file",
+    ),
+    Row(
+        "transcribe-decoder-json-not-a-number",
+        "stt transcribe --checkpoint {w}/tuned_run {w}/one.flac --decoder beam",
+        r"tuned_run/decoder\.json: lm_weight: 'high' is not a number; fix it, or run `stt tune-decoder` again",
+    ),
+    Row(
+        "transcribe-missing-file",
+        "stt transcribe --checkpoint {w}/run {w}/nope.flac",
+        r"nope\.flac: no such audio file",
     ),
     Row(
         "launch-study-name-escapes",

@@ -26,7 +26,9 @@ def _cmd_features(args) -> int:
     from stt.core.errors import DataError
     from stt.data.features import prepare_features
 
-    reports = prepare_features(args.data, args.frontend, splits=args.splits, progress=not args.quiet)
+    reports = prepare_features(
+        args.data, args.frontend, splits=args.splits, progress=not args.quiet, max_seconds=args.max_seconds
+    )
     usable = 0
     for r in reports:
         for s in r.skipped[: args.show_skipped]:
@@ -45,6 +47,7 @@ def _cmd_features(args) -> int:
 
 def add_commands(sub) -> None:
     from stt.core.args import nonnegative_int, positive_float, positive_int
+    from stt.data.corpus import MAX_SECONDS
 
     p = sub.add_parser("prepare", help="synthesise the built-in corpus, or compute a feature cache")
     psub = p.add_subparsers(dest="what", required=True)
@@ -74,6 +77,12 @@ def add_commands(sub) -> None:
     f.add_argument("--splits", nargs="*", default=None, help="only these splits (default: all found)")
     f.add_argument(
         "--show-skipped", type=nonnegative_int, default=20, help="list at most this many skipped files per split"
+    )
+    f.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=MAX_SECONDS,
+        help="skip (and name) recordings longer than this; their audio is never read (default 60)",
     )
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_cmd_features)

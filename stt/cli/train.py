@@ -5,27 +5,46 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from stt.core.errors import CheckpointError
+
 
 def _cmd_train(args) -> int:
-    from stt.core.errors import CheckpointError
     from stt.data.training_data import open_training_data
-    from stt.train.feasibility import InfeasibleError
+    from stt.train.run import hold_run_dir
     from stt.train.run_config import load_run_config
-    from stt.train.trainer import Trainer
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "lr": args.lr}.items() if v is not None}
     run = load_run_config(args.config, overrides=overrides)
     if args.frontend:
         run.frontend = args.frontend
     out = Path(args.out or Path("results") / "runs" / Path(args.config).stem)
-    previous = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if previous and not (args.resume or args.overwrite):  # a finished run's best.pt is not silently replaced
+    if out.is_dir():
+        with hold_run_dir(out):  # another training in it now: one line, before any work
+            pass
+    _check_previous(out, args)
+    splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
+    data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
+    with hold_run_dir(out):  # the whole run: a second `stt train --out` here at the same time is one line
+        _check_previous(out, args)  # again, now that no one else can start here
+        return _train(args, run, data, out)
+
+
+def _check_previous(out: Path, args) -> None:
+    """A finished run's best.pt is not silently replaced: --resume or --overwrite says what to do with it."""
+    from stt.train.run import LOCK
+
+    previous = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
+    if previous and not (args.resume or args.overwrite):
         shown = ", ".join(previous[:4]) + (", ..." if len(previous) > 4 else "")
         raise CheckpointError(
             f"{out}: holds a previous run ({shown}); continue it with --resume, or replace it with --overwrite"
         )
-    splits = {"train": args.train_split, "dev": args.dev_split, "test": args.test_split}
-    data = open_training_data(args.data, run.frontend, {k: v for k, v in splits.items() if v}, device=args.device)
+
+
+def _train(args, run, data, out: Path) -> int:
+    from stt.train.feasibility import InfeasibleError
+    from stt.train.trainer import Trainer
+
     try:
         trainer = Trainer(
             run,
@@ -88,6 +107,7 @@ def _cmd_transcribe(args) -> int:
 
     from stt.cli.decode import decoder_from_args
     from stt.core.device import autocast, to_host
+    from stt.core.errors import DataError
     from stt.data.audio import AudioError, read_audio
     from stt.data.frontends import build_frontend
     from stt.decode.greedy import greedy_decode
@@ -96,6 +116,11 @@ def _cmd_transcribe(args) -> int:
     loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
     device = loaded.device
     decoder = decoder_from_args(args, args.checkpoint, loaded.tokenizer)
+    for path in args.files:  # a file that is not there is bad input, said before any work (exit 2)
+        if not Path(path).exists():
+            raise DataError(f"{path}: no such audio file")
+        if Path(path).is_dir():
+            raise DataError(f"{path}: is a folder, expected an audio file")
     fe = build_frontend(loaded.frontend["spec"], str(device))
     failed = 0
     for path in args.files:
@@ -112,7 +137,7 @@ def _cmd_transcribe(args) -> int:
             continue
         best = to_host(logits.argmax(-1))
         print(f"{path}\t{loaded.tokenizer.decode(greedy_decode(best, to_host(lens))[0])}")
-    return 1 if failed else 0
+    return 2 if failed else 0  # the others were transcribed; each bad one is its own line above
 
 
 def add_commands(sub) -> None:

@@ -20,6 +20,28 @@ from stt.core.errors import DataError
 TMP_PREFIX = ".tmp-"  # temporary names start with this; readers skip them, writers remove their own
 
 
+def read_user_text(path: str | Path, error: type[Exception] = DataError) -> str:
+    """A file the user named (a config, a space, a manifest, a transcript), as UTF-8 text.
+
+    Every way such a file can be wrong is one line of ``error`` naming it: missing, a folder, unreadable,
+    or not UTF-8 (with the first bad byte and its offset, to find it with ``xxd``). One helper, so no
+    reader of user files can forget a case and end in a traceback.
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, expected a file") from None
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 def _unwritable(path: Path, e: OSError) -> DataError:
     why = {
         errno.ENOSPC: "no space left on the device",

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stt.core.errors import DataError
+from stt.core.files import read_user_text
 from stt.data.audio import AudioError, audio_duration
 
 AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3")
@@ -93,13 +94,16 @@ def resolve_split(splits: dict[str, Path], role: str, name: str | None = None) -
     raise CorpusError(f"several {role} splits ({', '.join(cands)}); choose one with --{role}-split")
 
 
-def read_split(where: Path) -> tuple[list[Utterance], list[Skipped]]:
+MAX_SECONDS = 60.0  # longer recordings are skipped and named: one file must not hold the whole memory
+
+
+def read_split(where: Path, max_seconds: float = MAX_SECONDS) -> tuple[list[Utterance], list[Skipped]]:
     if where.is_dir():
-        return read_librispeech(where)
-    return read_manifest(where)
+        return read_librispeech(where, max_seconds)
+    return read_manifest(where, max_seconds)
 
 
-def read_librispeech(split_dir: str | Path) -> tuple[list[Utterance], list[Skipped]]:
+def read_librispeech(split_dir: str | Path, max_seconds: float = MAX_SECONDS) -> tuple[list[Utterance], list[Skipped]]:
     """Read one LibriSpeech-layout split folder."""
     split_dir = Path(split_dir)
     kept, skipped = [], []
@@ -107,7 +111,7 @@ def read_librispeech(split_dir: str | Path) -> tuple[list[Utterance], list[Skipp
         folder = trans.parent
         audio = {p.stem: p for p in folder.iterdir() if p.suffix in AUDIO_EXTS}
         seen = set()
-        for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(read_user_text(trans, CorpusError).splitlines(), 1):
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")
@@ -116,18 +120,18 @@ def read_librispeech(split_dir: str | Path) -> tuple[list[Utterance], list[Skipp
             if utt_id not in audio:
                 skipped.append(Skipped(where, f"transcript for {utt_id} has no audio file"))
                 continue
-            _keep(kept, skipped, utt_id, audio[utt_id], text, where)
+            _keep(kept, skipped, utt_id, audio[utt_id], text, where, max_seconds)
         for stem, p in sorted(audio.items()):
             if stem not in seen:
                 skipped.append(Skipped(str(p), f"audio has no transcript line in {trans.name}"))
     return kept, skipped
 
 
-def read_manifest(path: str | Path) -> tuple[list[Utterance], list[Skipped]]:
+def read_manifest(path: str | Path, max_seconds: float = MAX_SECONDS) -> tuple[list[Utterance], list[Skipped]]:
     """Read a TSV (``path<TAB>transcript``) or JSONL (``{"path", "text", "id"?}``) manifest."""
     path = Path(path)
     kept, skipped = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_user_text(path, CorpusError).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -144,7 +148,7 @@ def read_manifest(path: str | Path) -> tuple[list[Utterance], list[Skipped]]:
             audio, text = line.split("\t", 1)
             utt_id = None
         audio_path = (path.parent / audio).resolve()
-        _keep(kept, skipped, utt_id or audio_path.stem, audio_path, text, where)
+        _keep(kept, skipped, utt_id or audio_path.stem, audio_path, text, where, max_seconds)
     ids = [u.id for u in kept]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -152,7 +156,7 @@ def read_manifest(path: str | Path) -> tuple[list[Utterance], list[Skipped]]:
     return kept, skipped
 
 
-def _keep(kept, skipped, utt_id, audio_path: Path, text, where) -> None:
+def _keep(kept, skipped, utt_id, audio_path: Path, text, where, max_seconds: float = MAX_SECONDS) -> None:
     if text is None or not str(text).strip():
         skipped.append(Skipped(where, f"empty transcript for {utt_id}"))
         return
@@ -163,6 +167,11 @@ def _keep(kept, skipped, utt_id, audio_path: Path, text, where) -> None:
         return
     if duration <= 0:
         skipped.append(Skipped(str(audio_path), "zero-length audio"))
+        return
+    if duration > max_seconds:  # the header says how long it is: the audio itself is never read
+        skipped.append(
+            Skipped(str(audio_path), f"{duration:,.0f} s of audio, over the {max_seconds:g} s cap (--max-seconds)")
+        )
         return
     kept.append(Utterance(utt_id, str(Path(audio_path).resolve()), duration, str(text).strip()))
 

@@ -31,7 +31,7 @@ from stt.core.device import pick_device
 from stt.core.errors import DataError
 from stt.core.files import TMP_PREFIX, atomic_path, locked, make_dir, write_text
 from stt.data.audio import AudioError, read_audio
-from stt.data.corpus import CACHE_DIR, Skipped, Utterance, find_splits, manifest_hash, read_split
+from stt.data.corpus import CACHE_DIR, MAX_SECONDS, Skipped, Utterance, find_splits, manifest_hash, read_split
 from stt.data.frontends import Frontend, build_frontend, frontend_identity
 from stt.data.text import LetterTokenizer, TextError
 
@@ -84,11 +84,12 @@ def prepare_split(
     frontend: Frontend | str = "fbank",
     progress: bool = True,
     device: str | None = None,
+    max_seconds: float = MAX_SECONDS,
 ) -> PrepareReport:
     """Compute (or find) the feature cache of one split.
 
     ``frontend`` is a spec or a built Frontend; a neural one given as a spec runs on ``device``
-    (default: CUDA when available).
+    (default: CUDA when available). Recordings longer than ``max_seconds`` are skipped and named.
     """
     from tqdm import tqdm
 
@@ -99,7 +100,7 @@ def prepare_split(
 
         raise CorpusError(f"{data_dir}: split '{split}' not found; available: {', '.join(sorted(splits)) or 'none'}")
     where = splits[split]
-    utts, skipped = read_split(where)
+    utts, skipped = read_split(where, max_seconds)
     tok = LetterTokenizer()
     encodable = []
     for u in sorted(utts, key=lambda u: u.id):
@@ -232,6 +233,7 @@ def prepare_features(
     splits: list[str] | None = None,
     progress: bool = True,
     device: str | None = None,
+    max_seconds: float = MAX_SECONDS,
 ) -> list[PrepareReport]:
     """Prepare every split (or those named) of a data folder with one frontend."""
     found = find_splits(data_dir)
@@ -248,7 +250,7 @@ def prepare_features(
             from stt.data.corpus import CorpusError
 
             raise CorpusError(f"split '{name}' not found in {data_dir}; available: {', '.join(sorted(found))}")
-        rep = prepare_split(data_dir, name, frontend, progress=progress, device=device)
+        rep = prepare_split(data_dir, name, frontend, progress=progress, device=device, max_seconds=max_seconds)
         reports.append(rep)
     return reports
 

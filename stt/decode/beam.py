@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from stt.core.errors import CheckpointError
+from stt.core.files import read_user_text
 from stt.data.text import LetterTokenizer
 from stt.decode.lm import Lexicon, LMError
 
@@ -160,13 +162,40 @@ def read_tuned(run_dir: str | Path) -> dict:
     path = Path(run_dir) / TUNED
     if not path.exists():
         return {}
+    text = read_user_text(path, CheckpointError)
     try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+        data = json.loads(text)
+    except ValueError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e}); delete it or run `stt tune-decoder` again") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected an object of decoder settings")
+    for key, value in data.items():  # what tune-decoder writes; a hand-edited value is checked here, once
+        kind = _TUNED_KINDS.get(key)
+        if kind is None or value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = number and (math.isfinite(value) or (key == "unk_score" and value == -math.inf))  # -inf: never
+        ok = {
+            "text": isinstance(value, str),
+            "count": number and float(value).is_integer() and value >= 1,
+            "number": number,
+        }
+        if not ok[kind]:
+            expected = {"text": "a path", "count": "a whole number >= 1", "number": "a number"}[kind]
+            raise CheckpointError(
+                f"{path}: {key}: {value!r} is not {expected}; fix it, or run `stt tune-decoder` again"
+            )
     return data
+
+
+_TUNED_KINDS = {
+    "lm": "text",
+    "lexicon": "text",
+    "beam_size": "count",
+    "lm_weight": "number",
+    "word_score": "number",
+    "unk_score": "number",
+}
 
 
 def make_decoder(

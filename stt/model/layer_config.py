@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from stt.core.errors import ConfigError
+from stt.core.files import read_user_text
 from stt.model.blocks import BLOCKS, BlockConfig, BlockConfigError, same_pad
 
 
@@ -160,7 +161,7 @@ def read_source(src) -> tuple[Any, str]:
                 return yaml.safe_load(shipped.read_text()), path.name
             raise LayerConfigError(f"{path}: no such file (shipped configs: {', '.join(shipped_configs())})")
         try:
-            return yaml.safe_load(path.read_text()), str(path)
+            return yaml.safe_load(read_user_text(path, LayerConfigError)), str(path)
         except yaml.YAMLError as e:
             raise LayerConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if isinstance(src, str):

@@ -18,7 +18,10 @@ A run directory is self-contained::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,7 @@ import torch
 from stt.core.checkpoint import load_checkpoint
 from stt.core.device import model_device, pick_device
 from stt.core.errors import CheckpointError
-from stt.core.files import make_dir, write_text
+from stt.core.files import locked, make_dir, write_text
 from stt.data.features import FeatureCache, open_split
 from stt.data.text import LetterTokenizer
 from stt.data.training_data import TrainingData
@@ -120,3 +123,46 @@ def grown_weights(run_dir: str | Path, morphs: list, which: str = "best") -> tup
     parent = load_run(run_dir, which=which, device="cpu")
     cfg, child = grow(parent.model.config, parent.model, [from_dict(m) for m in morphs])
     return cfg, child.state_dict()
+
+
+LOCK = ".lock"  # in a run directory while a process trains there; names its holder (host:pid)
+
+
+class RunDirBusy(CheckpointError):
+    """Another live process trains in this run directory."""
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: str | Path):
+    """An exclusive lock on a run directory for as long as a process trains in it.
+
+    Two ``stt train --out`` at once, or a stale-heartbeat re-queue that starts a copy of a trial while its
+    first worker still lives (a network partition): the second must not write the same checkpoints, so it
+    stops at once, naming the folder and the holder. The lock goes with its holder on every exit, a signal
+    included (a flock dies with its process; the file is removed on the way out). A folder this call made
+    is removed again if nothing was written in it.
+    """
+    run_dir = Path(run_dir)
+    made = not run_dir.exists()
+    lock = run_dir / LOCK
+    held = contextlib.ExitStack()
+    try:
+        fd = held.enter_context(locked(lock, wait=False))
+    except BlockingIOError:
+        try:
+            holder = lock.read_text().strip()
+        except OSError:
+            holder = ""
+        raise RunDirBusy(
+            f"run directory {run_dir} is in use by another training process ({holder or 'unknown'})"
+        ) from None
+    except OSError as e:  # a read-only or foreign folder: one line, as any unwritable output
+        raise CheckpointError(f"{run_dir}: cannot write ({e.strerror or e})") from None
+    try:
+        with held:
+            os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
+            yield
+    finally:
+        if made:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty: a run that wrote nothing leaves nothing

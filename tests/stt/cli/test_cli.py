@@ -34,3 +34,42 @@ def test_prepare_features_reports_counts_and_fails_when_nothing_is_usable(tiny_c
     assert "has no audio file" in cap.out and "nothing usable" in cap.err
     assert main(["prepare", "features", "--data", str(tmp_path / "none")]) == 2
     assert "no such data folder" in capsys.readouterr().err
+
+
+def test_two_trainings_into_one_run_directory_the_second_is_one_line_and_the_lock_goes_with_a_killed_first(
+    tiny_corpus, tmp_path
+):
+    """Both used to exit 0, one run silently lost. The first holds --out for its whole run; SIGTERM releases it."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    shutil.copytree(tiny_corpus, tmp_path / "data")
+    (tmp_path / "run.yaml").write_text(
+        "frontend: fbank\ntrain: {epochs: 1000, lr: 0.005, batch_frames: 3000}\n"
+        "model:\n  layers:\n    - - - [conv_block, {in_chan: 32, out_chan: 32, kernel: 5, stride: 2}]\n"
+    )
+    train = [sys.executable, "-m", "stt.cli", "train", "--config", "run.yaml", "--data", "data", "--out", "out"]
+    first = subprocess.Popen(train, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:  # training has begun once it names its run directory, under the lock
+            if "run directory out" in line:
+                break
+        threading.Thread(target=first.stderr.read, daemon=True).start()  # a full pipe must not stall it
+        assert (tmp_path / "out" / ".lock").exists()
+        second = subprocess.run(train, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        assert f"run directory out is in use by another training process ({socket_name()}:{first.pid})" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    finally:
+        first.kill()
+    assert not (tmp_path / "out" / ".lock").exists()  # the lock went with its holder
+
+
+def socket_name() -> str:
+    import socket
+
+    return socket.gethostname()

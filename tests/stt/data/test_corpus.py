@@ -88,3 +88,25 @@ def test_plain_manifests(tmp_path, speech):
     (tmp_path / "bad.tsv").write_text("no tab here\n")
     with pytest.raises(CorpusError, match=r"bad\.tsv:1: expected 'path<TAB>transcript'"):
         read_manifest(tmp_path / "bad.tsv")
+
+
+def test_a_recording_over_the_cap_is_skipped_and_named_without_reading_its_audio(tmp_path, tiny_corpus, capsys):
+    """A small FLAC can hold hours of silence: decoded whole, it took 11 GB. Its header says how long it is."""
+    import shutil
+
+    from stt.cli import main
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_corpus, data)
+    chapter = next((data / "train").glob("*/*"))
+    with sf.SoundFile(chapter / "9-9-9999.flac", "w", 16000, 1, format="FLAC") as f:
+        for _ in range(60):  # 10 minutes of silence, written a second at a time
+            f.write(np.zeros(16000 * 10, np.int16))
+    trans = next(chapter.glob("*.trans.txt"))
+    trans.write_text(trans.read_text() + "9-9-9999 LONG SILENCE\n")
+    assert (
+        main(["prepare", "features", "--data", str(data), "--splits", "train", "--max-seconds", "30", "--quiet"]) == 0
+    )
+    assert "9-9-9999.flac: 600 s of audio, over the 30 s cap (--max-seconds)" in capsys.readouterr().out
+    _, skipped = read_librispeech(data / "train", max_seconds=1e9)
+    assert not skipped  # without the cap it is an ordinary utterance
