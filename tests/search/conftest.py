@@ -26,7 +26,7 @@ def _bindir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -88,7 +88,7 @@ def start_postgres(base: Path | None = None) -> PostgresServer | None:
     if os.geteuid() == 0:  # initdb refuses to run as root: the server runs as the postgres user
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(base, "postgres")
-    server = PostgresServer(bindir, base, _free_port(), as_user)
+    server = PostgresServer(bindir, base, free_port(), as_user)
     server.sock.mkdir()
     if as_user:
         shutil.chown(server.sock, "postgres")

@@ -1,5 +1,6 @@
 """Storages: a real PostgreSQL shared by worker processes (a restart included), the gRPC proxy, SQLite in WAL."""
 
+import contextlib
 import json
 import logging
 import shutil
@@ -12,7 +13,7 @@ import pytest
 
 from search.cli import main as search_main
 from search.storage import normalise_url, open_storage
-from tests.search.conftest import SEARCH, launch_argv
+from tests.search.conftest import SEARCH, free_port, launch_argv
 from tests.search.conftest import SPACE as STUDY_SPACE
 
 SPACE = STUDY_SPACE.replace("epochs: 2", "epochs: %d")  # the same tiny space, epochs chosen per test
@@ -87,14 +88,10 @@ def test_workers_ride_out_a_postgresql_restart(workdir, postgres):
     assert "6/6 trials finished" in out
 
 
-@pytest.mark.slow
-def test_workers_through_the_grpc_storage_proxy(workdir):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    backend = f"sqlite:///{workdir}/proxied.db"
+@contextlib.contextmanager
+def _storage_proxy(backend: str):
+    """An ``stt-search storage-proxy`` in front of ``backend``, serving; yields its grpc:// URL."""
+    port = free_port()
     proxy = subprocess.Popen(
         [sys.executable, "-m", "search.cli", "storage-proxy", "--storage", backend, "--port", str(port)],
         stderr=subprocess.PIPE,
@@ -104,12 +101,18 @@ def test_workers_through_the_grpc_storage_proxy(workdir):
         for line in proxy.stderr:  # serving once it says where
             if "storage proxy for" in line:
                 break
-        url = f"grpc://localhost:{port}"
-        proc = subprocess.run(_launch("viaproxy", url, 3, 2, workdir), capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        yield f"grpc://localhost:{port}"
     finally:
         proxy.terminate()
         proxy.wait()
+
+
+@pytest.mark.slow
+def test_workers_through_the_grpc_storage_proxy(workdir):
+    backend = f"sqlite:///{workdir}/proxied.db"
+    with _storage_proxy(backend) as url:
+        proc = subprocess.run(_launch("viaproxy", url, 3, 2, workdir), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     _check_exact("viaproxy", backend, 3)  # the trials landed in the database behind the proxy
 
 
@@ -118,15 +121,10 @@ def test_the_storage_cannot_choose_where_a_worker_writes(workdir):
     """An attacker who can write to the storage (here through the gRPC proxy, which has no authentication) sets
     the study's runs_dir and enqueues a trial whose run_dir names a folder of the user's. The worker trains in
     its own runs root, and the folder is untouched."""
-    import socket
-
     from search.settings import settings_from_space
     from search.storage import load_study
     from search.study import create_study
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     (workdir / "space.yaml").write_text(SPACE % 1)
     backend = f"sqlite:///{workdir}/proxied.db"
     create_study("victim", settings_from_space("space.yaml", "data", 1, pruner="none", seed=0), backend)
@@ -135,16 +133,7 @@ def test_the_storage_cannot_choose_where_a_worker_writes(workdir):
     (precious / "best.pt").write_bytes(b"a month of training")
     (precious / "config.yaml").write_text("mine\n")
     before = {p.name: p.read_bytes() for p in precious.iterdir()}
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "storage-proxy", "--storage", backend, "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in proxy.stderr:  # serving once it says where
-            if "storage proxy for" in line:
-                break
-        url = f"grpc://localhost:{port}"
+    with _storage_proxy(backend) as url:
         attacked = load_study("victim", url)
         attacked.set_user_attr("runs_dir", str(workdir / "precious"))  # "inside the runs root": the root is theirs
         attacked.enqueue_trial({}, user_attrs={"run_dir": "run", "candidate": 0})
@@ -156,9 +145,6 @@ def test_the_storage_cannot_choose_where_a_worker_writes(workdir):
             timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-    finally:
-        proxy.terminate()
-        proxy.wait()
     assert {p.name: p.read_bytes() for p in precious.iterdir()} == before  # nothing deleted, written or added
     (t,) = optuna.load_study(study_name="victim", storage=open_storage(backend)).trials
     assert t.state == optuna.trial.TrialState.COMPLETE
