@@ -28,7 +28,7 @@ from search.fidelity import FidelityPlan
 from search.isolation import ChildDied, ChildFailed, ChildInfeasible, TrainJob, train_in_child
 from search.pruners.asha import AshaPruner
 from search.space import Space, sample_config
-from search.trials import METRICS, Attr, Status, candidate_of, in_play, mark, run_dir_of, trained_by
+from search.trials import METRICS, Attr, Status, candidate_of, earlier_trial, in_play, mark, run_dir_of, trained_by
 from search.workers import claim
 from stt.core.errors import StudyError
 from stt.core.files import make_dir, write_text
@@ -154,7 +154,7 @@ class Objective:
         """
         from stt.model.morph import from_dict, grown
 
-        parent = self._parent(trial, growth)
+        parent = self._parent(trial, growth, trial.study.get_trials(deepcopy=False))
         try:
             base = load_run_config(json.loads(parent.user_attrs[Attr.CONFIG]))
             layers = grown(base.layers, [from_dict(m) for m in growth["morphs"]])
@@ -287,18 +287,18 @@ class Objective:
         mark(trial, Status(status), reason)
         return self._values(trial.user_attrs)
 
-    def _parent(self, trial, growth) -> optuna.trial.FrozenTrial:
+    def _parent(self, trial, growth, trials: list) -> optuna.trial.FrozenTrial:
         """A grown candidate's parent trial; the storage's ``growth`` is checked before it is used."""
         p = growth.get("parent") if isinstance(growth, dict) else None
-        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < trial.number:
+        if not earlier_trial(p, trial.number):
             self._stop(trial, Status.ERROR, f"its growth's parent {str(p)[:40]!r} is not a trial before it", True)
-        return trial.study.get_trials(deepcopy=False)[p]  # a trial's number is its index
+        return trials[p]  # a trial's number is its index
 
     def _parent_run(self, trial, growth: dict) -> dict:
         """Where a grown candidate's parent trained (inside the runs root), and how to grow its weights."""
         trials = trial.study.get_trials(deepcopy=False)
         try:
-            run_dir = run_dir_of(self.runs_dir, self.run_key, trained_by(trials, self._parent(trial, growth)))
+            run_dir = run_dir_of(self.runs_dir, self.run_key, trained_by(trials, self._parent(trial, growth, trials)))
         except StudyError as e:
             self._stop(trial, Status.ERROR, str(e), True)
         return {"run_dir": str(run_dir), "morphs": growth["morphs"]}

@@ -16,7 +16,7 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
-from search.trials import UID, run_dir_of, run_key, trained_by
+from search.trials import run_dir_of, study_key, trained_by
 from stt.core.errors import StudyError
 
 log = logging.getLogger("search")
@@ -38,7 +38,7 @@ def rescore_top(
     trials = study.get_trials(deepcopy=False)
     for t in todo:
         try:
-            run_dir = run_dir_of(runs_dir, run_key(study.study_name, have.get(UID)), trained_by(trials, t))
+            run_dir = run_dir_of(runs_dir, study_key(study), trained_by(trials, t))
         except StudyError as e:  # a storage from elsewhere
             log.warning("trial %d: not rescored: %s", t.number, e)
             continue

@@ -45,17 +45,32 @@ _SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)  # password, sslpa
 _SECRET_PAIR = re.compile(r"(\b\w*(?:pass|secret|token)\w*\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;,)]*)", re.IGNORECASE)
 
 
+def _userinfo(rest: str) -> tuple[str, str, str] | None:
+    """``(user, password, the rest after '@')`` of a URL's part after ``scheme://``; None without a password.
+
+    The password runs from the user's ':' to the *last* '@': one that was not percent-encoded may hold '@',
+    ':', '/' or '?', and every byte of it must go (a '@' in the query over-redacts, which is safe).
+    """
+    user, colon, _ = rest.partition(":")
+    if not colon or "@" not in rest or any(c in user for c in "/?@"):
+        return None
+    at = rest.rfind("@")
+    return user, rest[len(user) + 1 : at], rest[at + 1 :]
+
+
+def _query_pairs(query: str) -> list[tuple[str, str, str]]:
+    """A URL query's ``key=value`` pairs as ``(key, '=', value)`` (``(key, '', '')`` for a bare key)."""
+    return [p.partition("=") for p in query.split("&")]
+
+
 def _redact_url(m: re.Match) -> str:
     scheme, rest = m.group(1), m.group(2)
-    user, colon, _ = rest.partition(":")
-    if colon and "@" in rest and not any(c in user for c in "/?@"):
-        # the password runs from the user's ':' to the *last* '@': one that was not percent-encoded may hold
-        # '@', ':', '/' or '?', and every byte of it must go (a '@' in the query over-redacts, which is safe)
-        rest = f"{user}:***@{rest.rsplit('@', 1)[1]}"
+    parts = _userinfo(rest)
+    if parts is not None:
+        rest = f"{parts[0]}:***@{parts[2]}"
     where, q, query = rest.partition("?")
     if q:
-        pairs = [p.partition("=") for p in query.split("&")]
-        query = "&".join(k + eq + ("***" if eq and _SECRET_KEY.search(k) else v) for k, eq, v in pairs)
+        query = "&".join(k + eq + ("***" if eq and _SECRET_KEY.search(k) else v) for k, eq, v in _query_pairs(query))
     return scheme + where + q + query
 
 
@@ -77,12 +92,11 @@ def redact(text: str, url: str | None = None) -> str:
 
 def _passwords(url: str) -> list[str]:
     """The password-like values in a storage URL (its userinfo password, secret query values)."""
-    out = []
     _, sep, rest = url.partition("://")
-    user, colon, _ = rest.partition(":")
-    if sep and colon and "@" in rest and not any(c in user for c in "/?@"):
-        out.append(rest[len(user) + 1 : rest.rfind("@")])
-    out += [v for k, v in re.findall(r"(\w+)=([^&\s]+)", rest.partition("?")[2]) if _SECRET_KEY.search(k)]
+    parts = _userinfo(rest) if sep else None
+    out = [parts[1]] if parts is not None else []
+    query = (parts[2] if parts is not None else rest).partition("?")[2]
+    out += [v for k, eq, v in _query_pairs(query) if eq and _SECRET_KEY.search(k)] if query else []
     return [s for s in out if s]
 
 

@@ -31,7 +31,7 @@ from search.stopping import StopRules
 from search.storage import DEFAULT_STORAGE, existing_studies, load_study, open_storage, redact
 from search.stretch import Stretch
 from search.trials import UID, Attr, Status, check_study_name, counts, runs_root, status_of
-from search.trials import run_key as trials_run_key
+from search.trials import study_key as run_key  # the study's folder under a runs root
 from search.workers import more_to_do, requeue_dead_trials, rss_mb
 from stt.core.errors import StudyError
 
@@ -65,11 +65,6 @@ def stride_cap(corpus) -> int:
 
 def study_space(settings: StudySettings) -> Space:
     return space_from_text(settings.space_text, settings.space_name)
-
-
-def run_key(study: optuna.Study) -> str:
-    """The study's folder under a runs root: its name and uid (older studies: the name alone); see trials.run_key."""
-    return trials_run_key(study.study_name, study.user_attrs.get(UID))
 
 
 def launch(

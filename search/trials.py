@@ -8,6 +8,7 @@ step, see ``search.pruners``), and the user attributes named by :class:`Attr`.
 from __future__ import annotations
 
 import enum
+import os
 import re
 from pathlib import Path
 
@@ -178,6 +179,11 @@ def run_key(name: str, uid: str | None) -> str:
     return f"{name}-{uid[:8]}"
 
 
+def study_key(study) -> str:
+    """:func:`run_key` of a stored study (an ``optuna.Study``)."""
+    return run_key(study.study_name, study.user_attrs.get(UID))
+
+
 RUNS_ENV = "STT_RUNS_DIR"  # this host's runs root, when --runs-dir is not given
 DEFAULT_RUNS = "results/runs"
 
@@ -188,17 +194,20 @@ def runs_root(given: str | None = None) -> str:
     Never the storage's: the study records where its launch put its runs, but a worker writes only where its
     own host says.
     """
-    import os
-
     return str(Path(given or os.environ.get(RUNS_ENV) or DEFAULT_RUNS).resolve())
+
+
+def earlier_trial(value, number: int, itself: bool = False) -> bool:
+    """Whether a number the storage gave names a trial before trial ``number`` (or ``number`` itself, with
+    ``itself``): the one check before a stored trial number is used as an index or in a path."""
+    last = number if itself else number - 1
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= last
 
 
 def trained_by(trials: list[FrozenTrial], t: FrozenTrial) -> FrozenTrial:
     """The trial whose run holds ``t``'s weights: ``t``'s duplicate-of original, else ``t`` itself."""
     dup = t.user_attrs.get(Attr.DUPLICATE_OF)
-    if isinstance(dup, bool) or not isinstance(dup, int) or not 0 <= dup < t.number:
-        return t
-    return trials[dup]
+    return trials[dup] if earlier_trial(dup, t.number) else t
 
 
 def run_dir_of(runs_root: str | Path, key: str, t: FrozenTrial) -> Path:
@@ -210,6 +219,6 @@ def run_dir_of(runs_root: str | Path, key: str, t: FrozenTrial) -> Path:
     original's (``t`` should be that trial).
     """
     candidate = candidate_of(t)
-    if isinstance(candidate, bool) or not isinstance(candidate, int) or not 0 <= candidate <= t.number:
+    if not earlier_trial(candidate, t.number, itself=True):
         raise StudyError(f"trial {t.number}: its candidate {str(candidate)[:40]!r} is not a trial before it")
     return Path(runs_root).resolve() / key / f"trial_{candidate}"

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.storage import load_study
-from search.trials import UID, Attr, Status, run_dir_of, run_key, runs_root, status_of, trained_by
+from search.trials import Attr, Status, run_dir_of, runs_root, status_of, study_key, trained_by
 from stt.core.checkpoint import load_checkpoint
 from stt.core.errors import StudyError
 from stt.core.files import atomic_path, make_dir, write_text
@@ -74,7 +74,7 @@ def _weights(study: optuna.Study, t: optuna.trial.FrozenTrial, runs_dir: str | N
     (``../../home/user/.ssh/id_rsa``) or pass on a file that is not a checkpoint.
     """
     root = Path(runs_root(runs_dir))
-    run_dir = run_dir_of(root, run_key(study.study_name, study.user_attrs.get(UID)), trained_by(study.trials, t))
+    run_dir = run_dir_of(root, study_key(study), trained_by(study.trials, t))
     src = (run_dir / "best.pt").resolve()
     if not src.is_relative_to(root):  # best.pt itself may be a link out of the root
         raise StudyError(
