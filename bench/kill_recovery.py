@@ -1,6 +1,6 @@
 """SIGKILL at a random moment, then the next command: it must resume or redo the work, never misread a file.
 
-    python bench/kill_recovery.py [--tries 20] [--what train,prepare,launch] [--seed 0]
+    python bench/kill_recovery.py [--tries 20] [--what train,prepare,launch,sigstop,concurrent] [--seed 0]
 
 For each command, each try starts it on a tiny corpus, kills it (SIGKILL, the process group: the
 trial's child process too) after a random delay between 0 and the command's own unkilled wall time,
@@ -13,6 +13,15 @@ then runs what a user would run next and checks the outcome:
   came to exist; the study then has exactly its target of finished trials, no config trained twice,
   and every finished trial's config and metrics.
 
+Two more modes (``--what sigstop,concurrent``) stop instead of kill:
+
+* ``sigstop``: a worker's process group is SIGSTOPped at a random moment of its study (heartbeat 1 s), a
+  second worker joins, and the first gets SIGCONT once the second waits for its run directory (or is done).
+  Both must exit 0 without a traceback; the study meets its target, no config trains twice, every finished
+  candidate's metrics.jsonl holds each epoch once, and no lock file is left.
+* ``concurrent``: two launches of one new study, the second a random moment (up to 1 s) after the first: one
+  runs the study to its target, the other exits 2 with one line saying the name is taken.
+
 It prints one row per command: tries, how many the next command resumed / redid / found done, and
 failures (each with its output). Exit status 1 if any try failed.
 """
@@ -23,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +63,7 @@ branch:
 train: {epochs: 1, batch_frames: [3000]}
 """
 
+SPACE3 = "space3.yaml"  # the stopped worker's space: 3 epochs a candidate, so that a stop often lands mid-trial
 STT = [sys.executable, "-m", "stt.cli"]
 SEARCH = [sys.executable, "-m", "search.cli"]
 
@@ -211,6 +222,132 @@ def try_launch(tmp: Path, data: Path, i: int, delay: float) -> str:
     return how
 
 
+# --- a stopped worker, and two launches at once ---------------------------------------------------
+
+
+def _launch_cmd(tmp: Path, data: Path, db: str, runs: Path, *extra: str, space: str = "space.yaml") -> list[str]:
+    return [
+        *SEARCH,
+        "launch",
+        "--space",
+        str(tmp / space),
+        "--data",
+        str(data),
+        "--study",
+        "k",
+        "--trials",
+        "2",
+        "--pruner",
+        "none",
+        "--storage",
+        db,
+        "--runs-dir",
+        str(runs),
+        *extra,
+    ]
+
+
+def _check_study(db: str, runs: Path, epochs: int | None = None) -> None:
+    """The study met its target of 2, no config trained twice, every finished candidate's epochs trained once."""
+    import collections
+
+    import optuna
+
+    from search.storage import open_storage
+
+    trials = optuna.load_study(study_name="k", storage=open_storage(db)).trials
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    if len(counted) != 2:
+        states = [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
+        raise AssertionError(f"{len(counted)} finished trials, target 2: {states}")
+    hashes = collections.Counter(t.user_attrs["config_hash"] for t in counted if "duplicate_of" not in t.user_attrs)
+    if any(n > 1 for n in hashes.values()):
+        raise AssertionError("a config was trained twice")
+    for t in counted:
+        if t.user_attrs.get("dev_wer") is None:
+            raise AssertionError(f"trial {t.number} has no dev_wer")
+        if epochs is not None and "duplicate_of" not in t.user_attrs:
+            lines = (runs / t.user_attrs["run_dir"] / "metrics.jsonl").read_text().splitlines()
+            trained = [json.loads(x)["epoch"] for x in lines]
+            if trained != list(range(1, epochs + 1)):
+                raise AssertionError(f"trial {t.number} trained epochs {trained}, not each of 1..{epochs} once")
+    if list(runs.rglob(".lock")):
+        raise AssertionError(f"lock files left: {list(runs.rglob('.lock'))}")
+
+
+def try_sigstop(tmp: Path, data: Path, i, delay: float) -> str:
+    """SIGSTOP a worker's process group ``delay`` s into its study, start a second worker, SIGCONT the first once
+    the second waits for the first's run directory (or is done); both must end well and nothing train twice."""
+    import threading
+
+    db, runs = f"sqlite:///{tmp}/stop_{i}.db", tmp / f"stop_runs_{i}"
+    first = subprocess.Popen(
+        _launch_cmd(tmp, data, db, runs, "--heartbeat", "1", "--seed", str(abs(hash(str(i))) % 1000), space=SPACE3),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first_err = []
+    for line in first.stderr:  # the study exists and the worker asks for trials: from here the delay runs
+        first_err.append(line)
+        if "trials finished, max total stride" in line:
+            break
+    drain = threading.Thread(target=lambda: first_err.extend(first.stderr), daemon=True)
+    drain.start()
+    try:
+        first.wait(timeout=delay)
+        return "finished before the stop"
+    except subprocess.TimeoutExpired:
+        pass
+    os.killpg(first.pid, signal.SIGSTOP)
+    how = "second worker finished alone"
+    try:
+        second = subprocess.Popen(
+            [*SEARCH, "worker", "--study", "k", "--storage", db, "--runs-dir", str(runs)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        second_err = []
+        for line in second.stderr:
+            second_err.append(line)
+            if "waiting for it to let go" in line:
+                how = "second waited for the run directory"
+                break
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    second_err += second.stderr.readlines()
+    codes = second.wait(timeout=900), first.wait(timeout=900)
+    drain.join(timeout=60)
+    text = "".join(first_err) + "".join(second_err)
+    if codes != (0, 0) or "Traceback" in text:
+        raise AssertionError(f"exit codes {codes}:\n{text[-2500:]}")
+    _check_study(db, runs, epochs=3)
+    return how + (", first saw its trial taken over" if "taken over by another worker" in text else "")
+
+
+def try_concurrent(tmp: Path, data: Path, i, delay: float) -> str:
+    """Two launches of one new study, the second started ``delay`` s after the first: one creates and runs it,
+    the other says in one line that the name is taken; the study meets its target."""
+    db, runs = f"sqlite:///{tmp}/both_{i}.db", tmp / f"both_runs_{i}"
+    cmd = _launch_cmd(tmp, data, db, runs)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    time.sleep(delay)  # the bench's random moment (not a test's synchronisation)
+    procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    errs = [p.communicate(timeout=900)[1] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    if codes != [0, 2]:
+        raise AssertionError(f"exit codes {[p.returncode for p in procs]}:\n{errs[0][-1500:]}\n{errs[1][-1500:]}")
+    loser = errs[[p.returncode for p in procs].index(2)].strip().splitlines()[-1]
+    if "Traceback" in "".join(errs) or not re.search(
+        r"launch: error: study 'k' (already exists|was created meanwhile)", loser
+    ):
+        raise AssertionError(f"the second launch's last line: {loser}")
+    _check_study(db, runs)
+    return "second refused: " + ("created meanwhile" if "meanwhile" in loser else "already exists")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tries", type=int, default=20)
@@ -233,6 +370,7 @@ def main():
         )
         (tmp / "run.yaml").write_text(RUN)
         (tmp / "space.yaml").write_text(SPACE)
+        (tmp / SPACE3).write_text(SPACE.replace("epochs: 1,", "epochs: 3,"))
         _features(data, complete=False)  # prepares the shared cache: train and launch read it
         reference = _features(audio, complete=False) if "prepare" in args.what else {}
         shutil.rmtree(audio / ".stt-cache", ignore_errors=True)  # each prepare try starts from audio only
@@ -278,21 +416,32 @@ def main():
                     ]
                 )
                 go = lambda i, d: try_launch(tmp, data, i, d)  # noqa: E731
+            elif what in ("sigstop", "concurrent"):
+                space = SPACE3 if what == "sigstop" else "space.yaml"
+                full = timed(_launch_cmd(tmp, data, f"sqlite:///{tmp}/ref_{what}.db", tmp / f"ref_{what}", space=space))
+                if what == "concurrent":  # the second launch starts while the first checks and creates the study
+                    full = min(full, 1.0)
+                try_ = try_sigstop if what == "sigstop" else try_concurrent
+                go = lambda i, d, try_=try_: try_(tmp, data, i, d)  # noqa: E731
             else:
-                sys.exit(f"--what: {what!r} is not one of train, prepare, launch")
+                sys.exit(f"--what: {what!r} is not one of train, prepare, launch, sigstop, concurrent")
             outcomes, failures = {}, []
             for i in range(args.tries):
                 delay = rng.uniform(0.0, full)
                 try:
                     how = go(i, delay)
-                    while how == "finished before the kill":  # it ran faster than the unkilled run: kill sooner
+                    while how in (
+                        "finished before the kill",
+                        "finished before the stop",
+                    ):  # it ran faster than the unkilled run: kill sooner
                         delay = rng.uniform(0.0, delay)
                         how = go(f"{i}b{delay:.3f}", delay)
                 except AssertionError as e:
                     how = "FAILED"
                     failures.append(f"try {i} (killed at {delay:.2f} s): {e}")
                 outcomes[how] = outcomes.get(how, 0) + 1
-                print(f"{what} try {i}: killed at {delay:.2f} s of {full:.1f} s -> {how}", flush=True)
+                verb = {"sigstop": "stopped", "concurrent": "second launch"}.get(what, "killed")
+                print(f"{what} try {i}: {verb} at {delay:.2f} s of {full:.1f} s -> {how}", flush=True)
             rows.append((what, full, outcomes, failures))
     print(f"\n{'command':8s} {'unkilled s':>10s} {'tries':>6s}  outcomes of the next command")
     for what, full, outcomes, failures in rows:

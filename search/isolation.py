@@ -45,6 +45,10 @@ class ChildInfeasible(ValueError):
     """The config cannot align with the corpus (stt.train.feasibility.InfeasibleError in the child)."""
 
 
+class ChildBusy(RuntimeError):
+    """The run directory was held by another process when the child came to lock it (RunDirBusy in the child)."""
+
+
 def _preloaded() -> TrainingData | None:
     """In the fork server (and so in every child): the worker's corpus, opened once when the server started."""
     where = os.environ.get(PRELOAD_ENV)
@@ -105,12 +109,19 @@ class TrainJob:
     trial: int | None = None  # the trial's number, for log lines
     grow_from: dict | None = None  # start from a trained run's weights, grown: {run_dir, morphs} (not on resume)
 
-    def train(self, on_epoch: Callable[[int, dict], str | None], data: TrainingData | None = None) -> dict:
+    def train(
+        self,
+        on_epoch: Callable[[int, dict], str | None],
+        data: TrainingData | None = None,
+        on_start: Callable[[], str | None] | None = None,
+    ) -> dict | None:
         """Build the Trainer (the one place a search does) and train; the TrainResult as a dict.
 
         Args:
             data: the opened corpus (this worker's); None opens :attr:`data`, from the fork server's copy when
                 it is the same corpus.
+            on_start: asked once the run directory is locked and before anything is written in it; ``"stop"``
+                (the trial is no longer this worker's) returns None untrained.
         """
         from stt.train.run import hold_run_dir
         from stt.train.run_config import load_run_config
@@ -137,13 +148,18 @@ class TrainJob:
             init=init,
         )
         with hold_run_dir(self.run_dir):
+            if on_start is not None and on_start() == "stop":
+                return None
             return dataclasses.asdict(trainer.fit(resume=self.resume, on_epoch=on_epoch))
 
 
-def train_in_child(job: TrainJob, on_epoch: Callable[[int, dict], str | None]) -> dict:
-    """Train ``job`` in a child process; returns the TrainResult as a dict.
+def train_in_child(
+    job: TrainJob, on_epoch: Callable[[int, dict], str | None], on_start: Callable[[], str | None] | None = None
+) -> dict | None:
+    """Train ``job`` in a child process; returns the TrainResult as a dict (None: ``on_start`` said stop).
 
-    Raises ChildInfeasible, ChildFailed (with the child's traceback) or ChildDied (with the signal).
+    Raises ChildInfeasible, ChildBusy (another process holds the run directory), ChildFailed (with the child's
+    traceback) or ChildDied (with the signal).
     KeyboardInterrupt here interrupts the child, waits for its checkpoint, and re-raises.
     """
     start(job.data)  # the first trial's corpus is the worker's: its fork server opens it once
@@ -161,19 +177,29 @@ def train_in_child(job: TrainJob, on_epoch: Callable[[int, dict], str | None]) -
                 kind, payload = ours.recv()
             except EOFError:
                 break
-            if kind == "epoch":  # sent after the epoch's checkpoint is on disk
+            if kind == "start":  # the run directory is the child's; may it write there?
+                ours.send(on_start() if on_start is not None else None)
+            elif kind == "epoch":  # sent after the epoch's checkpoint is on disk
                 m = payload["metrics"]
                 if m.get("probe"):
                     log.info("trial %s: after %.2f of epoch 1 dev loss %.3f", job.trial, m["probe"], m["dev_loss"])
                 else:
                     log.info("trial %s: epoch %d dev WER %.1f%%", job.trial, payload["epoch"], 100 * m["dev_wer"])
-                ours.send(on_epoch(payload["epoch"], m))
+                try:
+                    answer = on_epoch(payload["epoch"], m)
+                except Exception:  # the worker's side failed (its storage, a full disk): the child stops cleanly
+                    _stop(child, ours)
+                    raise
+                ours.send(answer)
             elif kind == "result":
                 child.join()
                 return payload
             elif kind == "infeasible":
                 child.join()
                 raise ChildInfeasible(payload)
+            elif kind == "busy":
+                child.join()
+                raise ChildBusy(payload)
             elif kind == "error":
                 child.join()
                 raise ChildFailed(payload)
@@ -197,6 +223,21 @@ def train_in_child(job: TrainJob, on_epoch: Callable[[int, dict], str | None]) -
     raise ChildDied(f"training process {child.pid} exited with status {code} before sending a result")
 
 
+def _stop(child, ours) -> None:
+    """Ask a child waiting for an epoch's answer to stop (it keeps the checkpoint it has just written), and wait
+    for it to end: a child that exits on its own releases what it holds (the run directory's lock, semaphores)."""
+    try:
+        ours.send("prune")
+        while True:
+            kind, _ = ours.recv()
+            if kind not in ("epoch", "start"):
+                break
+            ours.send("prune" if kind == "epoch" else "stop")
+    except (EOFError, OSError):
+        pass
+    child.join(timeout=60)
+
+
 def _child_main(job: TrainJob, conn, lifeline) -> None:
     """The child: train the job, send epochs and the result back."""
 
@@ -212,6 +253,7 @@ def _child_main(job: TrainJob, conn, lifeline) -> None:
     import torch
 
     from stt.train.feasibility import InfeasibleError
+    from stt.train.run import RunDirBusy
 
     if job.device and job.device.startswith("cuda") and ":" in job.device:
         torch.cuda.set_device(torch.device(job.device))
@@ -220,10 +262,16 @@ def _child_main(job: TrainJob, conn, lifeline) -> None:
         conn.send(("epoch", {"epoch": epoch, "metrics": metrics}))
         return conn.recv()
 
+    def on_start():
+        conn.send(("start", None))
+        return conn.recv()
+
     try:
-        conn.send(("result", job.train(on_epoch)))
+        conn.send(("result", job.train(on_epoch, on_start=on_start)))
     except InfeasibleError as e:
         conn.send(("infeasible", str(e)))
+    except RunDirBusy as e:
+        conn.send(("busy", str(e)))
     except KeyboardInterrupt:
         conn.send(("interrupted", None))
     except BaseException as e:

@@ -15,9 +15,11 @@ objective, but it sits near 100 % while a CTC model still emits mostly blanks, s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from pathlib import Path
 import optuna
 
 from search.fidelity import FidelityPlan
-from search.isolation import ChildDied, ChildFailed, ChildInfeasible, TrainJob, train_in_child
+from search.isolation import ChildBusy, ChildDied, ChildFailed, ChildInfeasible, TrainJob, train_in_child
 from search.pruners.asha import AshaPruner
 from search.space import Space, sample_config
 from search.trials import METRICS, Attr, Status, candidate_of, earlier_trial, in_play, mark, run_dir_of, trained_by
@@ -35,9 +37,11 @@ from stt.core.files import make_dir, write_text
 from stt.data.training_data import TrainingData
 from stt.model.measure import measure
 from stt.train.feasibility import InfeasibleError
+from stt.train.run import RunDirBusy, run_dir_holder
 from stt.train.run_config import RunConfig, TrainConfig, load_run_config
 from stt.train.trainer import RunStatus
 
+log = logging.getLogger("search")
 _MEASURED = (Attr.PARAMS, Attr.GFLOPS)  # a property of the config: measured by each trial, never copied
 
 
@@ -64,6 +68,14 @@ class OutOfTime(RuntimeError):
 
 class CandidateFailed(RuntimeError):
     """A candidate that failed before training (status and reason are on the trial); counts towards the target."""
+
+
+class TakenOver(RuntimeError):
+    """This worker's trial was failed and re-queued while the worker was stopped (its heartbeat went stale).
+
+    The copy is another worker's now: this one stopped training after its checkpoint and writes nothing more
+    to the trial (the storage refuses writes to a finished trial); ``search.study`` moves on to the next.
+    """
 
 
 @dataclass
@@ -97,6 +109,20 @@ class Objective:
 
     # -- a trial's life, stage by stage ---------------------------------------------------
     def __call__(self, trial: optuna.Trial):
+        try:
+            return self._life(trial)
+        except (optuna.TrialPruned, OutOfTime, CandidateFailed, TakenOver, optuna.exceptions.UpdateFinishedTrialError):
+            raise
+        except Exception as e:
+            # a failure no stage foresaw (a folder that cannot be made, a storage that answers nonsense): it
+            # counts, like a failure in training, so that a study that fails every candidate stops after
+            # FAILED_AFTER of them instead of spinning through failed trials that never count
+            if Attr.STATUS not in trial.user_attrs:
+                with contextlib.suppress(Exception):  # the storage may be what failed
+                    mark(trial, Status.ERROR, f"{type(e).__name__}: {e}"[:500])
+            raise
+
+    def _life(self, trial: optuna.Trial):
         if not self._admit(trial):
             return [float("nan")] * len(self.objectives) if self.multi else float("nan")  # FAIL, not counted
         run, h = self._sample(trial)
@@ -109,9 +135,16 @@ class Objective:
         dup = None if Attr.GROWTH in trial.user_attrs else self._dedupe(trial, h)
         if dup is not None:
             return self._values(dup.user_attrs)
-        run_dir, resume = self._workspace(trial, h)
         reporter = _EpochReporter(trial, self, run.train.epochs)
-        res = self._train(trial, run, run_dir, resume, reporter)
+        while True:
+            run_dir, resume = self._workspace(trial, h)
+            try:
+                res = self._train(trial, run, run_dir, resume, reporter)
+            except (ChildBusy, RunDirBusy):  # taken between our look and the child's lock: wait again
+                continue
+            break
+        if reporter.taken_over:
+            raise TakenOver(f"trial {trial.number} was taken over by another worker; it stopped after its checkpoint")
         trial.set_user_attr(Attr.RESUMED, resume)
         return self._record(trial, res, reporter)
 
@@ -216,6 +249,7 @@ class Objective:
         except StudyError as e:  # a storage from elsewhere
             self._stop(trial, Status.ERROR, str(e), True)
         trial.set_user_attr(Attr.RUN_DIR, str(run_dir.relative_to(Path(self.runs_dir).resolve())))
+        self._wait_free(trial, run_dir)  # before judging the checkpoint: its holder may still write one
         resume = _resumable(run_dir, h)
         if resume and not self.multi:
             self._report_history(trial, run_dir)
@@ -223,6 +257,30 @@ class Objective:
         label = {"study": trial.study.study_name, "trial": trial.number, "config_hash": h}
         write_text(run_dir / "trial.json", json.dumps(label))
         return str(run_dir), resume
+
+    def _wait_free(self, trial, run_dir: Path) -> None:
+        """Wait while another process trains in the candidate's run directory.
+
+        That is a worker that stopped (SIGSTOP, a suspended VM, a network partition) past its heartbeat, whose
+        trial was re-queued as this one: it is still the folder's rightful writer until it wakes, sees its
+        trial taken over and stops after its next checkpoint. Failing this trial instead would count a failure
+        and lose the candidate. Past the study's deadline the trial is left to ``resume``, as any trial then.
+        """
+        holder, delay = run_dir_holder(run_dir), 0.2
+        if holder is None:
+            return
+        log.info("trial %d: %s is in use by %s; waiting for it to let go", trial.number, run_dir, holder)
+        while holder is not None:
+            if not still_ours(trial):  # this worker was the one stopped, and its trial went to another meanwhile
+                raise TakenOver(f"trial {trial.number} was taken over by another worker while it waited")
+            if self.plan.deadline is not None and time.time() > self.plan.deadline:
+                reason = f"the study's time budget ran out while {run_dir} was in use by {holder}"
+                mark(trial, Status.INTERRUPTED, reason)
+                raise OutOfTime(reason)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+            holder = run_dir_holder(run_dir)
+        log.info("trial %d: %s is free", trial.number, run_dir)
 
     def _train(self, trial, run: RunConfig, run_dir: str, resume: bool, reporter: _EpochReporter) -> dict:
         """Train (or resume) the candidate; its TrainResult as a dict. A failure is recorded on the trial first."""
@@ -240,15 +298,21 @@ class Objective:
             grow_from=self._parent_run(trial, growth) if growth else None,
         )
         try:
-            return train_in_child(job, reporter) if self.isolate else job.train(reporter, data=self.corpus)
+            if self.isolate:
+                return train_in_child(job, reporter, reporter.start)
+            return job.train(reporter, data=self.corpus, on_start=reporter.start)
         except (InfeasibleError, ChildInfeasible) as e:
             self._stop(trial, Status.INFEASIBLE, str(e))
+        except (ChildBusy, RunDirBusy):
+            raise
         except KeyboardInterrupt:
             trial.set_user_attr(Attr.STATUS, str(Status.INTERRUPTED))
             raise
         except optuna.TrialPruned:
             raise
         except Exception as e:  # a bug, a broken file, a killed child: fail with the reason; the study goes on
+            if reporter.taken_over:  # the exception came from writing to a trial no longer ours
+                raise TakenOver(f"trial {trial.number} was taken over by another worker") from e
             why = str(e) if isinstance(e, (ChildFailed, ChildDied)) else f"{type(e).__name__}: {e}"
             mark(trial, Status.ERROR, why[:500])
             raise
@@ -364,6 +428,13 @@ class Objective:
         return None
 
 
+def still_ours(trial: optuna.Trial) -> bool:
+    """Whether a trial this worker runs is still RUNNING in the storage: a worker that was stopped past its
+    heartbeat (SIGSTOP, a suspended VM, a partition) finds it failed, and a copy re-queued for another worker."""
+    stored = trial.study.get_trials(deepcopy=False)[trial.number]  # a trial's number is its index
+    return stored.state == optuna.trial.TrialState.RUNNING
+
+
 class _EpochReporter:
     """The trainer's ``on_epoch``: reports each epoch's dev signal to the pruner and asks whether to go on.
 
@@ -378,8 +449,26 @@ class _EpochReporter:
         self.growth = Attr.GROWTH in trial.user_attrs  # trained on to the study's end, not judged at rungs
         self.probed: dict = {}  # the probe's metrics, once it ran
         self.out_of_time: int | None = None  # the epoch after which the study's deadline stopped it
+        self.taken_over = False  # the trial was failed and re-queued while this worker was stopped
+
+    def start(self) -> str | None:
+        """Asked by the training process once it holds the run directory, before it writes there."""
+        if not still_ours(self.trial):
+            self.taken_over = True
+            return "stop"
+        return None
 
     def __call__(self, epoch: int, metrics: dict) -> str | None:
+        if self.taken_over or not still_ours(self.trial):
+            self.taken_over = True
+            return "prune"  # stop after this epoch's checkpoint, which the trial's copy continues from
+        try:
+            return self._judge(epoch, metrics)
+        except optuna.exceptions.UpdateFinishedTrialError:  # taken over between our look and this write
+            self.taken_over = True
+            return "prune"
+
+    def _judge(self, epoch: int, metrics: dict) -> str | None:
         plan = self.objective.plan
         # the stretch was planned to end by the study's end: it is stopped only a quarter of its time past it
         deadline = plan.end + (plan.end - plan.deadline) / 4 if self.growth and plan.end else plan.deadline

@@ -17,6 +17,7 @@ Passwords are never printed: every message goes through :func:`redact`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import re
@@ -108,10 +109,33 @@ def stable_enough():
         yield
 
 
+_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded", "could not extend file")
+
+
+def disk_full(e: BaseException | None) -> str | None:
+    """The first line of the error behind ``e`` (its causes and contexts too) that says a disk is full, or None.
+
+    SQLite says "database or disk is full", PostgreSQL "could not extend file ...: No space left on device"
+    (SQLSTATE 53100), a file write ENOSPC; Optuna may wrap any of them, or fail on its way out because of one.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e.strerror or str(e)
+        if getattr(e, "sqlstate", None) == "53100" or any(m in str(e).lower() for m in _FULL):
+            line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return re.sub(r"^\([\w.]+\)\s*", "", line)[:200]  # without SQLAlchemy's "(sqlite3.OperationalError)"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _transient(e: BaseException) -> bool:
-    """A dropped connection, a restarting server or a lock timeout: worth another try."""
+    """A dropped connection, a restarting server or a lock timeout: worth another try (a full disk is not)."""
     import sqlalchemy.exc as sa
 
+    if disk_full(e) is not None:
+        return False
     cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
     if isinstance(cause, sa.DBAPIError) and cause.connection_invalidated:
         return True
@@ -241,9 +265,32 @@ def _open_rdb(url: str, heartbeat: int, engine_kwargs: dict, wait: bool) -> Retr
     return _with_retries(open_once, url, "opening again", _FINAL) if wait else open_once()
 
 
-def serve_proxy(url: str, host: str = "localhost", port: int = 13000) -> None:
-    """Serve a storage to gRPC clients (``grpc://HOST:PORT``) until interrupted."""
+def loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this host alone (``localhost``, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def serve_proxy(url: str, host: str = "localhost", port: int = 13000, insecure: bool = False) -> None:
+    """Serve a storage to gRPC clients (``grpc://HOST:PORT``) until interrupted.
+
+    Optuna's proxy has neither authentication nor TLS, so whoever reaches it may rewrite or delete every study
+    behind it: it listens on a loopback address unless ``insecure`` says the network is trusted.
+    """
     from optuna.storages import run_grpc_proxy_server
+
+    if not loopback(host) and not insecure:
+        raise StudyError(
+            f"--host {host}: the storage proxy has no authentication or TLS, so anyone who reaches {host}:{port} "
+            "could rewrite or delete the studies; listen on localhost (the default), or pass --insecure on a "
+            "network only your workers reach"
+        )
 
     storage = open_storage(url, create=True)
     log.info("storage proxy for %s on grpc://%s:%d", redact(url), host, port)

@@ -9,9 +9,12 @@ re-queued and resumed from its checkpoint (``search.workers``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +35,7 @@ from search.storage import DEFAULT_STORAGE, existing_studies, load_study, open_s
 from search.stretch import Stretch
 from search.trials import UID, Attr, Status, check_study_name, counts, runs_root, status_of
 from search.trials import study_key as run_key  # the study's folder under a runs root
-from search.workers import more_to_do, requeue_dead_trials, rss_mb
+from search.workers import more_to_do, pid_alive, process_namespace, requeue_dead_trials, rss_mb
 from stt.core.errors import StudyError
 
 log = logging.getLogger("search")
@@ -111,16 +114,59 @@ def create_study(name: str, settings: StudySettings, storage: str | None = None,
     settings.data_dir = str(Path(settings.data_dir).resolve())
     settings.runs_dir = runs_root(settings.runs_dir)
     st = open_storage(storage, create=True)  # every check has passed: only now may the database appear
-    if name in found:  # no uid: a launch killed while it created the study; nothing ran in it
-        log.info("study '%s' was left half-created by a stopped launch: creating it afresh", name)
-        optuna.delete_study(study_name=name, storage=st)
-    study = optuna.create_study(study_name=name, storage=st, directions=["minimize"] * len(settings.objectives))
+    _clear_abandoned(name, st, storage)
+    try:  # atomic in the storage: of two launches of one new name, one creates it and the other lands here
+        study = optuna.create_study(study_name=name, storage=st, directions=["minimize"] * len(settings.objectives))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(
+            f"study '{name}' was created meanwhile by another launch in {redact(storage or DEFAULT_STORAGE)}; "
+            f"join it with `stt-search worker --study {name}` or choose another --study"
+        ) from None
+    study.set_user_attr(CREATOR, {"worker": f"{socket.gethostname()}:{os.getpid()}", "ns": process_namespace()})
     for k, v in settings.to_attrs().items():
         study.set_user_attr(k, v)
     for params, label in seeds:
         study.enqueue_trial(params, user_attrs={Attr.SEED: label}, skip_if_exists=True)
     study.set_user_attr(UID, uuid.uuid4().hex)  # last: a study with a uid is complete (see run_study)
     return study
+
+
+CREATOR = "creator"  # the study user attribute naming the launch that creates it (host:pid, pid namespace)
+CREATE_GRACE = 30.0  # seconds a half-created study's creator on another host is given before it counts as dead
+
+
+def _clear_abandoned(name: str, st, url: str | None, grace: float = CREATE_GRACE) -> None:
+    """Make way for a new study ``name``: an existing one without a uid was left half-created by a launch.
+
+    While its creator lives (by pid on this host; elsewhere, for ``grace`` seconds) it is being created right
+    now: wait for its uid, then the name is taken (one line). A dead creator's study trained nothing and is
+    deleted, by its id: a launch that deleted it first and created the name afresh keeps its new study.
+    """
+
+    give_up, said = time.time() + grace, False
+    while True:
+        try:
+            sid = st.get_study_id_from_name(name)
+            attrs = st.get_study_user_attrs(sid)
+        except KeyError:
+            return  # no such study (any more)
+        if UID in attrs:
+            raise StudyError(
+                f"study '{name}' already exists in {redact(url or DEFAULT_STORAGE)} (another launch created it "
+                f"just now); join it with `stt-search worker --study {name}` or choose another --study"
+            )
+        creator = attrs.get(CREATOR) if isinstance(attrs.get(CREATOR), dict) else {}
+        pid = str(creator.get("worker", "")).rpartition(":")[2]
+        local = creator.get("ns") == process_namespace() and pid.isdigit()
+        if (local and not pid_alive(int(pid))) or (not local and time.time() > give_up):
+            log.info("study '%s' was left half-created by a stopped launch: creating it afresh", name)
+            with contextlib.suppress(KeyError):  # another launch deleted it first
+                st.delete_study(sid)
+            return
+        if not said:
+            log.info("study '%s' is being created by another launch (%s); waiting for it", name, creator or "?")
+            said = True
+        time.sleep(0.2)
 
 
 def _rescoring_files(settings: StudySettings) -> None:
@@ -304,20 +350,36 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
             if not searching and not _stretch_waiting(study):
                 break  # past the search's deadline only the stretch runs; re-queued trials wait for a resume
             # n_trials counts this process's trials; re-queued WAITING trials are picked up first by optimize()
-            study.optimize(
-                objective,
-                n_trials=settings.trials + 100,
-                callbacks=[*callbacks, rules],
-                timeout=None if deadline is None else deadline - time.time(),
-                catch=(Exception,),
-                show_progress_bar=False,
-            )
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=settings.trials + 100,
+                    callbacks=[*callbacks, rules],
+                    timeout=None if deadline is None else deadline - time.time(),
+                    catch=(Exception,),
+                    show_progress_bar=False,
+                )
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
+                # this worker was stopped past its heartbeat and its trial re-queued for another: the copy is
+                # the other worker's; this one stopped after its checkpoint and asks for the next trial
+                if not _finished_elsewhere(e):
+                    raise
+                log.warning(
+                    "a trial of this worker was taken over by another worker (it was stopped past its "
+                    "heartbeat); this worker goes on with the next"
+                )
+                continue
             if rules.fired:
                 break
             if searching and not more_to_do(study, settings.trials, storage, deadline, settings.heartbeat * 4):
                 break
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _finished_elsewhere(e: BaseException) -> bool:
+    """Whether Optuna refused to write to or tell a trial because another worker had finished it meanwhile."""
+    return isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or str(e).startswith("Cannot tell a ")
 
 
 def _stretch_waiting(study: optuna.Study) -> bool:

@@ -385,6 +385,11 @@ ROWS = [
         "stt-search launch --space {w}/space.yaml --data {w}/data --study empty --storage sqlite:///{w}/studies.db",
         r"study 'empty' already exists in sqlite:///.*studies\.db; continue it with `stt-search resume --study empty`",
     ),
+    Row(
+        "storage-proxy-reachable-without-insecure",
+        "stt-search storage-proxy --storage sqlite:///{w}/studies.db --host 0.0.0.0",
+        r"--host 0\.0\.0\.0: the storage proxy has no authentication or TLS, .* or pass --insecure",
+    ),
     # the disk
     Row(
         "train-disk-full",

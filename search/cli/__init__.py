@@ -10,10 +10,11 @@ from search.cli.parser import build_parser
 
 
 def _not_interrupted(record: logging.LogRecord) -> bool:
-    # Ctrl-C and the study's time budget are not errors: the study's own one-line log says what happened
-    from search.objective import OutOfTime
+    # Ctrl-C, the study's time budget and a trial taken over by another worker are not errors: the study's own
+    # one-line log says what happened
+    from search.objective import OutOfTime, TakenOver
 
-    return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfTime)))
+    return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfTime, TakenOver)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except STTError as e:
         print(f"stt-search {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from search.storage import disk_full
+
+        full = disk_full(e)
+        if full is None:
+            raise  # a bug: its traceback is the report
+        study = getattr(args, "study", None)
+        again = f"`stt-search resume --study {study}` continues" if study else "run the command again"
+        print(
+            f"stt-search {args.command}: error: no space left ({full}); what ran is checkpointed: free some space, "
+            f"then {again}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

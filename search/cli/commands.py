@@ -185,5 +185,5 @@ def demo(args) -> int:
 def storage_proxy(args) -> int:
     from search.storage import serve_proxy
 
-    serve_proxy(args.storage, args.host, args.port)
+    serve_proxy(args.storage, args.host, args.port, args.insecure)
     return 0

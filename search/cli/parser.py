@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
     sp.add_argument("--port", type=int, default=13000)
+    sp.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen on an address other hosts reach, without TLS or authentication: anyone who reaches it can "
+        "rewrite or delete the study",
+    )
     sp.set_defaults(func=commands.storage_proxy)
 
     ex = sub.add_parser(EXPORT, help="write a trial's run config (default: the best) as YAML for `stt train`")

@@ -86,7 +86,7 @@ def _cmd_eval(args) -> int:
     from stt.train.run import load_run
 
     loaded = load_run(args.checkpoint, which=args.weights, device=args.device)
-    cache = loaded.features(args.data, args.split)
+    cache = loaded.features(args.data, args.split, write=False)  # eval only reads: it creates nothing
     decoder = decoder_from_args(args, args.checkpoint, loaded.tokenizer)
     scores, ids, refs, hyps = loaded.evaluator().transcribe(cache, decoder)  # as in training: the logged WER
     if args.errors:

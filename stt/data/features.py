@@ -94,22 +94,7 @@ def prepare_split(
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
-    splits = find_splits(data_dir)
-    if split not in splits:
-        from stt.data.corpus import CorpusError
-
-        raise CorpusError(f"{data_dir}: split '{split}' not found; available: {', '.join(sorted(splits)) or 'none'}")
-    where = splits[split]
-    utts, skipped = read_split(where, max_seconds)
-    tok = LetterTokenizer()
-    encodable = []
-    for u in sorted(utts, key=lambda u: u.id):
-        try:
-            tok.encode(u.text, u.id)
-            encodable.append(u)
-        except TextError as e:
-            skipped.append(Skipped(u.path, str(e)))
-    identity = frontend.identity if isinstance(frontend, Frontend) else frontend_identity(frontend)
+    encodable, skipped, identity = _usable(data_dir, split, frontend, max_seconds)
     cache = cache_dir_for(data_dir, split, encodable, identity)
     hours = sum(u.duration for u in encodable) / 3600
     with locked(cache.with_name(cache.name + ".lock")):
@@ -158,6 +143,96 @@ def prepare_split(
         }
         write_text(index, json.dumps(info))
     return PrepareReport(split, cache, len(rows), skipped, hours, computed)
+
+
+def _usable(
+    data_dir: Path, split: str, frontend: Frontend | str, max_seconds: float
+) -> tuple[list[Utterance], list[Skipped], str]:
+    """A split's utterances that can be featurised and spelt (by id), those skipped, and the frontend's identity."""
+    splits = find_splits(data_dir)
+    if split not in splits:
+        from stt.data.corpus import CorpusError
+
+        raise CorpusError(f"{data_dir}: split '{split}' not found; available: {', '.join(sorted(splits)) or 'none'}")
+    utts, skipped = read_split(splits[split], max_seconds)
+    tok = LetterTokenizer()
+    encodable = []
+    for u in sorted(utts, key=lambda u: u.id):
+        try:
+            tok.encode(u.text, u.id)
+            encodable.append(u)
+        except TextError as e:
+            skipped.append(Skipped(u.path, str(e)))
+    identity = frontend.identity if isinstance(frontend, Frontend) else frontend_identity(frontend)
+    return encodable, skipped, identity
+
+
+class MemoryFeatures:
+    """A split's features computed in memory, with :class:`FeatureCache`'s read side: for commands that only read."""
+
+    def __init__(self, split: str, frontend: Frontend, rows: list[dict], feats: list[np.ndarray]):
+        self.dir = None  # nothing on disk
+        self.split = split
+        self.frontend = frontend.identity
+        self.feature_size = frontend.feature_size
+        self.frames_per_second = frontend.frames_per_second
+        self.utterances = rows  # as in a cache's index: id, frames, duration, text
+        self._feats = feats
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @property
+    def frames(self) -> list[int]:
+        return [u["frames"] for u in self.utterances]
+
+    @property
+    def hours(self) -> float:
+        return sum(u["duration"] for u in self.utterances) / 3600
+
+    def features(self, i: int) -> np.ndarray:
+        """``[T, F]`` float16."""
+        return self._feats[i]
+
+
+def read_only_split(
+    data_dir: str | Path, split: str, frontend: str = "fbank", device: str | None = None, progress: bool = True
+) -> FeatureCache | MemoryFeatures:
+    """A split for a command that only reads (``stt eval``): its prepared cache when that is complete, else
+    its features computed in memory. Creates no file or folder, so it works on a read-only data folder too."""
+    from tqdm import tqdm
+
+    data_dir = Path(data_dir)
+    encodable, _, identity = _usable(data_dir, split, frontend, MAX_SECONDS)
+    cache = cache_dir_for(data_dir, split, encodable, identity)
+    index = cache / "index.json"
+    if index.exists():
+        try:
+            idx = json.loads(index.read_text())
+            shards = _plan_shards(encodable)
+            if all(_shard_ok(cache, k, [u.id for u in sh], idx["feature_size"]) for k, sh in enumerate(shards)):
+                return FeatureCache(cache)
+        except (OSError, ValueError, KeyError):
+            pass  # being rewritten: compute it here
+    fe = build_frontend(frontend, str(pick_device(device)))
+    log.info(
+        "%s: no prepared features for split '%s'; computing them in memory (`stt prepare features` keeps them)",
+        data_dir,
+        split,
+    )
+    rows, feats = [], []
+    for u in tqdm(encodable, unit="utt", desc=f"features {split}", disable=None if progress else True):
+        try:
+            f = fe(read_audio(u.path)).numpy().astype(np.float16)  # [T, F]
+        except AudioError:
+            continue  # skipped, as a cache would skip it
+        rows.append({"id": u.id, "frames": len(f), "duration": u.duration, "text": u.text})
+        feats.append(f)
+    if not rows:
+        from stt.data.corpus import CorpusError
+
+        raise CorpusError(f"{data_dir}: split '{split}' has no usable utterances")
+    return MemoryFeatures(split, fe, rows, feats)
 
 
 def _compute(shard: list[Utterance], frontend: Frontend) -> tuple[list, list[Skipped]]:

@@ -31,7 +31,7 @@ from stt.core.checkpoint import load_checkpoint
 from stt.core.device import model_device, pick_device
 from stt.core.errors import CheckpointError
 from stt.core.files import locked, make_dir, write_text
-from stt.data.features import FeatureCache, open_split
+from stt.data.features import FeatureCache, MemoryFeatures, open_split, read_only_split
 from stt.data.text import LetterTokenizer
 from stt.data.training_data import TrainingData
 from stt.model.layer_config import LayerConfig
@@ -71,8 +71,11 @@ class LoadedRun:
     def device(self) -> torch.device:
         return model_device(self.model)
 
-    def features(self, data_dir: str | Path, split: str) -> FeatureCache:
-        """A split of a data folder through this run's frontend (prepared first if needed)."""
+    def features(self, data_dir: str | Path, split: str, write: bool = True) -> FeatureCache | MemoryFeatures:
+        """A split of a data folder through this run's frontend: prepared first if needed, or with ``write=False``
+        read from a complete cache or else computed in memory (a read-only command creates nothing)."""
+        if not write:
+            return read_only_split(data_dir, split, self.frontend["spec"], device=str(self.device))
         return open_split(data_dir, split, self.frontend["spec"], device=str(self.device))
 
     def evaluator(self) -> Evaluator:
@@ -130,6 +133,24 @@ LOCK = ".lock"  # in a run directory while a process trains there; names its hol
 
 class RunDirBusy(CheckpointError):
     """Another live process trains in this run directory."""
+
+
+def run_dir_holder(run_dir: str | Path) -> str | None:
+    """Who trains in a run directory now (``host:pid``, as its lock names it), or None when no live process does.
+
+    A lock file whose holder died is not held (a flock dies with its process); it is removed here.
+    """
+    lock = Path(run_dir) / LOCK
+    if not lock.exists():
+        return None
+    try:
+        with locked(lock, wait=False):
+            return None
+    except BlockingIOError:
+        try:
+            return lock.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -55,27 +56,22 @@ class PostgresServer:
     def stop(self) -> None:
         self._ctl("stop", "-m", "fast")
 
+    def _query(self, sql: str) -> str:
+        psql = [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "stt"]
+        out = subprocess.run([*self.as_user, *psql, "-Atc", sql], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
     def connections(self) -> int:
-        out = subprocess.run(
-            [
-                *self.as_user,
-                str(self.bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                "stt",
-                "-Atc",
-                "select count(*) from pg_stat_activity where datname='stt'",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
+        return int(self._query("select count(*) from pg_stat_activity where datname='stt'"))
+
+    def in_transaction(self) -> int:
+        """Sessions (but this query's own) inside a statement or an open transaction."""
+        return int(
+            self._query(
+                "select count(*) from pg_stat_activity where datname='stt' and pid <> pg_backend_pid() "
+                "and state in ('active', 'idle in transaction', 'idle in transaction (aborted)')"
+            )
         )
-        return int(out.stdout.strip())
 
 
 def start_postgres(base: Path | None = None) -> PostgresServer | None:
@@ -161,3 +157,23 @@ def launch_argv(study: str, storage: str, trials: int, *flags: str) -> list[str]
     """``stt-search launch`` arguments for the tiny space on the working folder's corpus; ``flags``: the test's own."""
     where = ["--space", "space.yaml", "--data", "data", "--storage", storage]
     return ["launch", *where, "--study", study, "--trials", str(trials), *flags]
+
+
+class StderrLines:
+    """A process's stderr read by a thread (so its pipe never fills while the test waits on another process),
+    with an event set when a line containing ``when`` arrives."""
+
+    def __init__(self, proc, when: str):
+        self.lines, self.when, self.seen = [], when, threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc):
+        for line in proc.stderr:
+            self.lines.append(line)
+            if self.when in line:
+                self.seen.set()
+
+    def text(self) -> str:
+        self._thread.join(timeout=60)
+        return "".join(self.lines)

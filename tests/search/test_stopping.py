@@ -69,3 +69,25 @@ def test_candidates_that_fail_at_build_count_and_five_in_a_row_stop_the_study(wo
     from search.study import count_finished
 
     assert count_finished(optuna.load_study(study_name="bad", storage=storage)) == 5  # they count towards the target
+
+
+@pytest.mark.slow
+def test_failures_before_training_count_and_five_in_a_row_stop_the_study(workdir, monkeypatch, capfd):
+    """A failure no stage foresaw (here: the run directory cannot be made, as with a 300-character study name
+    before names were checked) counts like one in training: the study stops after five, it does not spin."""
+    made = []
+
+    def unmakeable(path, *args, **kwargs):
+        made.append(path)
+        if len(made) > 3 * FAILED_AFTER:  # the rule never fired: stop the test instead of spinning forever
+            raise KeyboardInterrupt
+        raise OSError(36, "File name too long", str(path))
+
+    monkeypatch.setattr("search.objective.make_dir", unmakeable)
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    code = search_main(launch_argv("spin", storage, 50, "--sampler", "random"))
+    err = capfd.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "the last 5 candidates failed (last: OSError: [Errno 36] File name too long" in err
+    df = trials_frame("spin", storage)
+    assert len(df) == FAILED_AFTER and (df["status"] == "error").all()

@@ -13,7 +13,7 @@ import pytest
 
 from search.cli import main as search_main
 from search.storage import normalise_url, open_storage
-from tests.search.conftest import SEARCH, free_port, launch_argv
+from tests.search.conftest import SEARCH, StderrLines, free_port, launch_argv
 from tests.search.conftest import SPACE as STUDY_SPACE
 
 SPACE = STUDY_SPACE.replace("epochs: 2", "epochs: %d")  # the same tiny space, epochs chosen per test
@@ -238,3 +238,48 @@ def test_passwords_are_never_printed(workdir, capsys, caplog, monkeypatch):
     err = capsys.readouterr().err
     assert "ter2" not in err and "zz9" not in err and "al:***@127.0.0.1:1" in err
     assert "opening again" in caplog.text and "hunter2" not in caplog.text
+
+
+@pytest.mark.slow
+def test_a_study_database_on_a_full_disk_is_one_line_and_its_trial_resumes(workdir):
+    """The disk under the study's SQLite database fills while trial 0 trains: the worker stops with one line
+    (no retries for half a minute, no traceback), trial 0 stays resumable, and once space is freed, resume
+    finishes the study from trial 0's checkpoint."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("a tmpfs needs root (CI runs as root)")
+    mnt = workdir / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        storage = f"sqlite:///{mnt}/db.sqlite"
+        (workdir / "space.yaml").write_text(SPACE.replace("[6000]", "[1500]") % 4)
+        proc = subprocess.Popen(
+            [*SEARCH, *launch_argv("full", storage, 2, "--sampler", "random", "--pruner", "none")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        log = StderrLines(proc, "trial 0: epoch 1 dev WER")
+        assert log.seen.wait(timeout=300), log.text()[-3000:]
+        with open(mnt / "filler", "wb") as fh, contextlib.suppress(OSError):  # every byte the file system has left
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        assert proc.wait(timeout=300) == 2, log.text()[-3000:]
+        text = log.text()
+        assert "Traceback" not in text, text[-3000:]
+        last = text.strip().splitlines()[-1]
+        assert last.startswith("stt-search launch: error: no space left (database or disk is full)") and last.endswith(
+            "free some space, then `stt-search resume --study full` continues"
+        ), last
+        (mnt / "filler").unlink()
+        assert optuna.load_study(study_name="full", storage=storage).trials[0].state.name == "RUNNING"
+        assert search_main(["resume", "--study", "full", "--storage", storage]) == 0
+        trials = optuna.load_study(study_name="full", storage=storage).trials
+        assert sum(t.state.name == "COMPLETE" for t in trials) == 2
+        copy = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+        assert len(copy) == 1 and copy[0].state.name == "COMPLETE" and copy[0].user_attrs["resumed"] is True
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -80,3 +80,60 @@ def test_seeds_and_enqueued_configs_are_the_first_trials_with_their_own_paramete
     with pytest.raises(SpaceError, match=r"seed small: not in the space: width is 192"):
         create_study("cold", s, storage, enqueue=("small",))
     assert "cold" not in [x.study_name for x in optuna.get_all_study_summaries(storage)]
+
+
+def _half_created(storage: str, name: str, creator: dict | None) -> optuna.Study:
+    """A study as a launch leaves it while creating it: settings written, no uid yet."""
+    from search.study import CREATOR
+
+    study = optuna.create_study(study_name=name, storage=storage)
+    study.set_user_attr("note", "made by the first launch")
+    if creator is not None:
+        study.set_user_attr(CREATOR, creator)
+    return study
+
+
+def test_a_launch_waits_for_another_launch_creating_the_same_study_and_then_refuses(workdir):
+    """Two launches of one new name: the second waits while the first (alive) creates it, then says the name is
+    taken, in one line; it never deletes the first's study as 'half-created'."""
+    import os
+    import subprocess
+
+    from search.workers import process_namespace
+    from tests.search.conftest import SEARCH, launch_argv
+
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    first = _half_created(storage, "both", {"worker": f"host:{os.getpid()}", "ns": process_namespace()})
+    proc = subprocess.Popen([*SEARCH, *launch_argv("both", storage, 2)], stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "is being created by another launch" in line:  # it waits for us: finish creating
+            first.set_user_attr("uid", "0" * 32)
+            break
+    lines += proc.stderr.readlines()
+    assert proc.wait(timeout=120) == 2, "".join(lines)[-2000:]
+    assert lines[-1].startswith("stt-search launch: error: study 'both' already exists in sqlite:///")
+    assert "Traceback" not in "".join(lines)
+    kept = optuna.load_study(study_name="both", storage=storage)
+    assert kept._study_id == first._study_id and kept.user_attrs["note"] == "made by the first launch"
+
+
+def test_a_study_half_created_by_a_dead_launch_is_created_afresh_at_once(workdir):
+    from search.study import create_study
+    from search.workers import process_namespace
+
+    storage = f"sqlite:///{workdir}/db.sqlite"
+    dead = subprocess_pid_that_exited()
+    _half_created(storage, "again", {"worker": f"host:{dead}", "ns": process_namespace()})
+    study = create_study("again", settings_from_space("space.yaml", "data", 2), storage)
+    assert "uid" in study.user_attrs and "note" not in study.user_attrs  # the dead launch's study is gone
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from search.cli import main as search_main
-from tests.search.conftest import SEARCH, SPACE, launch_argv
+from tests.search.conftest import SEARCH, SPACE, StderrLines, launch_argv
 
 
 @pytest.mark.slow
@@ -138,3 +138,58 @@ def test_a_worker_that_exited_but_is_not_reaped_yet_is_dead():
     child.wait()
     assert not pid_alive(child.pid)
     assert pid_alive(os.getpid())
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_past_its_heartbeat_hands_its_trial_over_and_nothing_trains_twice(workdir, postgres):
+    """SIGSTOP a worker (its whole process group, as Ctrl-Z does) until a second worker has taken its trial over
+    and waits for the run directory; SIGCONT: the first stops after its checkpoint, the second continues from
+    it, the study meets its target, and every epoch of the candidate is trained once."""
+    storage = postgres.url
+    (workdir / "space.yaml").write_text(SPACE.replace("epochs: 2", "epochs: 4").replace("[6000]", "[1500]"))
+    first = subprocess.Popen(
+        [*SEARCH, *launch_argv("sigstop", storage, 2, "--sampler", "random", "--pruner", "none", "--heartbeat", "1")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first_log = StderrLines(first, "trial 0: epoch 1 dev WER")  # its child holds the run directory and a checkpoint
+    assert first_log.seen.wait(timeout=300), first_log.text()[-3000:]
+    while True:  # the worker and its training child; not inside a transaction, whose row locks would stall all
+        os.killpg(first.pid, signal.SIGSTOP)
+        if postgres.in_transaction() == 0:
+            break
+        os.killpg(first.pid, signal.SIGCONT)
+    second = subprocess.Popen(
+        [*SEARCH, "worker", "--study", "sigstop", "--storage", storage],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second_log = StderrLines(second, "waiting for it to let go")  # its copy of trial 0 found the run directory busy
+    try:
+        assert second_log.seen.wait(timeout=300), second_log.text()[-3000:]
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert second.wait(timeout=300) == 0, second_log.text()[-3000:]
+    assert first.wait(timeout=300) == 0, first_log.text()[-3000:]
+    logs = first_log.text() + second_log.text()
+    assert "taken over by another worker" in first_log.text() and "Traceback" not in logs, logs[-4000:]
+
+    study = optuna.load_study(study_name="sigstop", storage=storage)
+    trials = study.trials
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 2 and all(t.state.name == "COMPLETE" for t in counted), [
+        (t.number, t.state.name, t.user_attrs.get("status")) for t in trials
+    ]
+    assert trials[0].state.name == "FAIL"
+    copy = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(copy) == 1 and copy[0] in counted and copy[0].user_attrs["resumed"] is True
+    assert copy[0].user_attrs["worker"] != trials[0].user_attrs["worker"] and copy[0].user_attrs["epochs"] == 4
+    hashes = [t.user_attrs["config_hash"] for t in counted]
+    assert len(set(hashes)) == 2, "a config was trained twice"
+    run_dir = workdir / "results" / "runs" / copy[0].user_attrs["run_dir"]
+    epochs = [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4], epochs  # each epoch once: the copy continued the first worker's last checkpoint
+    assert not list((workdir / "results" / "runs").rglob(".lock"))

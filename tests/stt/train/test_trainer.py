@@ -218,6 +218,19 @@ def test_eval_reproduces_the_logged_wer(trained, tiny_corpus, capsys):
     assert logged["test_wer"] == res.test_wer and (out / "config.yaml").exists() and (out / "tokenizer.json").exists()
 
 
+def test_eval_on_a_data_folder_without_a_cache_creates_nothing_and_scores_the_same(
+    trained, tiny_corpus, tmp_path, capsys
+):
+    """A read-only command: features are computed in memory when the folder has no prepared cache."""
+    out, res = trained
+    data = tmp_path / "fresh"
+    shutil.copytree(tiny_corpus, data, ignore=shutil.ignore_patterns(".stt-cache"))
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert stt_main(["eval", "--checkpoint", str(out), "--data", str(data), "--split", "test"]) == 0
+    assert f"WER {100 * res.test_wer:.2f}%" in capsys.readouterr().out
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # no .stt-cache, no lock file
+
+
 def test_transcribe_prints_the_text_of_a_test_file(trained, tiny_corpus, capsys):
     out, _ = trained
     utt = read_librispeech(find_splits(tiny_corpus)["test"])[0][0]
