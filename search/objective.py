@@ -111,7 +111,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         try:
             return self._life(trial)
-        except (optuna.TrialPruned, OutOfTime, CandidateFailed, TakenOver, optuna.exceptions.UpdateFinishedTrialError):
+        except optuna.exceptions.UpdateFinishedTrialError as e:  # failed and re-queued while this worker was stopped
+            raise TakenOver(f"trial {trial.number} was taken over by another worker") from e
+        except (optuna.TrialPruned, OutOfTime, CandidateFailed, TakenOver):
             raise
         except Exception as e:
             # a failure no stage foresaw (a folder that cannot be made, a storage that answers nonsense): it

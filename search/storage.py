@@ -214,8 +214,7 @@ def open_storage(url: str | None = None, heartbeat: int = 30, create: bool = Fal
         kwargs = {}
         if url.startswith("sqlite:///"):
             path = _file_storage(url, "sqlite:///", create)
-            with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
-                con.execute("PRAGMA journal_mode=WAL")
+            _wal(path)
             kwargs = {"connect_args": {"timeout": 60}}
         elif url.startswith(("postgres://", "postgresql")):
             url = normalise_url(url)
@@ -248,11 +247,40 @@ def _file_storage(url: str, scheme: str, create: bool) -> Path:
     return path
 
 
+def _wal(path: Path) -> None:
+    """Put a SQLite database in WAL mode. Two processes doing it to a new file at once (two launches) may get
+    "database is locked" at once, whatever the timeout: SQLite does not wait there, so we do."""
+    for attempt in range(10):
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if attempt == 9 or "locked" not in str(e):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+# What creating Optuna's tables says when another process (a second launch) creates them at the same moment.
+_RACED = ("already exists", "unique constraint failed: alembic_version", "duplicate key value", "database is locked")
+
+
 def _open_rdb(url: str, heartbeat: int, engine_kwargs: dict, wait: bool) -> RetryingRDBStorage:
     """Open; with ``wait``, with the same back-off as every later call, so a server that is full ("too many
     clients") or restarting when a worker starts is waited for instead of failing the worker."""
 
     def open_once():
+        for attempt in range(5):
+            try:
+                return make()
+            except Exception as e:
+                # another process (a second launch) was creating the schema at the same moment: once it has,
+                # opening finds it there
+                if attempt == 4 or not any(m in str(e).lower() for m in _RACED):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def make():
         with stable_enough():
             return RetryingRDBStorage(
                 url,

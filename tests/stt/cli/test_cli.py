@@ -73,3 +73,27 @@ def socket_name() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_sigterm_during_prepare_exits_143_and_leaves_no_lock_file(tiny_corpus, tmp_path):
+    """SIGTERM used to leave the cache's .lock behind; it now stops prepare as Ctrl-C does, locks released."""
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_corpus, data, ignore=shutil.ignore_patterns(".stt-cache"))
+    cmd = [sys.executable, "-m", "stt.cli", "prepare", "features", "--data", str(data), "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        cache = data / ".stt-cache"
+        while proc.poll() is None and not list(cache.glob("*.lock")):  # computing a split's features, locked
+            pass
+        assert proc.poll() is None, "prepare finished before it was caught holding its lock"
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert not list(cache.rglob("*.lock"))
