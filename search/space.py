@@ -41,22 +41,26 @@ kernels and repeated choices are errors when the space is read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from stt.core.errors import ConfigError
-from stt.core.files import read_user_text
+from stt.core.errors import ConfigError, show, show_key
+from stt.core.files import MAX_YAML_BYTES, parse_user_yaml, read_user_text
 from stt.model.blocks import BLOCKS, block_config
 from stt.model.layer_config import load_layer_config
-from stt.train.run_config import RunConfig, TrainConfig, check_type
+from stt.train.run_config import RunConfig, TrainConfig
 
 
 class SpaceError(ConfigError):
     """An invalid space file (the message names the file and key)."""
+
+
+# the most branches one sampled model may have (largest ``layers`` times largest ``layer.branches``): sampling
+# and checking a candidate take time in proportion (the shipped spaces reach 24)
+MAX_BRANCHES = 1024
 
 
 # the per-branch choices a block's config may read (BlockConfig.knobs), with the value a space that leaves one
@@ -110,9 +114,21 @@ _KINDS = {
     "branch.glu": "flag",
     "branch.dropout": "fraction",
 }
+
+
+def _number(v) -> bool:
+    """An int or a finite float (nan passes no range check, so it would pass every one)."""
+    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and math.isfinite(v)
+
+
+# Optuna handles a parameter's values as 64-bit floats (a range's ends and their difference, a categorical's
+# choices when it compares them): a number past this is refused when the space is read
+_NUMBER_LIMIT = 1e300
+
+
 _KIND_CHECKS = {
     "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-    "positive": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+    "positive": (lambda v: _number(v) and v > 0, "a finite number > 0"),
     "fraction": (
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
         "a number in [0, 1)",
@@ -131,42 +147,80 @@ def _check_dist(value, where: str, key: str) -> None:
     if isinstance(value, list):
         if not value:
             raise SpaceError(f"{where}: an empty list of choices")
-        for i, v in enumerate(value):
-            if any(v == w and type(v) is type(w) for w in value[:i]):
-                # Optuna stores a categorical by its index into the choices: repeats would collapse into one
-                raise SpaceError(f"{where}: {value} repeats {v!r}; list each choice once")
         candidates = value
     elif isinstance(value, dict):
         extra = set(value) - {"low", "high", "log"}
         if extra or "low" not in value or "high" not in value:
-            raise SpaceError(f"{where}: a range needs exactly low, high (and optional log); got {sorted(value)}")
+            raise SpaceError(
+                f"{where}: a range needs exactly low, high (and optional log); got {show(list(value), 200)}"
+            )
         candidates = [value["low"], value["high"]]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in candidates):
-            raise SpaceError(f"{where}: a range's low and high must be numbers, got {candidates}")
+        if not all(_number(v) for v in candidates):
+            raise SpaceError(f"{where}: a range's low and high must be finite numbers, got {show(candidates)}")
         if value["low"] > value["high"]:
-            raise SpaceError(f"{where}: low {value['low']} > high {value['high']}")
+            raise SpaceError(f"{where}: low {show(value['low'])} > high {show(value['high'])}")
         if not isinstance(value.get("log", False), bool):
-            raise SpaceError(f"{where}.log: {value['log']!r} is not true or false")
+            raise SpaceError(f"{where}.log: {show(value['log'])} is not true or false")
+        if value.get("log") and value["low"] <= 0:
+            raise SpaceError(f"{where}: a log range needs low > 0, got {show(value['low'])}")
+        if value.get("log") and all(isinstance(v, int) for v in candidates) and _takes_ints(key):
+            # _suggest samples a log range as floats: an integer setting would get 2.7 layers
+            raise SpaceError(f"{where}: a log range samples floats, but {key} takes integers; drop log: true")
     elif isinstance(value, (int, float, str, bool)) or value is None:
         candidates = [value]
     else:
         raise SpaceError(f"{where}: expected a list, a {{low, high}} range or a scalar, got {type(value).__name__}")
     for v in candidates:
         if key.startswith("train."):
-            try:
-                check_type(key, v, TrainConfig.__dataclass_fields__[key[len("train.") :]].type)
+            try:  # each value must make a valid TrainConfig: checked here, not in every trial that samples it
+                TrainConfig(**{key[len("train.") :]: v})
             except ConfigError as e:
                 raise SpaceError(f"{where}: {str(e).split(': ', 1)[1]}") from None
         elif key in _KINDS:
             ok, expected = _KIND_CHECKS[_KINDS[key]]
             if not ok(v):
-                raise SpaceError(f"{where}: {v!r} is not {expected}")
+                raise SpaceError(f"{where}: {show(v)} is not {expected}")
+            if _KINDS[key] == "count" and v >= 2**63:  # as a config's integers (layer_config.type_mismatch)
+                raise SpaceError(f"{where}: {show(v)} is not a 64-bit integer")
+    for v in candidates:
+        if _number(v) and not -_NUMBER_LIMIT <= v <= _NUMBER_LIMIT:
+            raise SpaceError(
+                f"{where}: {show(v)} is outside [-{_NUMBER_LIMIT:g}, {_NUMBER_LIMIT:g}]; Optuna samples a space's "
+                "numbers as 64-bit floats"
+            )
+    if isinstance(value, list):  # every choice is a checked scalar now, so hashable
+        seen = set()
+        for v in value:
+            if (type(v), v) in seen:
+                # Optuna stores a categorical by its index into the choices: repeats would collapse into one
+                raise SpaceError(f"{where}: {show(value)} repeats {show(v)}; list each choice once")
+            seen.add((type(v), v))
+
+
+def _takes_ints(key: str) -> bool:
+    if key.startswith("train."):
+        return TrainConfig.__dataclass_fields__[key[len("train.") :]].type == "int"
+    return _KINDS.get(key) == "count"
+
+
+def _largest(dist):
+    """The largest value a checked numeric distribution can give."""
+    return dist["high"] if isinstance(dist, dict) else max(_as_list(dist))
+
+
+def _smallest(dist):
+    """The smallest value a checked numeric distribution can give."""
+    return dist["low"] if isinstance(dist, dict) else min(_as_list(dist))
 
 
 def load_space(src: str | Path) -> Space:
     """Read and check a space file; errors name the file and the key."""
     path = Path(src)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name too long for the file system
+        raise SpaceError(f"{show(str(path))}: cannot be read ({e.strerror})") from None
+    if not exists:
         # a shipped space by name: small, small.yaml, or the checkout's spaces/small.yaml from any folder
         name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
         shipped = resources.files("spaces") / name
@@ -174,7 +228,7 @@ def load_space(src: str | Path) -> Space:
             text = shipped.read_text()
             return Space(validate_space(_parse(text, f"spaces/{name}"), f"spaces/{name}"), Path(name).stem, text)
         raise SpaceError(f"{src}: no such space file (shipped spaces: {', '.join(shipped_spaces())})")
-    text = read_user_text(path, SpaceError)
+    text = read_user_text(path, SpaceError, limit=MAX_YAML_BYTES)
     return Space(validate_space(_parse(text, str(path)), str(path)), path.stem, text)
 
 
@@ -184,10 +238,7 @@ def space_from_text(text: str, name: str) -> Space:
 
 
 def _parse(text: str, label: str):
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{label}: not valid YAML: {e}".replace("\n", " ")) from None
+    return parse_user_yaml(text, label, SpaceError)
 
 
 def shipped_spaces() -> list[str]:
@@ -199,12 +250,12 @@ def validate_space(spec: Any, label: str = "space") -> dict:
         raise SpaceError(f"{label}: expected a mapping of keys {', '.join(_SCHEMA)}")
     for key, value in spec.items():
         if key not in _SCHEMA:
-            raise SpaceError(f"{label}: {key}: unknown key; valid: {', '.join(_SCHEMA)}")
+            raise SpaceError(f"{label}: {show_key(key)}: unknown key; valid: {', '.join(_SCHEMA)}")
         sub = _SCHEMA[key]
         if key == "seeds":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SpaceError(
-                    f"{label}: seeds: expected a list of config paths or shipped config names, got {value!r}"
+                    f"{label}: seeds: expected a list of config paths or shipped config names, got {show(value)}"
                 )
             continue
         if sub is None:
@@ -214,7 +265,7 @@ def validate_space(spec: Any, label: str = "space") -> dict:
             raise SpaceError(f"{label}: {key}: expected a mapping of {', '.join(sub)}")
         for k, v in value.items():
             if k not in sub:
-                raise SpaceError(f"{label}: {key}.{k}: unknown key; valid: {', '.join(sub)}")
+                raise SpaceError(f"{label}: {key}.{show_key(k)}: unknown key; valid: {', '.join(sub)}")
             _check_dist(v, f"{label}: {key}.{k}", f"{key}.{k}")
     for key in ("width", "layers"):
         if key not in spec:
@@ -222,7 +273,9 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     types = spec.get("branch", {}).get("type", ["conv_block"])
     for t in _as_list(types):
         if t not in _branch_types():
-            raise SpaceError(f"{label}: branch.type: {t!r} is not a branch block; valid: {', '.join(_branch_types())}")
+            raise SpaceError(
+                f"{label}: branch.type: {show(t)} is not a branch block; valid: {', '.join(_branch_types())}"
+            )
         odd = [k for k in BLOCKS[t].Config.knobs if k not in _KNOBS]
         if odd:  # a block author's mistake, named here rather than as a KeyError mid-study
             raise SpaceError(
@@ -230,32 +283,62 @@ def validate_space(spec: Any, label: str = "space") -> dict:
             )
     widths = _as_list(spec["width"])
     if not all(isinstance(w, int) and w > 0 for w in widths):
-        raise SpaceError(f"{label}: width: expected positive integers, got {widths}")
+        raise SpaceError(f"{label}: width: expected positive integers, got {show(widths)}")
 
     # what would otherwise need a sampled value overridden after the fact: ruled out here, at the edge
     def choices(section: str, key: str, default) -> list:
         return _as_list(spec.get(section, {}).get(key, default))
 
-    for key in ("stride", "kernel", "attn_kernel", "heads"):
-        section = "layer" if key == "stride" else "branch"
+    for section, key in (
+        ("layer", "stride"),
+        ("branch", "kernel"),
+        ("branch", "attn_kernel"),
+        ("branch", "heads"),
+        ("train", "buckets_per_octave"),
+    ):  # a range would give values that are not allowed
         if isinstance(spec.get(section, {}).get(key), dict):
             raise SpaceError(f"{label}: {section}.{key}: expected a list of choices, not a range")
+    for key in ("frontend", "max_total_stride"):  # one corpus, one cap: not searched
+        if isinstance(spec.get(key), (list, dict)):
+            raise SpaceError(f"{label}: {key}: expected a single value, not {show(spec[key])}")
+    frontend = spec.get("frontend", "fbank")
+    if not (frontend == "fbank" or frontend.startswith("wav2vec:")):
+        raise SpaceError(f"{label}: frontend: {show(frontend)}; expected fbank or wav2vec:CHECKPOINT")
+    most = _largest(spec["layers"]) * _largest(spec.get("layer", {}).get("branches", 1))
+    if most > MAX_BRANCHES:
+        raise SpaceError(
+            f"{label}: layers, layer.branches: up to {show(_largest(spec['layers']))} layers of "
+            f"{show(_largest(spec.get('layer', {}).get('branches', 1)))} branches; a model may have at most "
+            f"{MAX_BRANCHES} branches"
+        )
+    # a merge feed-forward's width is d_ff times the concatenated width, rounded: a 64-bit integer, at least 1
+    d_ff = spec.get("layer", {}).get("d_ff", 2)
+    channels = _largest(d_ff) * max(widths) * _largest(spec.get("layer", {}).get("branches", 1))
+    if not channels < 2**63:
+        raise SpaceError(f"{label}: layer.d_ff: up to {show(channels)} feed-forward channels; at most 2**63 - 1 can be")
+    if int(round(_smallest(d_ff) * min(widths))) < 1:
+        raise SpaceError(
+            f"{label}: layer.d_ff: {show(_smallest(d_ff))} times width {min(widths)} is a feed-forward of no channels"
+        )
     strides = choices("layer", "stride", 1)
     if 1 not in strides:
-        raise SpaceError(f"{label}: layer.stride: {strides} lacks 1, which a layer past the total-stride cap must take")
+        raise SpaceError(
+            f"{label}: layer.stride: {show(strides)} lacks 1, which a layer past the total-stride cap must take"
+        )
     if max(strides) > 1 and not set(choices("branch", "type", "conv_block")) & set(_stridable()):
         raise SpaceError(
-            f"{label}: layer.stride: {strides} strides, but no branch.type can ({', '.join(_stridable())})"
+            f"{label}: layer.stride: {show(strides)} strides, but no branch.type can ({', '.join(_stridable())})"
         )
     for key in ("kernel", "attn_kernel"):
         even = [k for k in choices("branch", key, 3) if k % 2 == 0]
         if even:
-            raise SpaceError(f"{label}: branch.{key}: {even[0]} is even; 'same' padding needs an odd kernel")
+            raise SpaceError(f"{label}: branch.{key}: {show(even[0])} is even; 'same' padding needs an odd kernel")
     for h in choices("branch", "heads", 4):
-        bad = [w for w in widths if w % h]
-        if bad:
+        bad = next((w for w in widths if w % h), None)
+        if bad is not None:
             raise SpaceError(
-                f"{label}: branch.heads: {h} does not divide width {bad[0]}; every head count must divide every width"
+                f"{label}: branch.heads: {show(h)} does not divide width {show(bad)}; every head count must divide "
+                "every width"
             )
     return spec
 
@@ -393,12 +476,20 @@ class _Reader:
         j = int(parts[1][len("branch") :])
         if j >= len(blocks[0]):
             return None
-        return branch_values(*blocks[0][j])["type" if key.endswith("type") else key]
+        values, key = branch_values(*blocks[0][j]), "type" if key.endswith("type") else key
+        if key not in values:  # the space took its only type that fits without asking; the config has another
+            raise SpaceError(
+                f"{self.label}: not in the space: layer{i}.branch{j} is a {values['type']}, which has no {key}"
+            )
+        return values[key]
 
     def _matches(self, name: str, choice, value) -> bool:
         if name.endswith(".d_ff"):
             i = int(name.split(".")[0][len("layer") :])
-            return round(choice * self.run.layers.in_width * len(self.run.layers.layers[i][0])) == value
+            try:
+                return round(choice * self.run.layers.in_width * len(self.run.layers.layers[i][0])) == value
+            except OverflowError:  # a width past a float's range: no d_ff of the space builds it
+                return False
         return choice == value and isinstance(choice, bool) == isinstance(value, bool)
 
     def _answer(self, name: str, ok, expected: str):
@@ -460,6 +551,6 @@ def load_seed(src: str, space: Space, max_total_stride: int) -> tuple[dict, str]
         raw, _ = read_source(name)
         run = load_run_config(raw)
     except ConfigError as e:
-        raise SpaceError(f"seed {src}: {e}") from None
+        raise SpaceError(f"seed {show_key(src)}: {e}") from None
     stated = (raw.get("train") or {}) if isinstance(raw, dict) else {}
     return params_of(run, space, max_total_stride, f"seed {src}", train_keys=stated), str(src)

@@ -14,22 +14,40 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from stt.core.errors import DataError
+import yaml
+
+from stt.core.errors import DataError, one_line
 
 TMP_PREFIX = ".tmp-"  # temporary names start with this; readers skip them, writers remove their own
 
+# What a YAML file the user wrote (a run config, a search space) may be. The largest shipped one is 5 KB. PyYAML
+# (pure Python) parses 64 KB of the densest YAML in under a second, and the limits below keep whatever a file
+# holds, aliases included, within that time and a few tens of MB.
+MAX_YAML_BYTES = 64 * 1024
+MAX_YAML_DEPTH = 32  # nested lists and mappings (a run config needs 8)
+MAX_YAML_VALUES = 100_000  # values once every alias is expanded: no more than the file could hold written out
 
-def read_user_text(path: str | Path, error: type[Exception] = DataError) -> str:
+
+def read_user_text(path: str | Path, error: type[Exception] = DataError, limit: int | None = None) -> str:
     """A file the user named (a config, a space, a manifest, a transcript), as UTF-8 text.
 
     Every way such a file can be wrong is one line of ``error`` naming it: missing, a folder, unreadable,
-    or not UTF-8 (with the first bad byte and its offset, to find it with ``xxd``). One helper, so no
-    reader of user files can forget a case and end in a traceback.
+    larger than ``limit`` bytes (read no further, so ``/dev/zero`` is refused too), or not UTF-8 (with the first
+    bad byte and its offset, to find it with ``xxd``). One helper, so no reader of user files can forget a case
+    and end in a traceback.
     """
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        if limit is None:
+            return path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise error(f"{path}: larger than {limit // 1024} KiB; expected a file of at most that size")
+        # as read_text does: universal newlines
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except IsADirectoryError:
         raise error(f"{path}: is a folder, expected a file") from None
     except FileNotFoundError:
@@ -40,6 +58,74 @@ def read_user_text(path: str | Path, error: type[Exception] = DataError) -> str:
         raise error(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     except OSError as e:
         raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing nesting deeper than :data:`MAX_YAML_DEPTH` while it composes."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.depth >= MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_size(node, sizes: dict, open_: set) -> int:
+    """Values under ``node`` with every alias expanded, counted once per distinct node; stops past the limit."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a value that contains it", node.start_mark)
+    open_.add(key)
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [x for pair in node.value for x in pair]
+    else:
+        children = ()
+    for child in children:
+        n += _expanded_size(child, sizes, open_)
+        if n > MAX_YAML_VALUES:
+            break
+    open_.discard(key)
+    sizes[key] = n
+    return n
+
+
+def parse_user_yaml(text: str, label: str, error: type[Exception] = DataError) -> Any:
+    """``yaml.safe_load(text)`` for a file the user wrote; anything it cannot be is one line of ``error``.
+
+    Besides YAML syntax: nesting deeper than :data:`MAX_YAML_DEPTH`, an alias inside its own anchor (a value
+    that contains itself), aliases that expand past :data:`MAX_YAML_VALUES` values (a "billion laughs": safe_load
+    keeps them shared, but whatever walks the result would expand them), and literals Python refuses (an
+    integer of over 4300 digits, a 30 February).
+    """
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # checks every character: a NUL is a YAMLError already here
+        node = loader.get_single_node()
+        expanded = _expanded_size(node, {}, set()) if node is not None else 0
+        if expanded <= MAX_YAML_VALUES:
+            return loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        raise error(f"{label}: not valid YAML: {one_line(e)}") from None
+    except (ValueError, OverflowError) as e:  # a literal PyYAML parsed but Python cannot hold
+        raise error(f"{label}: not valid YAML: {one_line(e)}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    raise error(
+        f"{label}: its aliases (*name) expand to more than {MAX_YAML_VALUES} values; write out what it repeats, "
+        "or repeat less"
+    )
 
 
 def _unwritable(path: Path, e: OSError) -> DataError:

@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from stt.core.errors import ConfigError
-from stt.core.files import read_user_text
+from stt.core.errors import ConfigError, show, show_key
+from stt.core.files import MAX_YAML_BYTES, parse_user_yaml, read_user_text
 from stt.model.blocks import BLOCKS, BlockConfig, BlockConfigError, same_pad
 
 
@@ -155,20 +155,19 @@ def read_source(src) -> tuple[Any, str]:
         return copy.deepcopy(src), "config"
     if isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and src.strip().endswith((".yaml", ".yml"))):
         path = Path(src)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as e:  # a name too long for the file system
+            raise LayerConfigError(f"{show(str(path))}: cannot be read ({e.strerror})") from None
+        if not exists:
             shipped = resources.files("stt") / "configs" / path.name
             if path.parent == Path(".") and shipped.is_file():
                 return yaml.safe_load(shipped.read_text()), path.name
             raise LayerConfigError(f"{path}: no such file (shipped configs: {', '.join(shipped_configs())})")
-        try:
-            return yaml.safe_load(read_user_text(path, LayerConfigError)), str(path)
-        except yaml.YAMLError as e:
-            raise LayerConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+        text = read_user_text(path, LayerConfigError, limit=MAX_YAML_BYTES)
+        return parse_user_yaml(text, str(path), LayerConfigError), str(path)
     if isinstance(src, str):
-        try:
-            return yaml.safe_load(src), "config"
-        except yaml.YAMLError as e:
-            raise LayerConfigError(f"config: not valid YAML: {e}".replace("\n", " ")) from None
+        return parse_user_yaml(src, "config", LayerConfigError), "config"
     raise LayerConfigError(f"config: expected a path, a YAML string or a nested list, got {type(src).__name__}")
 
 
@@ -196,7 +195,9 @@ def load_layer_config(src, in_width: int | None = None) -> LayerConfig:
         elif "layers" in obj:
             obj = obj["layers"]
         else:
-            raise LayerConfigError(f"{label}: a mapping needs a 'layers' or 'model.layers' key, found {sorted(obj)}")
+            raise LayerConfigError(
+                f"{label}: a mapping needs a 'layers' or 'model.layers' key, found {show(list(obj))}"
+            )
     try:
         return normalise(obj, in_width=in_width)
     except LayerConfigError as e:
@@ -238,9 +239,7 @@ def normalise(layers, in_width: int | None = None) -> LayerConfig:
     return LayerConfig(out, first_width)
 
 
-def _show(x) -> str:
-    s = repr(x)
-    return s if len(s) < 60 else s[:57] + "..."
+_show = show  # a value in a message: its repr, cut to 60 characters, walking no more of it than that
 
 
 def _split_branch(branch, path: str) -> tuple[str, dict]:
@@ -250,7 +249,7 @@ def _split_branch(branch, path: str) -> tuple[str, dict]:
         raise LayerConfigError(f"{path}: expected [block_type, {{kwargs}}], got {_show(branch)}")
     btype, kw = branch
     if btype not in BLOCKS:
-        raise LayerConfigError(f"{path}: unknown block type '{btype}'; valid: {', '.join(BLOCKS)}")
+        raise LayerConfigError(f"{path}: unknown block type '{show_key(btype)}'; valid: {', '.join(BLOCKS)}")
     if kw is None:
         kw = {}
     if not isinstance(kw, dict):
@@ -275,6 +274,10 @@ def type_mismatch(value, annotation) -> str | None:
     an integer). ``annotation``: the field's type as written (``"int"``, ``"bool | str"``, ``"int | None"``).
     """
     kinds = _kinds(annotation)
+    if isinstance(value, float) and not math.isfinite(value) and "float" in kinds:
+        return "a finite number"  # nan passes every range check (nan < 0 is false), inf most
+    if type(value) is int and not -(2**63) <= value < 2**63 and "int" in kinds:
+        return "a 64-bit integer"  # what torch and numpy take (sizes, seeds, counts)
     allowed = tuple(t for k in kinds for t in _TYPES[k])
     if isinstance(value, bool) and "bool" not in kinds or not isinstance(value, allowed):
         return " or ".join(_KIND_NAMES[k] for k in kinds if k != "None")
@@ -294,7 +297,7 @@ def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> Blo
     specs, kinds = _fields(cfg_cls)
     unknown = [k for k in kw if k not in specs]
     if unknown:
-        raise LayerConfigError(f"{path}.{unknown[0]}: unknown key for {btype}; valid: {', '.join(specs)}")
+        raise LayerConfigError(f"{path}.{show_key(unknown[0])}: unknown key for {btype}; valid: {', '.join(specs)}")
     for key, value in kw.items():
         expected = type_mismatch(value, specs[key].type)
         if expected:
@@ -306,7 +309,7 @@ def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> Blo
         if given is None:
             raise LayerConfigError(f"{path}.{in_key}: needed on the first branch (the model's input width)")
     elif given is not None and given != width:
-        raise LayerConfigError(f"{path}.{in_key}: {given}, but the input to this block has {width} channels")
+        raise LayerConfigError(f"{path}.{in_key}: {show(given)}, but the input to this block has {width} channels")
     full = {k: kw.get(k, f.default) for k, f in specs.items()}
     full[in_key] = given if given is not None else width
 
@@ -318,13 +321,13 @@ def _normalise_branch(btype: str, kw: dict, width: int | None, path: str) -> Blo
             continue
         if meta["choices"] is not None and value not in meta["choices"]:
             choices = ", ".join(map(str, meta["choices"]))
-            raise LayerConfigError(f"{path}.{key}: must be one of {choices} ({meta['doc']}), got {value}")
+            raise LayerConfigError(f"{path}.{key}: must be one of {choices} ({meta['doc']}), got {show(value)}")
         low = meta["low"] if meta["low"] is not None else (1 if kinds[key] == ["int"] else None)
         if low is not None and value < low or meta["below"] is not None and value >= meta["below"]:
             if meta["below"] is not None:
-                raise LayerConfigError(f"{path}.{key}: must be in [{low}, {meta['below']}), got {value}")
+                raise LayerConfigError(f"{path}.{key}: must be in [{low}, {meta['below']}), got {show(value)}")
             what = "a positive integer" if low == 1 else f"an integer >= {low}"
-            raise LayerConfigError(f"{path}.{key}: must be {what}, got {value}")
+            raise LayerConfigError(f"{path}.{key}: must be {what}, got {show(value)}")
 
     for pad_key, f in specs.items():
         if not f.metadata["same_pad"]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from stt.core.errors import show, show_key
 from stt.model.layer_config import (
     LayerConfig,
     LayerConfigError,
@@ -61,6 +62,8 @@ class TrainConfig:
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check_choice("train.compile", self.compile, (True, False, "auto"))
         _check_choice("train.buckets_per_octave", self.buckets_per_octave, (1, 2, 4, 8, 16))
+        if not 0 <= self.seed < 2**63:  # numpy takes no negative seed, torch none of 2**64 or more
+            raise LayerConfigError(f"train.seed: must be in [0, 2**63), got {self.seed}")
         for name in ("epochs", "batch_frames"):
             if getattr(self, name) < 1:
                 raise LayerConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
@@ -68,7 +71,7 @@ class TrainConfig:
             raise LayerConfigError(f"train.lr: must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
             raise LayerConfigError(f"train.warmup: must be in [0, 1), got {self.warmup}")
-        for name in ("freq_masks", "freq_width", "time_masks"):
+        for name in ("patience", "num_workers", "freq_masks", "freq_width", "time_masks"):
             if getattr(self, name) < 0:
                 raise LayerConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.time_width <= 0.5:
@@ -79,13 +82,13 @@ def check_type(key: str, value, annotation: str) -> None:
     """A training setting of the wrong kind is an error naming the key (see :func:`type_mismatch`)."""
     expected = type_mismatch(value, annotation)
     if expected:
-        raise LayerConfigError(f"{key}: {value!r} is not {expected}")
+        raise LayerConfigError(f"{key}: {show(value)} is not {expected}")
 
 
 def _check_choice(key, value, choices):
     # exact type too: YAML's `true` must not pass as 1, nor 1 as `true`
     if not any(value == c and type(value) is type(c) for c in choices):
-        raise LayerConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        raise LayerConfigError(f"{key}: {show(value)} is not one of {', '.join(map(str, choices))}")
 
 
 @dataclass
@@ -137,19 +140,21 @@ def load_run_config(src, overrides: dict | None = None) -> RunConfig:
         raise LayerConfigError(f"{prefix}expected a mapping with {', '.join(_TOP_KEYS)} or a list of layers")
     for k in obj:
         if k not in _TOP_KEYS:
-            raise LayerConfigError(f"{prefix}{k}: unknown key; valid: {', '.join(_TOP_KEYS)}")
+            raise LayerConfigError(f"{prefix}{show_key(k)}: unknown key; valid: {', '.join(_TOP_KEYS)}")
     model = obj.get("model")
     if not isinstance(model, dict) or "layers" not in model:
         raise LayerConfigError(f"{prefix}model.layers: missing (the nested layer config)")
     for k in model:
         if k not in _MODEL_KEYS:
-            raise LayerConfigError(f"{prefix}model.{k}: unknown key; valid: {', '.join(_MODEL_KEYS)}")
-    train = dict(obj.get("train") or {})
-    train.update(overrides or {})
+            raise LayerConfigError(f"{prefix}model.{show_key(k)}: unknown key; valid: {', '.join(_MODEL_KEYS)}")
     valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    train = obj.get("train") or {}
+    if not isinstance(train, dict):
+        raise LayerConfigError(f"{prefix}train: expected a mapping of {', '.join(valid)}, got {show(train)}")
+    train = {**train, **(overrides or {})}
     for k in train:
         if k not in valid:
-            raise LayerConfigError(f"{prefix}train.{k}: unknown key; valid: {', '.join(valid)}")
+            raise LayerConfigError(f"{prefix}train.{show_key(k)}: unknown key; valid: {', '.join(valid)}")
     try:
         tc = TrainConfig(**train)
         layers = load_layer_config(model["layers"])
@@ -157,11 +162,11 @@ def load_run_config(src, overrides: dict | None = None) -> RunConfig:
         raise LayerConfigError(f"{prefix}{e}") from None
     input_proj = model.get("input_proj", "base")
     if input_proj not in ("base", None):
-        raise LayerConfigError(f"{prefix}model.input_proj: {input_proj!r} is not one of base, null")
+        raise LayerConfigError(f"{prefix}model.input_proj: {show(input_proj)} is not one of base, null")
     frontend = obj.get("frontend", "fbank")
     if not isinstance(frontend, str) or not (frontend == "fbank" or frontend.startswith("wav2vec:")):
-        raise LayerConfigError(f"{prefix}frontend: {frontend!r}; expected fbank or wav2vec:CHECKPOINT")
+        raise LayerConfigError(f"{prefix}frontend: {show(frontend)}; expected fbank or wav2vec:CHECKPOINT")
     residual = model.get("residual", True)
     if not isinstance(residual, bool):  # bool("false") is True: a string must not turn residuals on
-        raise LayerConfigError(f"{prefix}model.residual: {residual!r} is not one of true, false")
+        raise LayerConfigError(f"{prefix}model.residual: {show(residual)} is not one of true, false")
     return RunConfig(layers=layers, input_proj=input_proj, residual=residual, frontend=frontend, train=tc)
