@@ -345,7 +345,11 @@ def try_concurrent(tmp: Path, data: Path, i, delay: float) -> str:
     ):
         raise AssertionError(f"the second launch's last line: {loser}")
     _check_study(db, runs)
-    return "second refused: " + ("created meanwhile" if "meanwhile" in loser else "already exists")
+    if "meanwhile" in loser:
+        return "second refused: the storage's create lost the race"
+    if "just now" in loser:
+        return "second refused after waiting for the first's creation"
+    return "second refused: the name was already taken when it looked"
 
 
 def main():

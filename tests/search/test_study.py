@@ -93,6 +93,7 @@ def _half_created(storage: str, name: str, creator: dict | None) -> optuna.Study
     return study
 
 
+@pytest.mark.slow
 def test_a_launch_waits_for_another_launch_creating_the_same_study_and_then_refuses(workdir):
     """Two launches of one new name: the second waits while the first (alive) creates it, then says the name is
     taken, in one line; it never deletes the first's study as 'half-created'."""

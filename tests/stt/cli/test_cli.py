@@ -2,6 +2,8 @@
 
 import shutil
 
+import pytest
+
 from stt.cli import main
 
 
@@ -36,6 +38,7 @@ def test_prepare_features_reports_counts_and_fails_when_nothing_is_usable(tiny_c
     assert "no such data folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_run_directory_the_second_is_one_line_and_the_lock_goes_with_a_killed_first(
     tiny_corpus, tmp_path
 ):
@@ -75,6 +78,7 @@ def socket_name() -> str:
     return socket.gethostname()
 
 
+@pytest.mark.slow
 def test_sigterm_during_prepare_exits_143_and_leaves_no_lock_file(tiny_corpus, tmp_path):
     """SIGTERM used to leave the cache's .lock behind; it now stops prepare as Ctrl-C does, locks released."""
     import signal
