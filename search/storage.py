@@ -184,6 +184,9 @@ for _name, _fn in list(vars(optuna.storages.RDBStorage).items()):
         and _name not in ("remove_session", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback")
     ):
         setattr(RetryingRDBStorage, _name, _retrying(_fn))
+# Optuna's cache layer reads through these private methods (a trial list on every get_trials): reads, so retried
+for _name in ("_get_trials", "_get_best_trial_id", "_get_stale_trial_ids"):
+    setattr(RetryingRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
 
 def normalise_url(url: str) -> str:
