@@ -116,10 +116,11 @@ class Objective:
         except (optuna.TrialPruned, OutOfTime, CandidateFailed, TakenOver):
             raise
         except Exception as e:
-            # a failure no stage foresaw (a folder that cannot be made, a storage that answers nonsense): it
-            # counts, like a failure in training, so that a study that fails every candidate stops after
-            # FAILED_AFTER of them instead of spinning through failed trials that never count
-            if Attr.STATUS not in trial.user_attrs:
+            # a failure no stage foresaw (a folder that cannot be made, a value that cannot be used): it counts,
+            # like a failure in training, so that a study that fails every candidate stops after FAILED_AFTER of
+            # them instead of spinning through failed trials that never count. A storage's own fault (a server
+            # restarting under a write) is not the candidate's: that trial fails uncounted and another replaces it
+            if Attr.STATUS not in trial.user_attrs and not _storage_fault(e):
                 with contextlib.suppress(Exception):  # the storage may be what failed
                     mark(trial, Status.ERROR, f"{type(e).__name__}: {e}"[:500])
             raise
@@ -428,6 +429,13 @@ class Objective:
             if t.user_attrs.get(Attr.CONFIG_HASH) == h and t.number != trial.number and candidate_of(t) != me:
                 return t
         return None
+
+
+def _storage_fault(e: BaseException) -> bool:
+    """Whether an exception came from the storage (Optuna's wrapper, or the database driver under SQLAlchemy)."""
+    import sqlalchemy.exc
+
+    return isinstance(e, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError))
 
 
 def still_ours(trial: optuna.Trial) -> bool:

@@ -139,7 +139,8 @@ def _transient(e: BaseException) -> bool:
     cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
     if isinstance(cause, sa.DBAPIError) and cause.connection_invalidated:
         return True
-    return isinstance(cause, (sa.OperationalError, sa.InterfaceError))
+    # PendingRollbackError: Optuna's _get_trials queries again on the dropped connection before rolling back
+    return isinstance(cause, (sa.OperationalError, sa.InterfaceError, sa.PendingRollbackError))
 
 
 def _with_retries(call, url: str, doing: str = "retrying", final: tuple[str, ...] = ()):

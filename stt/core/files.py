@@ -190,23 +190,45 @@ def locked(path: str | Path, wait: bool = True) -> Iterator[None]:
     """
     path = Path(path)
     make_dir(path.parent)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    # A signal (Ctrl-C, SIGTERM) may land between any two steps: ``held`` says whether the lock is ours, and the
+    # finally removes the file only then, or (not yet locked) only when no other process holds it.
+    fd, held = None, False
     try:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            held = True
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            held = False
+            stale, fd = fd, None
+            os.close(stale)
         yield fd
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # while still locked: a waiter sees a removed inode and retries
+        if fd is not None and held:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # while still locked: a waiter sees a removed inode and retries
+            os.close(fd)
+        elif fd is not None:
+            _drop_if_free(path, fd)
+
+
+def _drop_if_free(path: Path, fd: int) -> None:
+    """Close ``fd`` (opened on ``path`` but not locked yet); remove the file too when no process holds it, since
+    it may be one this process just created and was interrupted before locking."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)  # another process holds it: its file
+        return
+    try:
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
         os.close(fd)

@@ -38,7 +38,9 @@ def _launch(study, storage, trials, workers, workdir, epochs=1):
 def _check_exact(study, storage, trials):
     all_trials = optuna.load_study(study_name=study, storage=open_storage(storage)).trials
     counted = [t for t in all_trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(counted) == trials, [(t.number, t.state.name, t.user_attrs.get("status")) for t in all_trials]
+    assert len(counted) == trials, [
+        (t.number, t.state.name, t.user_attrs.get("status"), t.user_attrs.get("reason")) for t in all_trials
+    ]
     trained = [t.user_attrs["config_hash"] for t in counted if "duplicate_of" not in t.user_attrs]
     assert len(trained) == len(set(trained)), "a config was trained twice"
     for t in counted:  # every finished trial's config and metrics are in the database
