@@ -19,7 +19,7 @@ Two more modes (``--what sigstop,concurrent``) stop instead of kill:
   second worker joins, and the first gets SIGCONT once the second waits for its run directory (or is done).
   Both must exit 0 without a traceback; the study meets its target, no config trains twice, every finished
   candidate's metrics.jsonl holds each epoch once, and no lock file is left.
-* ``concurrent``: two launches of one new study, the second a random moment (up to 1 s) after the first: one
+* ``concurrent``: two launches of one new study, the second a random moment (up to 0.25 s) after the first: one
   runs the study to its target, the other exits 2 with one line saying the name is taken.
 
 It prints one row per command: tries, how many the next command resumed / redid / found done, and
@@ -424,7 +424,7 @@ def main():
                 space = SPACE3 if what == "sigstop" else "space.yaml"
                 full = timed(_launch_cmd(tmp, data, f"sqlite:///{tmp}/ref_{what}.db", tmp / f"ref_{what}", space=space))
                 if what == "concurrent":  # the second launch starts while the first checks and creates the study
-                    full = min(full, 1.0)
+                    full = min(full, 0.25)
                 try_ = try_sigstop if what == "sigstop" else try_concurrent
                 go = lambda i, d, try_=try_: try_(tmp, data, i, d)  # noqa: E731
             else:
