@@ -175,26 +175,7 @@ def try_launch(tmp: Path, data: Path, i: int, delay: float) -> str:
     from search.storage import open_storage
 
     db = f"sqlite:///{tmp}/launch_{i}.db"
-    launch = [
-        *SEARCH,
-        "launch",
-        "--space",
-        str(tmp / "space.yaml"),
-        "--data",
-        str(data),
-        "--study",
-        "k",
-        "--trials",
-        "2",
-        "--pruner",
-        "none",
-        "--seed",
-        str(abs(hash(str(i))) % 1000),
-        "--storage",
-        db,
-        "--runs-dir",
-        str(tmp / f"runs_{i}"),
-    ]
+    launch = _launch_cmd(tmp, data, db, tmp / f"runs_{i}", "--seed", str(abs(hash(str(i))) % 1000))
     if not killed_at(launch, delay):
         return "finished before the kill"
     r = run([*SEARCH, "resume", "--study", "k", "--storage", db, "--runs-dir", str(tmp / f"runs_{i}")])

@@ -246,6 +246,20 @@ def shipped_spaces() -> list[str]:
 
 
 def validate_space(spec: Any, label: str = "space") -> dict:
+    _check_keys(spec, label)
+    _check_block_types(spec, label)
+    widths = _as_list(spec["width"])
+    if not all(isinstance(w, int) and w > 0 for w in widths):
+        raise SpaceError(f"{label}: width: expected positive integers, got {show(widths)}")
+    # what would otherwise need a sampled value overridden after the fact: ruled out here, at the edge
+    _check_unsearched(spec, label)
+    _check_sizes(spec, label, widths)
+    _check_shapes(spec, label, widths)
+    return spec
+
+
+def _check_keys(spec: Any, label: str) -> None:
+    """Known sections and keys, each a distribution (or seeds, a list of configs); width and layers given."""
     if not isinstance(spec, dict):
         raise SpaceError(f"{label}: expected a mapping of keys {', '.join(_SCHEMA)}")
     for key, value in spec.items():
@@ -270,6 +284,10 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     for key in ("width", "layers"):
         if key not in spec:
             raise SpaceError(f"{label}: {key}: missing")
+
+
+def _check_block_types(spec: dict, label: str) -> None:
+    """Every branch.type is a searchable block whose knobs a space has."""
     types = spec.get("branch", {}).get("type", ["conv_block"])
     for t in _as_list(types):
         if t not in _branch_types():
@@ -281,14 +299,11 @@ def validate_space(spec: Any, label: str = "space") -> dict:
             raise SpaceError(
                 f"{label}: branch.type: {t} reads knob {odd[0]!r}, which spaces do not have; valid: {', '.join(_KNOBS)}"
             )
-    widths = _as_list(spec["width"])
-    if not all(isinstance(w, int) and w > 0 for w in widths):
-        raise SpaceError(f"{label}: width: expected positive integers, got {show(widths)}")
 
-    # what would otherwise need a sampled value overridden after the fact: ruled out here, at the edge
-    def choices(section: str, key: str, default) -> list:
-        return _as_list(spec.get(section, {}).get(key, default))
 
+def _check_unsearched(spec: dict, label: str) -> None:
+    """Keys a range cannot give (strides, kernels, heads, buckets) and values one study cannot vary (the frontend,
+    the stride cap)."""
     for section, key in (
         ("layer", "stride"),
         ("branch", "kernel"),
@@ -304,6 +319,11 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     frontend = spec.get("frontend", "fbank")
     if not (frontend == "fbank" or frontend.startswith("wav2vec:")):
         raise SpaceError(f"{label}: frontend: {show(frontend)}; expected fbank or wav2vec:CHECKPOINT")
+
+
+def _check_sizes(spec: dict, label: str, widths: list) -> None:
+    """A sampled model stays buildable: at most MAX_BRANCHES branches, a merge feed-forward of 1 to 2**63 - 1
+    channels (d_ff times the concatenated width, rounded)."""
     most = _largest(spec["layers"]) * _largest(spec.get("layer", {}).get("branches", 1))
     if most > MAX_BRANCHES:
         raise SpaceError(
@@ -311,7 +331,6 @@ def validate_space(spec: Any, label: str = "space") -> dict:
             f"{show(_largest(spec.get('layer', {}).get('branches', 1)))} branches; a model may have at most "
             f"{MAX_BRANCHES} branches"
         )
-    # a merge feed-forward's width is d_ff times the concatenated width, rounded: a 64-bit integer, at least 1
     d_ff = spec.get("layer", {}).get("d_ff", 2)
     channels = _largest(d_ff) * max(widths) * _largest(spec.get("layer", {}).get("branches", 1))
     if not channels < 2**63:
@@ -320,6 +339,14 @@ def validate_space(spec: Any, label: str = "space") -> dict:
         raise SpaceError(
             f"{label}: layer.d_ff: {show(_smallest(d_ff))} times width {min(widths)} is a feed-forward of no channels"
         )
+
+
+def _check_shapes(spec: dict, label: str, widths: list) -> None:
+    """Strides that can stop at the cap and that some block takes, odd kernels, head counts that divide widths."""
+
+    def choices(section: str, key: str, default) -> list:
+        return _as_list(spec.get(section, {}).get(key, default))
+
     strides = choices("layer", "stride", 1)
     if 1 not in strides:
         raise SpaceError(
@@ -340,7 +367,6 @@ def validate_space(spec: Any, label: str = "space") -> dict:
                 f"{label}: branch.heads: {show(h)} does not divide width {show(bad)}; every head count must divide "
                 "every width"
             )
-    return spec
 
 
 def _suggest(trial, name: str, dist):

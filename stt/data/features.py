@@ -167,17 +167,11 @@ def _usable(
     return encodable, skipped, identity
 
 
-class MemoryFeatures:
-    """A split's features computed in memory, with :class:`FeatureCache`'s read side: for commands that only read."""
+class SplitFeatures:
+    """The read side of one split's features, wherever they are: ``utterances`` (as in a cache's index: id,
+    frames, duration, text) and ``features(i)``."""
 
-    def __init__(self, split: str, frontend: Frontend, rows: list[dict], feats: list[np.ndarray]):
-        self.dir = None  # nothing on disk
-        self.split = split
-        self.frontend = frontend.identity
-        self.feature_size = frontend.feature_size
-        self.frames_per_second = frontend.frames_per_second
-        self.utterances = rows  # as in a cache's index: id, frames, duration, text
-        self._feats = feats
+    utterances: list[dict]
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -189,6 +183,19 @@ class MemoryFeatures:
     @property
     def hours(self) -> float:
         return sum(u["duration"] for u in self.utterances) / 3600
+
+
+class MemoryFeatures(SplitFeatures):
+    """A split's features computed in memory, with :class:`FeatureCache`'s read side: for commands that only read."""
+
+    def __init__(self, split: str, frontend: Frontend, rows: list[dict], feats: list[np.ndarray]):
+        self.dir = None  # nothing on disk
+        self.split = split
+        self.frontend = frontend.identity
+        self.feature_size = frontend.feature_size
+        self.frames_per_second = frontend.frames_per_second
+        self.utterances = rows  # as in a cache's index: id, frames, duration, text
+        self._feats = feats
 
     def features(self, i: int) -> np.ndarray:
         """``[T, F]`` float16."""
@@ -262,7 +269,7 @@ def _write_shard(cache: Path, k: int, feats: list, feature_size: int) -> None:
         write_text(meta, json.dumps({"ids": [i for i, _ in feats], "frames": [len(f) for _, f in feats]}))
 
 
-class FeatureCache:
+class FeatureCache(SplitFeatures):
     """Read side of a prepared split: memory-mapped features, transcripts, lengths."""
 
     def __init__(self, cache_dir: str | Path):
@@ -277,17 +284,6 @@ class FeatureCache:
         self.frames_per_second = info["frames_per_second"]
         self.utterances = info["utterances"]
         self._shards: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    @property
-    def frames(self) -> list[int]:
-        return [u["frames"] for u in self.utterances]
-
-    @property
-    def hours(self) -> float:
-        return sum(u["duration"] for u in self.utterances) / 3600
 
     def features(self, i: int) -> np.ndarray:
         """``[T, F]`` float16 view into the memory-mapped shard."""

@@ -105,14 +105,9 @@ def _fuzz(tmp_path_factory, examples: int):
     return budget
 
 
-def test_any_space_file_loads_and_samples_or_is_one_line_naming_it(tmp_path_factory):
-    budget = _fuzz(tmp_path_factory, 200)
-    print(f"space fuzz: {budget}")
-
-
-@pytest.mark.slow
-def test_any_space_file_loads_and_samples_or_is_one_line_naming_it_2000(tmp_path_factory):
-    budget = _fuzz(tmp_path_factory, 2000)
+@pytest.mark.parametrize("examples", [200, pytest.param(2000, marks=pytest.mark.slow)])
+def test_any_space_file_loads_and_samples_or_is_one_line_naming_it(tmp_path_factory, examples):
+    budget = _fuzz(tmp_path_factory, examples)
     print(f"space fuzz: {budget}")
 
 

@@ -73,14 +73,9 @@ def _fuzz(tmp_path_factory, examples: int):
     return budget
 
 
-def test_any_run_config_file_loads_or_is_one_line_naming_it(tmp_path_factory):
-    budget = _fuzz(tmp_path_factory, 200)
-    print(f"run config fuzz: {budget}")
-
-
-@pytest.mark.slow
-def test_any_run_config_file_loads_or_is_one_line_naming_it_2000(tmp_path_factory):
-    budget = _fuzz(tmp_path_factory, 2000)
+@pytest.mark.parametrize("examples", [200, pytest.param(2000, marks=pytest.mark.slow)])
+def test_any_run_config_file_loads_or_is_one_line_naming_it(tmp_path_factory, examples):
+    budget = _fuzz(tmp_path_factory, examples)
     print(f"run config fuzz: {budget}")
 
 
