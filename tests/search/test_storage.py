@@ -265,10 +265,10 @@ def test_a_study_database_on_a_full_disk_is_one_line_and_its_trial_resumes(workd
         )
         log = StderrLines(proc, "trial 0: epoch 1 dev WER")
         assert log.seen.wait(timeout=300), log.text()[-3000:]
-        with open(mnt / "filler", "wb") as fh, contextlib.suppress(OSError):  # every byte the file system has left
+        # every byte the file system has left; unbuffered, so closing the file has nothing left to flush (and fail)
+        with open(mnt / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         assert proc.wait(timeout=300) == 2, log.text()[-3000:]
         text = log.text()
         assert "Traceback" not in text, text[-3000:]
