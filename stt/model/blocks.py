@@ -452,6 +452,69 @@ class FeedForwardConfig(BlockConfig):
         return self.output_size
 
 
+@dataclass(frozen=True)
+class JasperBlockConfig(BlockConfig):
+    width_doc: ClassVar = "out_chan"
+    knobs: ClassVar = ("kernel", "dilation", "dropout", "repeat", "separable", "se")
+    can_stride: ClassVar = True
+
+    in_chan: int = param(None, "input channels C (derived from the previous block)", required=True)
+    out_chan: int = param(None, "output channels of every sub-module", required=True)
+    repeat: int = param(1, "R: sub-modules of (conv -> BN -> ReLU -> dropout) in the block")
+    kernel: int = param(11, "temporal kernel width of every sub-module")
+    stride: int = param(1, "temporal stride, on the first sub-module (and the residual projection)")
+    dil: int = param(1, "dilation of every sub-module")
+    pad: int | None = param(
+        None, "padding, derived for 'same' length: dil * (kernel - 1) // 2", same_pad=("kernel", "dil")
+    )
+    separable: bool = param(False, "time-channel separable convs (QuartzNet): depthwise -> pointwise -> BN")
+    dropout: float = param(0.0, "dropout after each sub-module's ReLU", low=0, below=1)
+    residual: bool = param(True, "add a 1x1 conv + BN projection of the block's input before the last ReLU")
+    se: bool = param(False, "squeeze-and-excitation on the last sub-module's output (Citrinet)")
+    se_reduction: int = param(8, "SE bottleneck: out_chan // se_reduction channels")
+    se_context: int = param(
+        0, "SE context: 0 = every valid frame of the utterance; N = a centred window of N frames", low=0
+    )
+
+    def out_width(self) -> int:
+        return self.out_chan
+
+    def convs(self) -> list[ConvGeom]:
+        first = ConvGeom(self.kernel, self.stride, self.pad, self.dil)
+        return [first] + [ConvGeom(self.kernel, 1, self.pad, self.dil)] * (self.repeat - 1)
+
+    def check(self) -> None:
+        if self.se and self.out_chan // self.se_reduction < 1:
+            raise BlockConfigError(
+                "se_reduction", f"{self.se_reduction} leaves no SE channels of out_chan {self.out_chan}"
+            )
+        if self.se_context and self.se_context % 2 == 0:
+            raise BlockConfigError("se_context", f"{self.se_context} is even; a centred window needs an odd width")
+
+    @classmethod
+    def from_knobs(cls, width: int, stride: int, knobs: dict) -> dict:
+        return dict(
+            out_chan=width,
+            repeat=knobs["repeat"],
+            kernel=knobs["kernel"],
+            stride=stride,
+            dil=knobs["dilation"],
+            separable=knobs["separable"],
+            dropout=knobs["dropout"],
+            se=knobs["se"],
+        )
+
+    def to_knobs(self) -> dict:
+        return dict(
+            kernel=self.kernel,
+            dilation=self.dil,
+            dropout=self.dropout,
+            repeat=self.repeat,
+            separable=self.separable,
+            se=self.se,
+        )
+
+
 # ---------------------------------------------------------------------------
 # blocks
 
@@ -652,6 +715,102 @@ class FeedForward(Block):
         return apply_mask(y, length_mask(lengths, y.size(2))), lengths
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation over the valid frames only (Citrinet): ``x * sigmoid(fc(mean of x))``.
+
+    The mean is over every real frame of the utterance (``context=0``), or over a centred window of
+    ``context`` frames, counting real frames only, so padding never dilutes it. ``[B, C, T] -> [B, C, T]``.
+    """
+
+    def __init__(self, channels: int, reduction: int, context: int = 0):
+        super().__init__()
+        self.context = context
+        hidden = channels // reduction
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True), nn.Linear(hidden, channels, bias=False)
+        )
+
+    def extra_repr(self) -> str:
+        return f"context={'utterance' if not self.context else self.context}"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        m = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype)  # [B, 1, T]
+        xm = x * m
+        if not self.context:
+            s = xm.sum(2, keepdim=True) / m.sum(2, keepdim=True).clamp_min(1.0)  # [B, C, 1]
+        else:
+            w, half = self.context, self.context // 2
+            ones = torch.ones(x.size(1), 1, w, dtype=x.dtype, device=x.device)
+            total = F.conv1d(xm, ones, padding=half, groups=x.size(1))  # [B, C, T]: windowed sums of real frames
+            count = F.conv1d(m, ones[:1], padding=half)  # [B, 1, T]: real frames in each window
+            s = total / count.clamp_min(1.0)
+        gate = torch.sigmoid(self.fc(s.transpose(1, 2))).transpose(1, 2)  # [B, C, 1 or T]
+        return x * gate
+
+
+class JasperBlock(Block):
+    """Jasper / QuartzNet / Citrinet residual block (NeMo's ``JasperBlock``).
+
+    R sub-modules, each a conv (or a time-channel separable conv: depthwise -> pointwise, no bias) -> BN,
+    then ReLU -> dropout on all but the last; optional squeeze-and-excitation on the last; then the residual,
+    a 1x1 conv + BN projection of the block's input (strided like the block), is added before the last
+    ReLU -> dropout. The stride is on the first sub-module (NeMo's Citrinet strides the last one,
+    ``stride_last``: the same lengths and parameters). ``[B, in_chan, T] -> [B, out_chan, T']``.
+    """
+
+    Config = JasperBlockConfig
+
+    def __init__(self, cfg: JasperBlockConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.geoms = cfg.convs()
+        self.subs = nn.ModuleList()
+        c_in = cfg.in_chan
+        for g in self.geoms:
+            if cfg.separable:
+                conv = nn.Sequential(
+                    nn.Conv1d(c_in, c_in, g.kernel, g.stride, g.pad, g.dil, groups=c_in, bias=False),  # depthwise
+                    nn.Conv1d(c_in, cfg.out_chan, 1, bias=False),  # pointwise
+                )
+            else:
+                conv = nn.Conv1d(c_in, cfg.out_chan, g.kernel, g.stride, g.pad, g.dil, bias=False)
+            self.subs.append(nn.ModuleDict({"conv": conv, "norm": MaskedBatchNorm1d(cfg.out_chan)}))
+            c_in = cfg.out_chan
+        self.se = SqueezeExcite(cfg.out_chan, cfg.se_reduction, cfg.se_context) if cfg.se else None
+        if cfg.residual:
+            self.res_conv = nn.Conv1d(cfg.in_chan, cfg.out_chan, 1, stride=cfg.stride, bias=False)
+            self.res_norm = MaskedBatchNorm1d(cfg.out_chan)
+        self.drop = Dropout(cfg.dropout)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        kind = "separable" if c.separable else "conv"
+        extra = (", se" + (f"(context={c.se_context})" if c.se_context else "")) if c.se else ""
+        return (
+            f"{c.in_chan}->{c.out_chan}, repeat={c.repeat}, {kind}, kernel={c.kernel}, stride={c.stride}, "
+            f"dil={c.dil}, residual={c.residual}{extra}"
+        )
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x ``[B, in_chan, T]`` (zero padded), lengths ``[B]`` or None.
+        Returns: ``([B, out_chan, T'], [B] or None)``.
+        """
+        y, out_lengths, mask = x, lengths, None
+        for i, (sub, g) in enumerate(zip(self.subs, self.geoms)):
+            y = sub["conv"](y)  # [B, out_chan, T'] (the separable pointwise conv cannot spread padding)
+            out_lengths = conv_out_lengths(out_lengths, g.kernel, g.stride, g.pad, g.dil)
+            mask = length_mask(out_lengths, y.size(2))
+            y = sub["norm"](y, mask)
+            if i < len(self.subs) - 1:  # the next conv must see zeros on padding again
+                y = apply_mask(self.drop(F.relu(y, inplace=True)), mask)
+        if self.se is not None:
+            y = self.se(y, mask)
+        if self.cfg.residual:
+            y = y + self.res_norm(self.res_conv(x), mask)  # [B, out_chan, T']: same lengths (1x1, same stride)
+        y = self.drop(F.relu(y, inplace=True))
+        return apply_mask(y, mask), out_lengths
+
+
 # The one table of block types: config name -> block class (whose ``Config`` describes its keys). The config
 # loader, the model builder, the search spaces and the docs all read it; a new block type is one line here.
 BLOCKS: dict[str, type[Block]] = {
@@ -660,6 +819,7 @@ BLOCKS: dict[str, type[Block]] = {
     "attention_conv_block": AttentionConvBlock,
     "conv_attention_conv_block": ConvAttentionConvBlock,
     "feed_forward": FeedForward,
+    "jasper_block": JasperBlock,
 }
 
 

@@ -36,6 +36,9 @@ def branch(btype, width, kernel=3, stride=1, dil=1, k=1, heads=2, out=None):
         return [btype, dict(out_chan=out, kernel_conv=kernel, stride_conv=stride, dil_conv=dil, k=k, n_heads=heads)]
     if btype == "attention_conv_block":
         return [btype, dict(n_heads=heads, kernel=kernel)]
+    if btype == "jasper_block":  # k=2 stands for the QuartzNet/Citrinet form: separable, with SE
+        sep = dict(separable=True, se=True, se_reduction=2) if k == 2 else {}
+        return [btype, dict(out_chan=out, repeat=2, kernel=kernel, stride=stride, dil=dil, **sep)]
     return [btype, dict(output_size=out, d_ff=2 * width)]
 
 
@@ -45,7 +48,7 @@ GEOMS = [(k, d, s) for k, d, s in itertools.product([1, 2, 3, 5, 7], [1, 2, 3], 
 
 def _lengths_agree(kernel, dil, stride, longest):
     # one layer per strided block type, so lengths go through the rounding three times
-    types = ["conv_block", "separable_conv_block", "conv_attention_conv_block"]
+    types = ["conv_block", "separable_conv_block", "conv_attention_conv_block", "jasper_block"]
     cfg = [[[branch(t, 4, kernel, stride, dil)]] for t in types]
     cfg[0][0][0][1]["in_chan"] = 4
     model = STTModel(cfg, input_size=4, input_proj=None).eval()
