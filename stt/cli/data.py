@@ -73,7 +73,11 @@ def add_commands(sub) -> None:
 
     f = psub.add_parser("features", help="compute frontend features once into DATA/.stt-cache")
     f.add_argument("--data", required=True, help="data folder (LibriSpeech layout or SPLIT.tsv/.jsonl manifests)")
-    f.add_argument("--frontend", default="fbank", help="fbank (default) or wav2vec:PATH/TO/wav2vec_large.pt")
+    f.add_argument(
+        "--frontend",
+        default="fbank",
+        help="fbank (default, 80 mel bins), fbank:BINS (e.g. fbank:64) or wav2vec:PATH/TO/wav2vec_large.pt",
+    )
     f.add_argument("--splits", nargs="*", default=None, help="only these splits (default: all found)")
     f.add_argument(
         "--show-skipped", type=nonnegative_int, default=20, help="list at most this many skipped files per split"

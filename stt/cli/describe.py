@@ -19,13 +19,16 @@ def _cmd_describe(args) -> None:
         raise ConfigError("describe: give a config (or --blocks for the block types and their keys)")
     run = load_run_config(args.config)
     size = args.input_size or run.input_size
-    model = build_model(run, size, None)
+    from stt.data.text import LETTERS
+
+    model = build_model(run, size, len(LETTERS))
     if args.print_model:
         print(model)
     d = describe(model)
+    encoder = d["parameters"] - sum(p.numel() for p in model.output_proj.parameters())
     print(f"config:             {args.config}")
     print(f"input:              {size}-d features -> {run.input_proj or 'no'} projection -> width {d['width']}")
-    print(f"parameters:         {d['parameters']:,}")
+    print(f"parameters:         {d['parameters']:,} with the {len(LETTERS)}-letter CTC output ({encoder:,} without)")
     print(f"layers:             {d['layers']} (width {d['width']} -> {d['output_width']})")
     print(f"total stride:       {d['total_stride']} ({d['output_rate_hz']:g} output frames/s at 100 Hz input)")
     print(f"receptive field:    {d['receptive_field_frames']} frames ({d['receptive_field_frames'] * 10} ms at 100 Hz)")

@@ -56,7 +56,13 @@ def mel_filterbank(
 
 
 class Fbank(Frontend):
-    """Log-mel filterbank, 25 ms windows every 10 ms, per-utterance mean/variance normalisation."""
+    """Log-mel filterbank, 25 ms windows every 10 ms, per-utterance mean/variance normalisation.
+
+    The normalisation is per feature (each mel bin to zero mean, unit variance over the utterance's
+    frames), as NeMo's ``normalize: per_feature`` does; NeMo divides by the unbiased deviation, this by the
+    biased one (a factor of ``sqrt(n / (n - 1))``, 1.0005 for a 10 s utterance). ``n_mels`` is in the cache
+    identity, so 64- and 80-bin caches never mix.
+    """
 
     VERSION = 1  # bump when the computation changes: it invalidates caches
 
@@ -203,13 +209,48 @@ def frontend_identity(spec: str) -> str:
     return build_frontend(spec).identity  # cheap for fbank; raises the frontend's own error for a bad spec
 
 
+FBANK_BINS = (8, 256)  # the mel bins an ``fbank:N`` spec may ask for, inclusive
+
+
+def spec_problem(spec) -> str | None:
+    """What is wrong with a frontend spec's syntax (None: nothing), without building it or reading a file.
+
+    Specs: ``fbank`` (80 log-mel bins), ``fbank:N`` (N bins, e.g. ``fbank:64`` as QuartzNet and Citrinet's
+    NeMo recipes use), ``wav2vec:CHECKPOINT``.
+    """
+    if not isinstance(spec, str):
+        return "expected fbank, fbank:BINS or wav2vec:CHECKPOINT"
+    if spec == "fbank" or spec.startswith("wav2vec:"):
+        return None
+    if spec.startswith("fbank:"):
+        bins = spec[len("fbank:") :]
+        lo, hi = FBANK_BINS
+        if not (bins.isdigit() and lo <= int(bins) <= hi):
+            return f"fbank:BINS takes {lo} to {hi} mel bins, got {bins!r}"
+        return None
+    return "expected fbank, fbank:BINS or wav2vec:CHECKPOINT"
+
+
+def feature_size_of(spec: str) -> int | None:
+    """The feature size a spec gives, where the spec alone says it (fbank); None for a neural frontend."""
+    if spec == "fbank":
+        return 80
+    if spec.startswith("fbank:"):
+        return int(spec[len("fbank:") :])
+    return None
+
+
 @functools.lru_cache(maxsize=4)
 def build_frontend(spec: str, device: str = "cpu") -> Frontend:
-    """``"fbank"`` or ``"wav2vec:PATH/TO/checkpoint.pt"``; a neural frontend runs on ``device``."""
+    """``"fbank"``, ``"fbank:N"`` or ``"wav2vec:PATH/TO/checkpoint.pt"``; a neural frontend runs on ``device``."""
     if spec == "fbank":
         return Fbank()
+    if spec.startswith("fbank:") and spec_problem(spec) is None:
+        return Fbank(n_mels=int(spec[len("fbank:") :]))
     if spec.startswith("wav2vec:"):
         return Wav2Vec(spec.split(":", 1)[1], device=device)
     if spec == "wav2vec":
         raise FrontendError("frontend 'wav2vec' needs a checkpoint: --frontend wav2vec:PATH/TO/wav2vec_large.pt")
-    raise FrontendError(f"unknown frontend {spec!r}; valid: fbank, wav2vec:CHECKPOINT")
+    raise FrontendError(
+        f"unknown frontend {spec!r}: {spec_problem(spec) or 'expected fbank, fbank:BINS or wav2vec:CHECKPOINT'}"
+    )

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from stt.core.errors import show, show_key
+from stt.data.frontends import feature_size_of, spec_problem
 from stt.model.layer_config import (
     LayerConfig,
     LayerConfigError,
@@ -96,7 +97,7 @@ class RunConfig:
     layers: LayerConfig  # the nested layer config, normalised
     input_proj: str | None = "base"  # "base" or None
     residual: bool = True  # residual around shape-preserving layers
-    frontend: str = "fbank"  # "fbank" or "wav2vec:CHECKPOINT"
+    frontend: str = "fbank"  # "fbank" (80 mel bins), "fbank:N" (N bins) or "wav2vec:CHECKPOINT"
     train: TrainConfig = field(default_factory=TrainConfig)
     input_size: int = 80  # feature size for `describe` when no data is given; training uses the frontend's
 
@@ -164,9 +165,13 @@ def load_run_config(src, overrides: dict | None = None) -> RunConfig:
     if input_proj not in ("base", None):
         raise LayerConfigError(f"{prefix}model.input_proj: {show(input_proj)} is not one of base, null")
     frontend = obj.get("frontend", "fbank")
-    if not isinstance(frontend, str) or not (frontend == "fbank" or frontend.startswith("wav2vec:")):
-        raise LayerConfigError(f"{prefix}frontend: {show(frontend)}; expected fbank or wav2vec:CHECKPOINT")
+    problem = spec_problem(frontend)
+    if problem:
+        raise LayerConfigError(f"{prefix}frontend: {show(frontend)}: {problem}")
     residual = model.get("residual", True)
     if not isinstance(residual, bool):  # bool("false") is True: a string must not turn residuals on
         raise LayerConfigError(f"{prefix}model.residual: {show(residual)} is not one of true, false")
-    return RunConfig(layers=layers, input_proj=input_proj, residual=residual, frontend=frontend, train=tc)
+    size = feature_size_of(frontend) or RunConfig.input_size
+    return RunConfig(
+        layers=layers, input_proj=input_proj, residual=residual, frontend=frontend, train=tc, input_size=size
+    )

@@ -45,6 +45,27 @@ def _tiny_wav2vec_checkpoint(path):
     return model.eval()
 
 
+def test_fbank_takes_a_bin_count_which_keys_its_cache_and_a_bad_one_is_one_line():
+    from stt.core.errors import ConfigError
+    from stt.train.run_config import load_run_config
+
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    f64, f80 = build_frontend("fbank:64"), build_frontend("fbank")
+    feats = f64(wav)
+    assert feats.shape == (98, 64) and f64.feature_size == 64 and f80(wav).shape == (98, 80)
+    assert f64.identity != f80.identity and f64.identity == build_frontend("fbank:64").identity
+    # per utterance and per feature (NeMo's per_feature): every bin zero mean, unit variance
+    torch.testing.assert_close(feats.mean(0), torch.zeros(64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(feats.std(0, unbiased=False), torch.ones(64), atol=1e-3, rtol=0)
+    assert build_frontend("fbank:80").identity == f80.identity  # the same features, the same cache
+    for bad in ("fbank:7", "fbank:x", "fbank:", "fbank:999"):
+        with pytest.raises(FrontendError, match="fbank:BINS takes 8 to 256 mel bins"):
+            build_frontend(bad)
+        with pytest.raises(ConfigError) as e:
+            load_run_config({"frontend": bad, "model": {"layers": [[[["conv_block", {"in_chan": 8, "out_chan": 8}]]]]}})
+        assert str(e.value).startswith(f"frontend: '{bad}': fbank:BINS takes 8 to 256") and "\n" not in str(e.value)
+
+
 def test_a_wav2vec_checkpoint_that_runs_code_is_refused_and_the_code_never_runs(tmp_path):
     """Before: torch.load(weights_only=False) ran the payload while building the frontend."""
     _tiny_wav2vec_checkpoint(tmp_path / "good.pt")
