@@ -47,8 +47,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from search.template_space import (
+    BLOCK_KINDS,
+    build_template,
+    check_template_space,
+    load_template,
+    template_actual,
+)
 from stt.core.errors import ConfigError, show, show_key
 from stt.core.files import MAX_YAML_BYTES, parse_user_yaml, read_user_text
+from stt.data.frontends import spec_problem
 from stt.model.blocks import BLOCKS, block_config
 from stt.model.layer_config import load_layer_config
 from stt.train.run_config import RunConfig, TrainConfig
@@ -65,8 +73,28 @@ MAX_BRANCHES = 1024
 
 # the per-branch choices a block's config may read (BlockConfig.knobs), with the value a space that leaves one
 # out gets; attn_kernel: None = the conv kernel, and not a parameter unless the space lists it
-_KNOBS = {"kernel": 3, "dilation": 1, "dropout": 0.0, "glu": False, "heads": 4, "attn_kernel": None}
-_KNOB_TYPES = {"kernel": int, "dilation": int, "dropout": float, "glu": bool, "heads": int, "attn_kernel": int}
+_KNOBS = {
+    "kernel": 3,
+    "dilation": 1,
+    "dropout": 0.0,
+    "glu": False,
+    "heads": 4,
+    "attn_kernel": None,
+    "repeat": 1,  # jasper_block's sub-modules
+    "separable": False,  # jasper_block's time-channel separable convs
+    "se": False,  # jasper_block's squeeze-and-excitation
+}
+_KNOB_TYPES = {
+    "kernel": int,
+    "dilation": int,
+    "dropout": float,
+    "glu": bool,
+    "heads": int,
+    "attn_kernel": int,
+    "repeat": int,
+    "separable": bool,
+    "se": bool,
+}
 
 
 _SCHEMA = {
@@ -95,6 +123,15 @@ class Space:
     name: str
     text: str  # the YAML as read: stored with the study so resume samples the same space
 
+    @property
+    def template(self) -> RunConfig | None:
+        """The model a template space searches around (``search.template_space``); None for a layered space."""
+        if "template" not in self.spec:
+            return None
+        if "_template" not in self.__dict__:
+            self.__dict__["_template"] = load_template(self.spec, self.name)
+        return self.__dict__["_template"]
+
 
 # what each searched key's values must be (train.* keys take their TrainConfig field's type)
 _KINDS = {
@@ -113,6 +150,11 @@ _KINDS = {
     "branch.heads": "count",
     "branch.glu": "flag",
     "branch.dropout": "fraction",
+    "branch.repeat": "count",
+    "branch.separable": "flag",
+    "branch.se": "flag",
+    "width_multiplier": "positive",
+    **{f"block.{k}": kind for k, kind in BLOCK_KINDS.items()},
 }
 
 
@@ -246,6 +288,14 @@ def shipped_spaces() -> list[str]:
 
 
 def validate_space(spec: Any, label: str = "space") -> dict:
+    if isinstance(spec, dict) and "template" in spec:
+        try:
+            check_template_space(spec, label, _check_dist)
+        except SpaceError:
+            raise
+        except ConfigError as e:  # the template's own file, named in the message
+            raise SpaceError(str(e)) from None
+        return spec
     _check_keys(spec, label)
     _check_block_types(spec, label)
     widths = _as_list(spec["width"])
@@ -317,8 +367,9 @@ def _check_unsearched(spec: dict, label: str) -> None:
         if isinstance(spec.get(key), (list, dict)):
             raise SpaceError(f"{label}: {key}: expected a single value, not {show(spec[key])}")
     frontend = spec.get("frontend", "fbank")
-    if not (frontend == "fbank" or frontend.startswith("wav2vec:")):
-        raise SpaceError(f"{label}: frontend: {show(frontend)}; expected fbank or wav2vec:CHECKPOINT")
+    problem = spec_problem(frontend)
+    if problem:
+        raise SpaceError(f"{label}: frontend: {show(frontend)}: {problem}")
 
 
 def _check_sizes(spec: dict, label: str, widths: list) -> None:
@@ -414,6 +465,8 @@ def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
     overridden, so ``sample_config(FixedTrial(trial.params), ...)`` rebuilds the same config.
     """
     s = space.spec
+    if space.template is not None:
+        return _sample_template(trial, space, max_total_stride)
     layer_s, branch_s = s.get("layer", {}), s.get("branch", {})
     cap = min(max_total_stride, s.get("max_total_stride", max_total_stride))
     width = _suggest(trial, "width", s["width"])
@@ -468,6 +521,43 @@ def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
     for key, dist in s.get("train", {}).items():
         train[key] = _suggest(trial, f"train.{key}", dist)
     return RunConfig(layers=load_layer_config(layers), frontend=s.get("frontend", "fbank"), train=TrainConfig(**train))
+
+
+def _sample_template(trial, space: Space, max_total_stride: int) -> RunConfig:
+    template = space.template
+    if template.layers.total_stride > max_total_stride:
+        raise SpaceError(
+            f"{space.name}: template: {space.spec['template']} strides by {template.layers.total_stride}, past this "
+            f"corpus's cap of {max_total_stride} (its shortest utterance would have fewer frames than letters)"
+        )
+    return build_template(space.spec, template, lambda name, dist, builds: _suggest(trial, name, dist))
+
+
+class _TemplateReader:
+    """Answers a template space's decisions from an existing config (see :class:`_Reader`)."""
+
+    def __init__(self, run: RunConfig, template: RunConfig, label: str, train_keys=()):
+        self.run, self.template, self.label, self.params = run, template, label, {}
+        self.train_keys = set(train_keys)
+
+    def __call__(self, name: str, dist, builds):
+        if not isinstance(dist, (list, dict)):
+            return dist  # fixed: not a parameter
+        if name.startswith("train.") and name[len("train.") :] not in self.train_keys:
+            return dist[0] if isinstance(dist, list) else dist["low"]
+        actual = template_actual(self.run, self.template, name)
+        if isinstance(dist, list):
+            ok = [v for v in dist if builds(v) == actual and isinstance(v, bool) == isinstance(actual, bool)]
+        else:
+            fits = _number(actual) and dist["low"] <= actual <= dist["high"] and not isinstance(actual, bool)
+            ok = [actual if isinstance(dist["low"], int) and isinstance(dist["high"], int) else float(actual)]
+            ok = ok if fits else []
+        if not ok:
+            raise SpaceError(
+                f"{self.label}: not in the space: {name} gives {actual!r}, which no choice of {show(dist)} builds"
+            )
+        self.params[name] = ok[0]
+        return ok[0]
 
 
 class _Reader:
@@ -555,7 +645,24 @@ def params_of(run: RunConfig, space: Space, max_total_stride: int, label: str, t
     all), and are left to the sampler otherwise; the space's fixed ones apply to it as to every
     candidate. Raises SpaceError naming the first parameter ``run`` does not fit.
     """
-    reader = _Reader(run, label, TrainConfig.__dataclass_fields__ if train_keys is None else train_keys)
+    train_keys = TrainConfig.__dataclass_fields__ if train_keys is None else train_keys
+    if space.template is not None:
+        template = space.template
+        types = [[t for blk in layer for t, _ in blk] for layer in run.layers.layers]
+        shape = (run.input_proj, run.residual, len(types), all(t == ["jasper_block"] for t in types))
+        if shape != (template.input_proj, template.residual, len(template.layers.layers), True):
+            raise SpaceError(
+                f"{label}: not in the space: not a form of the template {space.spec['template']} "
+                f"({len(template.layers.layers)} layers of one jasper_block each, no input projection)"
+            )
+        reader = _TemplateReader(run, template, label, train_keys)
+        rebuilt = build_template(space.spec, template, reader)
+        if rebuilt.to_dict()["model"] != run.to_dict()["model"]:  # a stride, dilation or form the space keeps
+            raise SpaceError(
+                f"{label}: not in the space: its layers are not a form of the template {space.spec['template']}"
+            )
+        return reader.params
+    reader = _Reader(run, label, train_keys)
     rebuilt = sample_config(reader, space, max_total_stride)
     if (rebuilt.residual, rebuilt.input_proj) != (run.residual, run.input_proj):
         raise SpaceError(f"{label}: not in the space: model.residual/input_proj must be true/base")

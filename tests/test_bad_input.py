@@ -368,7 +368,7 @@ ROWS = [
     Row(
         "launch-unknown-space",
         "stt-search launch --space nosuch --data {w}/data --study s --storage sqlite:///{w}/new.db",
-        r"nosuch: no such space file \(shipped spaces: seed, small\)",
+        r"nosuch: no such space file \(shipped spaces: quartznet, quartznet_cpu, seed, small\)",
     ),
     Row(
         "launch-bad-space-value",

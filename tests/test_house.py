@@ -24,7 +24,7 @@ STT_ALLOWED = {
 # search's layers, lowest first: a module imports only from its own layer or lower ones (and any of stt).
 SEARCH_LAYERS = [
     {"search.trials", "search.storage"},
-    {"search.space", "search.samplers", "search.fidelity", "search.pruners"},
+    {"search.space", "search.template_space", "search.samplers", "search.fidelity", "search.pruners"},
     {"search.settings", "search.isolation", "search.workers"},
     {"search.objective", "search.stopping", "search.stretch", "search.rescore"},
     {"search.study"},

@@ -9,7 +9,7 @@ from search.cli import commands
 from search.settings import COMPARE, DEMO, EXPORT, LAUNCH, RESUME, WORKER, StudySettings, WorkerOptions, add_options
 from stt.core.args import POSITIVE_FLOAT, POSITIVE_INT, OneLineParser
 
-SPACE_HELP = "a shipped space by name (small, seed) or a search space YAML"
+SPACE_HELP = "a shipped space by name (small, seed, quartznet, quartznet_cpu) or a search space YAML"
 
 
 def build_parser() -> argparse.ArgumentParser:
