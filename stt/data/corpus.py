@@ -58,7 +58,13 @@ def find_splits(data_dir: str | Path) -> dict[str, Path]:
     if not data_dir.is_dir():
         raise CorpusError(f"{data_dir}: no such data folder")
     splits: dict[str, Path] = {}
-    for root, dirs, files in os.walk(data_dir):
+    seen: set[str] = set()  # real folders walked: symlinks are followed (a split of linked corpora), loops are not
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if d != CACHE_DIR and not d.startswith("."))
         if any(f.endswith(".trans.txt") for f in files):
             split_dir = Path(root).parent.parent  # SPLIT/SPEAKER/CHAPTER

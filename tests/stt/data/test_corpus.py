@@ -47,6 +47,25 @@ def test_librispeech_layout_round_trip(tmp_path, speech):
     }
 
 
+def test_a_split_of_symlinked_speakers_and_a_symlinked_split_are_read_and_a_link_loop_ends(tmp_path):
+    # the README's LibriSpeech recipe: train joins three corpora's speakers by links; dev links a whole split
+    ls = tmp_path / "LibriSpeech"
+    for corpus, spk in (("train-clean-100", 19), ("train-other-500", 20), ("dev-clean", 84)):
+        chapter = ls / corpus / str(spk) / "1"
+        chapter.mkdir(parents=True)
+        (chapter / f"{spk}-1.trans.txt").write_text(f"{spk}-1-0000 HELLO\n")
+        sf.write(chapter / f"{spk}-1-0000.flac", np.zeros(1600, np.float32), 16000)
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    for corpus, spk in (("train-clean-100", 19), ("train-other-500", 20)):
+        (data / "train" / str(spk)).symlink_to(ls / corpus / str(spk))
+    (data / "dev").symlink_to(ls / "dev-clean")
+    (data / "dev" / "84" / "loop").symlink_to(data)  # a link back up: walked once, not forever
+    splits = find_splits(data)
+    assert splits == {"train": data / "train", "dev": data / "dev"}
+    assert sorted(u.id for u in read_librispeech(splits["train"])[0]) == ["19-1-0000", "20-1-0000"]
+
+
 def test_bad_input_is_skipped_and_named(tmp_path, speech):
     say, sr = speech
     ch = tmp_path / "train" / "1" / "2"
