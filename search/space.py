@@ -53,6 +53,7 @@ from search.template_space import (
     check_template_space,
     load_template,
     template_actual,
+    with_template_config,
 )
 from stt.core.errors import ConfigError, show, show_key
 from stt.core.files import MAX_YAML_BYTES, parse_user_yaml, read_user_text
@@ -268,10 +269,17 @@ def load_space(src: str | Path) -> Space:
         shipped = resources.files("spaces") / name
         if path.parent in (Path("."), Path("spaces")) and shipped.is_file():
             text = shipped.read_text()
-            return Space(validate_space(_parse(text, f"spaces/{name}"), f"spaces/{name}"), Path(name).stem, text)
+            return _read(Space(validate_space(_parse(text, f"spaces/{name}"), f"spaces/{name}"), Path(name).stem, text))
         raise SpaceError(f"{src}: no such space file (shipped spaces: {', '.join(shipped_spaces())})")
     text = read_user_text(path, SpaceError, limit=MAX_YAML_BYTES)
-    return Space(validate_space(_parse(text, str(path)), str(path)), path.stem, text)
+    return _read(Space(validate_space(_parse(text, str(path)), str(path)), path.stem, text))
+
+
+def _read(space: Space) -> Space:
+    """A space read from its file; a template space's text gets its template's config (what a study stores)."""
+    if space.template is not None:
+        space.text = with_template_config(space.text, space.spec, space.template)
+    return space
 
 
 def space_from_text(text: str, name: str) -> Space:
@@ -411,6 +419,10 @@ def _check_shapes(spec: dict, label: str, widths: list) -> None:
         even = [k for k in choices("branch", key, 3) if k % 2 == 0]
         if even:
             raise SpaceError(f"{label}: branch.{key}: {show(even[0])} is even; 'same' padding needs an odd kernel")
+    if True in choices("branch", "se", False) and "jasper_block" in choices("branch", "type", "conv_block"):
+        narrow = min(widths)
+        if narrow // 8 < 1:  # jasper_block's SE bottleneck is width // se_reduction (8) channels
+            raise SpaceError(f"{label}: branch.se: width {narrow} leaves squeeze-and-excitation no channels (< 8)")
     for h in choices("branch", "heads", 4):
         bad = next((w for w in widths if w % h), None)
         if bad is not None:
@@ -523,13 +535,19 @@ def sample_config(trial, space: Space, max_total_stride: int = 4) -> RunConfig:
     return RunConfig(layers=load_layer_config(layers), frontend=s.get("frontend", "fbank"), train=TrainConfig(**train))
 
 
-def _sample_template(trial, space: Space, max_total_stride: int) -> RunConfig:
+def _template_fits(space: Space, max_total_stride: int) -> RunConfig:
+    """The space's template, if its strides fit the corpus's cap (nothing a template space samples changes them)."""
     template = space.template
     if template.layers.total_stride > max_total_stride:
         raise SpaceError(
             f"{space.name}: template: {space.spec['template']} strides by {template.layers.total_stride}, past this "
             f"corpus's cap of {max_total_stride} (its shortest utterance would have fewer frames than letters)"
         )
+    return template
+
+
+def _sample_template(trial, space: Space, max_total_stride: int) -> RunConfig:
+    template = _template_fits(space, max_total_stride)
     return build_template(space.spec, template, lambda name, dist, builds: _suggest(trial, name, dist))
 
 
@@ -647,13 +665,14 @@ def params_of(run: RunConfig, space: Space, max_total_stride: int, label: str, t
     """
     train_keys = TrainConfig.__dataclass_fields__ if train_keys is None else train_keys
     if space.template is not None:
-        template = space.template
+        template = _template_fits(space, max_total_stride)
         types = [[t for blk in layer for t, _ in blk] for layer in run.layers.layers]
         shape = (run.input_proj, run.residual, len(types), all(t == ["jasper_block"] for t in types))
         if shape != (template.input_proj, template.residual, len(template.layers.layers), True):
             raise SpaceError(
                 f"{label}: not in the space: not a form of the template {space.spec['template']} "
-                f"({len(template.layers.layers)} layers of one jasper_block each, no input projection)"
+                f"({len(template.layers.layers)} layers of one jasper_block each, input_proj {template.input_proj}, "
+                f"residual {str(template.residual).lower()})"
             )
         reader = _TemplateReader(run, template, label, train_keys)
         rebuilt = build_template(space.spec, template, reader)

@@ -56,10 +56,10 @@ class Stretch:
         study.set_user_attr(STRETCHED, growth["parent"])
         study.enqueue_trial({}, user_attrs={Attr.GROWTH: growth})
         log.info(
-            "stretch: trial %d (dev WER %.1f%%) grown by %s, trains on from its weights for %d epochs until the end",
+            "stretch: trial %d (dev WER %.1f%%)%s trains on from its weights for %d epochs until the end",
             growth["parent"],
             100 * growth["parent_dev_wer"],
-            ", ".join(m["op"] for m in growth["morphs"]),
+            f" grown by {', '.join(m['op'] for m in growth['morphs'])}," if growth["morphs"] else "",
             growth["epochs"],
         )
         return growth
@@ -78,7 +78,9 @@ class Stretch:
             return None  # nothing trained in full to grow: the study ends with what it has
         best = min(full, key=lambda t: (t.user_attrs[Attr.DEV_WER], t.number))
         run = load_run_config(json.loads(best.user_attrs[Attr.CONFIG]))
-        morphs = [Deepen(after=len(run.layers.layers) - 1, kernel=5)]  # a layer of capacity, before the output
+        # a layer of capacity, before the output; a model without model-level residuals (the Jasper family, whose
+        # blocks carry their own) has no identity layer to insert, so it trains on unchanged
+        morphs = [Deepen(after=len(run.layers.layers) - 1, kernel=5)] if run.residual else []
         child = grown(run.layers, morphs)
         # the child's pace: its parent's seconds per epoch, scaled by the compute the growth adds
         grown_run = dataclasses.replace(run, layers=child)

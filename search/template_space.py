@@ -25,6 +25,7 @@ model, read back from a config by :func:`template_params_of` (a seed must be a p
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 
 from stt.core.errors import ConfigError, show, show_key
@@ -32,7 +33,7 @@ from stt.model.layer_config import load_layer_config
 from stt.train.run_config import RunConfig, TrainConfig, load_run_config
 
 # the keys of a template space, and per residual block the keys of ``block`` with their kinds (space._KINDS)
-TEMPLATE_KEYS = ("template", "seeds", "frontend", "width_multiplier", "block", "train")
+TEMPLATE_KEYS = ("template", "seeds", "frontend", "width_multiplier", "block", "train", "template_config")
 BLOCK_KINDS = {
     "repeat": "count",
     "kernel_scale": "positive",
@@ -53,21 +54,47 @@ def odd_kernel(k: float) -> int:
     return max(1, 2 * int(round((k - 1) / 2)) + 1)
 
 
+TEMPLATE_CONFIG = "template_config"  # the template's run config itself, added to a space's text when it is read
+
+
 def load_template(spec: dict, label: str) -> RunConfig:
-    """The template a space names, checked: every layer one ``jasper_block`` branch, at least one residual."""
+    """The template a space names, checked: every layer one ``jasper_block`` branch, at least one residual.
+
+    A space read from its file gets the template's config written into its text (``template_config``, see
+    :func:`with_template_config`), so a study stored with that text (resume, workers on other hosts) builds
+    from the config it started with, never from a file that may have changed, moved or been shadowed since.
+    """
     name = spec["template"]
     if not isinstance(name, str):
         raise ConfigError(f"{label}: template: expected a shipped config name or a path, got {show(name)}")
+    where = f"{TEMPLATE_CONFIG} (of {name})" if TEMPLATE_CONFIG in spec else name
     try:
-        run = load_run_config(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+        if TEMPLATE_CONFIG in spec:
+            run = load_run_config(spec[TEMPLATE_CONFIG])
+        else:
+            run = load_run_config(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
     except ConfigError as e:
-        raise ConfigError(f"{label}: template: {e}") from None
+        raise ConfigError(
+            f"{label}: template: {where}: {e}" if TEMPLATE_CONFIG in spec else f"{label}: template: {e}"
+        ) from None
     for i, layer in enumerate(run.layers.layers):
         if len(layer) != 1 or len(layer[0]) != 1 or layer[0][0][0] != "jasper_block":
             raise ConfigError(f"{label}: template: {name}: layer {i} is not one jasper_block, which a template needs")
     if not residual_blocks(run):
         raise ConfigError(f"{label}: template: {name} has no residual jasper_block to search")
     return run
+
+
+def with_template_config(text: str, spec: dict, template: RunConfig) -> str:
+    """A template space's text with its template's config added (once): what a study stores."""
+    if TEMPLATE_CONFIG in spec:
+        return text
+    spec[TEMPLATE_CONFIG] = template.to_dict()
+    return (
+        text.rstrip("\n")
+        + f"\n# written when the space was read: {spec['template']} as it was then\n"
+        + (f"{TEMPLATE_CONFIG}: {json.dumps(spec[TEMPLATE_CONFIG])}\n")
+    )
 
 
 def residual_blocks(run: RunConfig) -> list[int]:
@@ -83,6 +110,9 @@ def check_template_space(spec: dict, label: str, check_dist: Callable) -> RunCon
             raise ConfigError(
                 f"{label}: {show_key(key)}: unknown key in a template space; valid: {', '.join(TEMPLATE_KEYS)}"
             )
+    seeds = spec.get("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(v, str) for v in seeds):
+        raise ConfigError(f"{label}: seeds: expected a list of config paths or shipped config names, got {show(seeds)}")
     template = load_template(spec, label)
     if spec.setdefault("frontend", template.frontend) != template.frontend:
         raise ConfigError(
@@ -103,6 +133,7 @@ def check_template_space(spec: dict, label: str, check_dist: Callable) -> RunCon
             raise ConfigError(
                 f"{label}: {'' if where is spec else 'block.'}{k}: expected a list of choices, not a range"
             )
+    _check_distinct(spec, template, label)
     train = spec.setdefault("train", {})
     if not isinstance(train, dict):
         raise ConfigError(f"{label}: train: expected a mapping of {', '.join(TrainConfig.__dataclass_fields__)}")
@@ -116,12 +147,68 @@ def check_template_space(spec: dict, label: str, check_dist: Callable) -> RunCon
     return template
 
 
+MAX_CHANNELS = 16384  # the widest layer a template space may build
+MAX_KERNEL = 1023  # the widest kernel
+MAX_REPEAT = 64  # the most sub-modules in one block
+
+
+def _choices(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _check_distinct(spec: dict, template: RunConfig, label: str) -> None:
+    """Every choice builds a different model, within bounds: two values that round to the same channels or
+    kernel would record a parameter the model does not show."""
+    layers = template.layers.layers
+    searched = residual_blocks(template)
+    block = spec.get("block", {})
+    wms = _choices(spec.get("width_multiplier", 1.0))
+    built = {}
+    for wm in wms:
+        shape = _fixed_widths(template, wm)
+        if shape in built:
+            raise ConfigError(
+                f"{label}: width_multiplier: {show(built[shape])} and {show(wm)} build the same widths; list "
+                "choices that differ"
+            )
+        built[shape] = wm
+    if max(c for shape in built for c in shape) > MAX_CHANNELS:
+        raise ConfigError(f"{label}: width_multiplier: up to {show(max(wms))} gives over {MAX_CHANNELS} channels")
+    if max(_choices(block.get("repeat", 1))) > MAX_REPEAT:
+        raise ConfigError(f"{label}: block.repeat: at most {MAX_REPEAT} sub-modules a block")
+    for n, i in enumerate(searched):
+        kw = layers[i][0][0][1]
+        for key, of, limit, what in (
+            ("kernel_scale", [kw["kernel"]], MAX_KERNEL, "a kernel of"),
+            ("channel_scale", [round_channels(kw["out_chan"] * wm) for wm in wms], MAX_CHANNELS, "channels"),
+        ):
+            build = odd_kernel if key == "kernel_scale" else round_channels
+            for base in of:
+                seen = {}
+                for v in _choices(block.get(key, 1.0)):
+                    got = build(base * v)
+                    if got in seen:
+                        raise ConfigError(
+                            f"{label}: block.{key}: {show(seen[got])} and {show(v)} both give block{n} {what} {got}; "
+                            "list choices that differ"
+                        )
+                    if got > limit:
+                        raise ConfigError(f"{label}: block.{key}: {show(v)} gives block{n} {what} {got}, over {limit}")
+                    seen[got] = v
+
+
+def _fixed_widths(template: RunConfig, wm: float) -> tuple:
+    """The channels of the layers a template space does not search, at width multiplier ``wm``."""
+    searched = residual_blocks(template)
+    layers = template.layers.layers
+    return tuple(round_channels(layers[i][0][0][1]["out_chan"] * wm) for i in range(len(layers)) if i not in searched)
+
+
 def build_template(spec: dict, template: RunConfig, ask: Callable) -> RunConfig:
     """The config a template space's decisions build. ``ask(name, dist, builds)`` gives each decision's value;
     ``builds(value)`` is what that value makes of the model (the reader matches it against a config)."""
     layers = [[[[t, dict(kw)] for t, kw in blk] for blk in layer] for layer in template.layers.to_list()]
-    first = layers[0][0][0][1]
-    wm = ask("width_multiplier", spec.get("width_multiplier", 1.0), lambda v: round_channels(first["out_chan"] * v))
+    wm = ask("width_multiplier", spec.get("width_multiplier", 1.0), lambda v: _fixed_widths(template, v))
     searched = residual_blocks(template)
     block = spec.get("block", {})
     for i, layer in enumerate(layers):
@@ -155,7 +242,8 @@ def template_actual(run: RunConfig, template: RunConfig, name: str):
     if len(layers) != len(template.layers.layers):
         return None
     if name == "width_multiplier":
-        return layers[0][0][0][1]["out_chan"]
+        searched = residual_blocks(template)
+        return tuple(layer[0][0][1]["out_chan"] for i, layer in enumerate(layers) if i not in searched)
     b, key = name.split(".", 1)
     i = residual_blocks(template)[int(b[len("block") :])]
     kw = layers[i][0][0][1]

@@ -32,7 +32,11 @@ def _architecture(config_json: str | None) -> dict:
         "n_layers": len(layers.layers),
         "branches_per_layer": "-".join(str(len(layer[0])) for layer in layers.layers),
         "n_branches": len(branch_types),
-        "width": layers.in_width,
+        # the model's width: its first layer's (a layered space's ``width``), or its widest layer's where the
+        # features enter the first layer directly (input_proj: null, e.g. QuartzNet: 64 features in)
+        "width": layers.in_width
+        if cfg["model"].get("input_proj")
+        else max(layers.layer_in_out(i)[1] for i in range(len(layers.layers))),
         "total_stride": layers.total_stride,
         "receptive_field": layers.receptive_field,
         "lr": cfg["train"]["lr"],

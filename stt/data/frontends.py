@@ -12,6 +12,7 @@ import ast
 import functools
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,8 @@ def spec_problem(spec) -> str | None:
     if spec.startswith("fbank:"):
         bins = spec[len("fbank:") :]
         lo, hi = FBANK_BINS
-        if not (bins.isdigit() and lo <= int(bins) <= hi):
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses
+        if not (re.fullmatch(r"[0-9]{1,4}", bins) and lo <= int(bins) <= hi):
             return f"fbank:BINS takes {lo} to {hi} mel bins, got {bins!r}"
         return None
     return "expected fbank, fbank:BINS or wav2vec:CHECKPOINT"

@@ -59,3 +59,26 @@ def test_the_best_candidate_is_grown_and_trains_on_from_its_weights(workdir):
     retrained = load_run(workdir / "scratch")
     assert retrained.model.config == grown.model.config and retrained.run.train.schedule == "onecycle"
     assert torch.load(workdir / "grown.pt", weights_only=True)["model"].keys() == grown.model.state_dict().keys()
+
+
+def test_a_model_without_model_level_residuals_is_continued_unchanged_by_the_stretch():
+    # the Jasper family's blocks carry their own residuals: deepen has no identity layer to insert there
+    from search.trials import Attr
+    from stt.train.run_config import load_run_config
+
+    run = load_run_config("quartznet_cpu.yaml")
+    trained = optuna.trial.create_trial(
+        value=0.3,
+        user_attrs={
+            Attr.DEV_WER: 0.3,
+            Attr.EPOCHS: 30,
+            Attr.CONFIG: json.dumps(run.to_dict()),
+            Attr.GFLOPS: 0.033,
+            Attr.WALL_SECONDS: 300.0,
+        },
+    )
+    plan = FidelityPlan(30, deadline=time.time() - 1, stretch_end=time.time() + 600)
+    growth = Stretch(plan, 64, 29).growth([trained])
+    assert (
+        growth["morphs"] == [] and growth["parent"] == trained.number and 45 <= growth["epochs"] <= 56
+    )  # 0.9 * 600 s at ~10 s an epoch

@@ -84,6 +84,13 @@ def test_the_quartznet_space_starts_from_quartznet5x5_itself():
         ("template: quartznet_cpu\nblock: {repeat: [0, 1]}\n", "block.repeat: 0 is not an integer >= 1"),
         ("template: quartznet_cpu\nblock: {kernel_scale: {low: 0.5, high: 1}}\n", "kernel_scale: expected a list"),
         ("template: quartznet_cpu\nfrontend: fbank\n", "but the template quartznet_cpu is for fbank:64"),
+        (
+            "template: quartznet_cpu\nblock: {kernel_scale: [0.95, 1.0]}\n",
+            "0.95 and 1.0 both give block0 a kernel of 11",
+        ),
+        ("template: quartznet_cpu\nwidth_multiplier: [1.0, 1.01]\n", "1.0 and 1.01 build the same widths"),
+        ("template: quartznet_cpu\nblock: {channel_scale: [1000]}\n", "over 16384"),
+        ("template: quartznet_cpu\nseeds: quartznet_cpu\n", "seeds: expected a list of config paths"),
         ("template: quartznet_cpu\nseeds: [small]\n", None),
     ],
 )
@@ -98,10 +105,27 @@ def test_a_bad_template_space_is_one_line_naming_the_key(text, message):
     assert message in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith("t.yaml: ")
 
 
-def test_a_template_that_strides_past_the_corpus_cap_is_refused_when_sampled():
+def test_a_template_that_strides_past_the_corpus_cap_is_refused_when_sampled_or_seeded():
     space = load_space("quartznet_cpu")
     with pytest.raises(SpaceError, match="strides by 2, past this corpus's cap of 1"):
         sample_config(optuna.trial.FixedTrial({}), space, max_total_stride=1)
+    with pytest.raises(SpaceError, match="strides by 2, past this corpus's cap of 1"):
+        load_seed("quartznet_cpu", space, 1)  # at launch, before any trial
+
+
+def test_a_stored_template_space_builds_from_the_template_it_was_read_with(tmp_path):
+    # resume and remote workers read the study's stored text: the template file may have changed since
+    template = tmp_path / "mine.yaml"
+    template.write_text(load_run_config("quartznet_cpu.yaml").to_yaml())
+    (tmp_path / "space.yaml").write_text(f"template: {template}\nblock: {{repeat: [1, 2]}}\n")
+    space = load_space(tmp_path / "space.yaml")
+    assert "template_config:" in space.text
+    template.write_text(template.read_text().replace("out_chan: 128", "out_chan: 96"))  # edited afterwards
+    stored = space_from_text(space.text, "space")
+    params = {"block0.repeat": 1, **{f"block{i}.repeat": 2 for i in range(1, 5)}}
+    run = sample_config(optuna.trial.FixedTrial(params), stored, 4)
+    assert run.layers.layers[1][0][0][1]["out_chan"] == 128 and run.layers.layers[1][0][0][1]["repeat"] == 1
+    assert space_from_text(stored.text, "space").text == stored.text  # added once
 
 
 @pytest.mark.slow

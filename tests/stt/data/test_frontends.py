@@ -58,7 +58,7 @@ def test_fbank_takes_a_bin_count_which_keys_its_cache_and_a_bad_one_is_one_line(
     torch.testing.assert_close(feats.mean(0), torch.zeros(64), atol=1e-4, rtol=0)
     torch.testing.assert_close(feats.std(0, unbiased=False), torch.ones(64), atol=1e-3, rtol=0)
     assert build_frontend("fbank:80").identity == f80.identity  # the same features, the same cache
-    for bad in ("fbank:7", "fbank:x", "fbank:", "fbank:999"):
+    for bad in ("fbank:7", "fbank:x", "fbank:", "fbank:999", "fbank:²", "fbank:٦٤"):
         with pytest.raises(FrontendError, match="fbank:BINS takes 8 to 256 mel bins"):
             build_frontend(bad)
         with pytest.raises(ConfigError) as e:
