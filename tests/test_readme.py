@@ -67,6 +67,6 @@ def test_every_line_of_the_readme_tour_runs(tmp_path, monkeypatch, capsys):
         assert (tmp_path / made).exists(), made
     out = "".join(outputs)
     assert "3/3 trials finished" in out  # the search
-    assert "parameters:         2,570,272" in out  # describe (without the output layer)
+    assert "parameters:         2,575,869 with the 29-letter CTC output (2,570,272 without)" in out  # describe
     assert re.search(r"test: WER [\d.]+%", out) and "beam 50, lexicon of" in out  # eval, greedy then beam
     assert "data/synth/test/30000/0/30000-0-0000.flac\t" in out  # transcribe
