@@ -49,6 +49,7 @@ from typing import Any
 
 from search.template_space import (
     BLOCK_KINDS,
+    TEMPLATE_CONFIG,
     build_template,
     check_template_space,
     load_template,
@@ -107,6 +108,16 @@ _SCHEMA = {
     "layer": {"stride": None, "branches": None, "d_ff": None, "single_ff": None},
     "branch": {"type": None, **dict.fromkeys(_KNOBS)},
     "train": {k: None for k in TrainConfig.__dataclass_fields__},
+}
+_LOADED = "loaded"  # a key search.template_space.load_template reads and checks, not a distribution
+_TEMPLATE_SCHEMA = {
+    "template": _LOADED,
+    "seeds": None,
+    "frontend": None,
+    "width_multiplier": None,
+    "block": dict.fromkeys(BLOCK_KINDS),
+    "train": _SCHEMA["train"],
+    TEMPLATE_CONFIG: _LOADED,
 }
 
 
@@ -297,8 +308,9 @@ def shipped_spaces() -> list[str]:
 
 def validate_space(spec: Any, label: str = "space") -> dict:
     if isinstance(spec, dict) and "template" in spec:
+        _check_keys(spec, label, _TEMPLATE_SCHEMA, required=(), what=" in a template space")
         try:
-            check_template_space(spec, label, _check_dist)
+            check_template_space(spec, label)
         except SpaceError:
             raise
         except ConfigError as e:  # the template's own file, named in the message
@@ -316,14 +328,19 @@ def validate_space(spec: Any, label: str = "space") -> dict:
     return spec
 
 
-def _check_keys(spec: Any, label: str) -> None:
-    """Known sections and keys, each a distribution (or seeds, a list of configs); width and layers given."""
+def _check_keys(
+    spec: Any, label: str, schema: dict = _SCHEMA, required: tuple = ("width", "layers"), what: str = ""
+) -> None:
+    """Known sections and keys of ``schema``, each a distribution (or seeds, a list of configs); ``required`` given.
+    ``what`` follows "unknown key" in the message (which kind of space)."""
     if not isinstance(spec, dict):
-        raise SpaceError(f"{label}: expected a mapping of keys {', '.join(_SCHEMA)}")
+        raise SpaceError(f"{label}: expected a mapping of keys {', '.join(schema)}")
     for key, value in spec.items():
-        if key not in _SCHEMA:
-            raise SpaceError(f"{label}: {show_key(key)}: unknown key; valid: {', '.join(_SCHEMA)}")
-        sub = _SCHEMA[key]
+        if key not in schema:
+            raise SpaceError(f"{label}: {show_key(key)}: unknown key{what}; valid: {', '.join(schema)}")
+        sub = schema[key]
+        if sub == _LOADED:
+            continue
         if key == "seeds":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SpaceError(
@@ -339,7 +356,7 @@ def _check_keys(spec: Any, label: str) -> None:
             if k not in sub:
                 raise SpaceError(f"{label}: {key}.{show_key(k)}: unknown key; valid: {', '.join(sub)}")
             _check_dist(v, f"{label}: {key}.{k}", f"{key}.{k}")
-    for key in ("width", "layers"):
+    for key in required:
         if key not in spec:
             raise SpaceError(f"{label}: {key}: missing")
 

@@ -28,12 +28,11 @@ import dataclasses
 import json
 from collections.abc import Callable
 
-from stt.core.errors import ConfigError, show, show_key
+from stt.core.errors import ConfigError, show
 from stt.model.layer_config import load_layer_config
 from stt.train.run_config import RunConfig, TrainConfig, load_run_config
 
-# the keys of a template space, and per residual block the keys of ``block`` with their kinds (space._KINDS)
-TEMPLATE_KEYS = ("template", "seeds", "frontend", "width_multiplier", "block", "train", "template_config")
+# per residual block, the keys of a template space's ``block`` with their kinds (space._KINDS)
 BLOCK_KINDS = {
     "repeat": "count",
     "kernel_scale": "positive",
@@ -102,31 +101,17 @@ def residual_blocks(run: RunConfig) -> list[int]:
     return [i for i, layer in enumerate(run.layers.layers) if layer[0][0][1]["residual"]]
 
 
-def check_template_space(spec: dict, label: str, check_dist: Callable) -> RunConfig:
-    """Validate a template space (``check_dist(value, where, kind_key)`` is the generic spaces' check); returns
-    its template. Fills in the template's frontend and epochs where the space leaves them out."""
-    for key in spec:
-        if key not in TEMPLATE_KEYS:
-            raise ConfigError(
-                f"{label}: {show_key(key)}: unknown key in a template space; valid: {', '.join(TEMPLATE_KEYS)}"
-            )
-    seeds = spec.get("seeds", [])
-    if not isinstance(seeds, list) or not all(isinstance(v, str) for v in seeds):
-        raise ConfigError(f"{label}: seeds: expected a list of config paths or shipped config names, got {show(seeds)}")
+def check_template_space(spec: dict, label: str) -> RunConfig:
+    """Validate what is a template space's own (its keys and distributions are checked by ``search.space`` like
+    any space's); returns its template. Fills in the template's frontend and epochs where the space leaves them
+    out."""
     template = load_template(spec, label)
     if spec.setdefault("frontend", template.frontend) != template.frontend:
         raise ConfigError(
             f"{label}: frontend: {show(spec['frontend'])}, but the template {spec['template']} is for "
             f"{template.frontend}"
         )
-    check_dist(spec.get("width_multiplier", 1.0), f"{label}: width_multiplier", "width_multiplier")
     block = spec.get("block", {})
-    if not isinstance(block, dict):
-        raise ConfigError(f"{label}: block: expected a mapping of {', '.join(BLOCK_KINDS)}")
-    for k, v in block.items():
-        if k not in BLOCK_KINDS:
-            raise ConfigError(f"{label}: block.{show_key(k)}: unknown key; valid: {', '.join(BLOCK_KINDS)}")
-        check_dist(v, f"{label}: block.{k}", f"block.{k}")
     for k in ("repeat", "kernel_scale", "channel_scale", "width_multiplier"):  # a range would give values that
         where = spec if k == "width_multiplier" else block  # round to the same layer: not one model per value
         if isinstance(where.get(k), dict):
@@ -134,16 +119,8 @@ def check_template_space(spec: dict, label: str, check_dist: Callable) -> RunCon
                 f"{label}: {'' if where is spec else 'block.'}{k}: expected a list of choices, not a range"
             )
     _check_distinct(spec, template, label)
-    train = spec.setdefault("train", {})
-    if not isinstance(train, dict):
-        raise ConfigError(f"{label}: train: expected a mapping of {', '.join(TrainConfig.__dataclass_fields__)}")
-    for k, v in train.items():
-        if k not in TrainConfig.__dataclass_fields__:
-            raise ConfigError(
-                f"{label}: train.{show_key(k)}: unknown key; valid: {', '.join(TrainConfig.__dataclass_fields__)}"
-            )
-        check_dist(v, f"{label}: train.{k}", f"train.{k}")
-    train.setdefault("epochs", template.train.epochs)  # the template's schedule is the full fidelity
+    # the template's schedule is the full fidelity unless the space says otherwise
+    spec.setdefault("train", {}).setdefault("epochs", template.train.epochs)
     return template
 
 
