@@ -26,6 +26,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
+from stt.core.signals import STOP_SIGNALS, stop_signals_held
 from stt.data.training_data import TrainingData, reopen
 
 _ctx = None
@@ -207,9 +208,12 @@ def train_in_child(
                 child.join()
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if child.is_alive():
-            os.kill(child.pid, signal.SIGINT)  # the child checkpoints and writes result.json, then exits
-            child.join()
+        # the child checkpoints and writes result.json, then exits; a second signal here must not make this
+        # process exit first (its lifeline would end the child mid-save)
+        with stop_signals_held():
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGINT)  # a no-op when the same signal reached it already
+                child.join()
         raise
     finally:
         life_give.close()
@@ -249,7 +253,8 @@ def _child_main(job: TrainJob, conn, lifeline) -> None:
         os._exit(70)  # the worker is gone: stop before a re-queued copy of this trial starts beside us
 
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's SIGTERM checkpoints like Ctrl-C
+    for stop in STOP_SIGNALS:  # a scheduler's SIGTERM or early warning (USR1/USR2) checkpoints like Ctrl-C
+        signal.signal(stop, signal.default_int_handler)
     import torch
 
     from stt.train.feasibility import InfeasibleError

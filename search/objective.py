@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,22 @@ from search.fidelity import FidelityPlan
 from search.isolation import ChildBusy, ChildDied, ChildFailed, ChildInfeasible, TrainJob, train_in_child
 from search.pruners.asha import AshaPruner
 from search.space import Space, sample_config
-from search.trials import METRICS, Attr, Status, candidate_of, earlier_trial, in_play, mark, run_dir_of, trained_by
-from search.workers import claim
+from search.trials import (
+    METRICS,
+    Attr,
+    Status,
+    candidate_of,
+    earlier_trial,
+    in_play,
+    mark,
+    run_dir_of,
+    status_of,
+    trained_by,
+)
+from search.workers import claim, received_stop
 from stt.core.errors import StudyError
 from stt.core.files import make_dir, write_text
+from stt.core.signals import stop_signals_held
 from stt.data.training_data import TrainingData
 from stt.model.measure import measure
 from stt.train.feasibility import InfeasibleError
@@ -68,6 +81,15 @@ class OutOfTime(RuntimeError):
 
 class CandidateFailed(RuntimeError):
     """A candidate that failed before training (status and reason are on the trial); counts towards the target."""
+
+
+class LeftWaiting(BaseException):
+    """This worker was told to stop (Ctrl-C, SIGTERM, a scheduler's early warning) and its trial, checkpointed,
+    is WAITING again for any worker: the next one to ask continues it from its checkpoint, in the same trial.
+
+    A BaseException that is not a KeyboardInterrupt, so Optuna's loop neither catches it nor marks the trial
+    failed: a stopped worker is not a failed candidate, and must not count towards a failure streak.
+    """
 
 
 class TakenOver(RuntimeError):
@@ -115,12 +137,14 @@ class Objective:
             raise TakenOver(f"trial {trial.number} was taken over by another worker") from e
         except (optuna.TrialPruned, OutOfTime, CandidateFailed, TakenOver):
             raise
+        except KeyboardInterrupt:
+            _leave_waiting(trial)  # raises LeftWaiting
         except Exception as e:
             # a failure no stage foresaw (a folder that cannot be made, a value that cannot be used): it counts,
             # like a failure in training, so that a study that fails every candidate stops after FAILED_AFTER of
             # them instead of spinning through failed trials that never count. A storage's own fault (a server
             # restarting under a write) is not the candidate's: that trial fails uncounted and another replaces it
-            if Attr.STATUS not in trial.user_attrs and not _storage_fault(e):
+            if status_of(trial) in (None, Status.INTERRUPTED) and not _storage_fault(e):
                 with contextlib.suppress(Exception):  # the storage may be what failed
                     mark(trial, Status.ERROR, f"{type(e).__name__}: {e}"[:500])
             raise
@@ -308,9 +332,6 @@ class Objective:
             self._stop(trial, Status.INFEASIBLE, str(e))
         except (ChildBusy, RunDirBusy):
             raise
-        except KeyboardInterrupt:
-            trial.set_user_attr(Attr.STATUS, str(Status.INTERRUPTED))
-            raise
         except optuna.TrialPruned:
             raise
         except Exception as e:  # a bug, a broken file, a killed child: fail with the reason; the study goes on
@@ -397,7 +418,8 @@ class Objective:
             value = h.get(f"dev_{self.prune_on}")
             if isinstance(value, (int, float)) and isinstance(h.get("epoch"), int):
                 values[self.plan.step(h["epoch"])] = value
-        for step in sorted(values):
+        have = trial.study._storage.get_trial(trial._trial_id).intermediate_values  # a trial left waiting has some
+        for step in sorted(values.keys() - have.keys()):
             trial.report(values[step], step)
 
     @staticmethod
@@ -429,6 +451,22 @@ class Objective:
             if t.user_attrs.get(Attr.CONFIG_HASH) == h and t.number != trial.number and candidate_of(t) != me:
                 return t
         return None
+
+
+def _leave_waiting(trial: optuna.Trial) -> None:
+    """Put a stopped worker's trial back to WAITING, saying which signal stopped it; raises :class:`LeftWaiting`.
+
+    Its checkpoint is on disk already (the training process wrote it before it exited). Should the storage be
+    out of reach, the trial stays RUNNING under this worker's name, and is re-queued as any dead worker's.
+    """
+    signum = received_stop()
+    what = signal.Signals(signum).name if signum else "SIGINT"
+    reason = f"{what}: its worker stopped after a checkpoint; the next worker continues it"
+    with stop_signals_held(), contextlib.suppress(Exception):
+        mark(trial, Status.INTERRUPTED, reason)
+        trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.WAITING)
+        log.info("trial %d: %s", trial.number, reason)
+    raise LeftWaiting(f"trial {trial.number} left waiting ({what})")
 
 
 def _storage_fault(e: BaseException) -> bool:
@@ -490,10 +528,10 @@ class _EpochReporter:
         trial = self.trial
         # the candidate's wall time so far, all its trials: the pruner reads its pace from it (AshaPruner.in_time)
         trial.set_user_attr(Attr.ELAPSED, metrics["elapsed"])
-        signal = metrics[f"dev_{self.objective.prune_on}"]
+        value = metrics[f"dev_{self.objective.prune_on}"]
         if metrics.get("probe"):
             self.probed.update(metrics)
-            trial.report(signal, 1)  # the probe is the plan's first step
+            trial.report(value, 1)  # the probe is the plan's first step
         else:
-            trial.report(signal, self.objective.plan.step(epoch))
+            trial.report(value, self.objective.plan.step(epoch))
         return "prune" if trial.should_prune() else None

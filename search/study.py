@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.fidelity import FidelityPlan
-from search.objective import Objective
+from search.objective import LeftWaiting, Objective
 from search.pruners import make_pruner
 from search.pruners.asha import AshaPruner, enqueue_promotions
 from search.rescore import rescore_top
@@ -35,8 +35,9 @@ from search.storage import DEFAULT_STORAGE, existing_studies, load_study, open_s
 from search.stretch import Stretch
 from search.trials import UID, Attr, Status, check_study_name, counts, runs_root, status_of
 from search.trials import study_key as run_key  # the study's folder under a runs root
-from search.workers import more_to_do, pid_alive, process_namespace, requeue_dead_trials, rss_mb
+from search.workers import more_to_do, on_stop_signal, pid_alive, process_namespace, requeue_dead_trials, rss_mb
 from stt.core.errors import StudyError
+from stt.core.signals import STOP_SIGNALS
 
 log = logging.getLogger("search")
 
@@ -342,8 +343,8 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
     study's end (``plan.end``).
     """
     deadline = plan.end
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM stops like Ctrl-C: checkpoint, mark, exit
+    # a scheduler's SIGTERM or early warning stops like Ctrl-C: checkpoint, leave the trial waiting, exit
+    previous = {s: signal.signal(s, on_stop_signal) for s in STOP_SIGNALS if s != signal.SIGINT}
     try:
         while deadline is None or time.time() < deadline:
             searching = plan.deadline is None or time.time() < plan.deadline
@@ -359,6 +360,8 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
                     catch=(Exception,),
                     show_progress_bar=False,
                 )
+            except LeftWaiting as e:  # its checkpoint is on disk and the trial waits for the next worker
+                raise KeyboardInterrupt(str(e)) from None
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
                 # this worker was stopped past its heartbeat and its trial re-queued for another: the copy is
                 # the other worker's; this one stopped after its checkpoint and asks for the next trial
@@ -374,7 +377,8 @@ def _optimize(study, objective, callbacks, rules: StopRules, storage, settings: 
             if searching and not more_to_do(study, settings.trials, storage, deadline, settings.heartbeat * 4):
                 break
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def _finished_elsewhere(e: BaseException) -> bool:
@@ -392,7 +396,3 @@ def _rescore(study: optuna.Study, settings: StudySettings, device: str | None) -
         rescore_top(
             study, settings.rescore_top, settings.lm, settings.lexicon, settings.data_dir, settings.runs_dir, device
         )
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -29,6 +29,22 @@ from search.trials import Attr, Status, counts, status_of
 log = logging.getLogger("search")
 
 
+_received: int | None = None  # the last stop signal this process's handler received
+
+
+def on_stop_signal(signum, frame) -> None:
+    """The worker's handler for a scheduler's stop signals (SIGTERM, SIGUSR1, SIGUSR2): stop like Ctrl-C (the
+    trial checkpoints and is left waiting), remembering which signal it was (:func:`received_stop`)."""
+    global _received
+    _received = signum
+    raise KeyboardInterrupt
+
+
+def received_stop() -> int | None:
+    """The stop signal :func:`on_stop_signal` last received in this process (None: none, e.g. Ctrl-C)."""
+    return _received
+
+
 def process_namespace() -> str:
     """This kernel boot and pid namespace: two workers with equal values can check each other's pids."""
     try:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            f"stt-search {args.command}: interrupted; the current trial is marked and `stt-search resume` continues it",
+            f"stt-search {args.command}: interrupted; the current trial is checkpointed and waits: any worker or "
+            "`stt-search resume` continues it",
             file=sys.stderr,
         )
         return 130

@@ -30,6 +30,7 @@ from stt.core.checkpoint import load_checkpoint, save_checkpoint
 from stt.core.device import autocast, pick_device, release_cached_memory, to_host, uses_bf16
 from stt.core.errors import CheckpointError
 from stt.core.files import write_text
+from stt.core.signals import stop_signals_held
 from stt.data.augment import spec_augment
 from stt.data.batching import FeatureDataset, FrameBudgetBatchSampler, Prefetcher, bucket_length, collate
 from stt.data.training_data import TrainingData
@@ -311,9 +312,10 @@ class Trainer:
         except _StopAtProbe as stop:
             result.status, result.reason = RunStatus.PRUNED, f"pruned after the probe ({stop.fraction:.2f} of epoch 1)"
         except KeyboardInterrupt:
-            self._checkpoint()
-            result.status, result.reason = RunStatus.INTERRUPTED, "Ctrl-C; resume with --resume"
-            self._finish(result)
+            with stop_signals_held():  # a second signal (Slurm signals every process of a job) must not cut the save
+                self._checkpoint()
+                result.status, result.reason = RunStatus.INTERRUPTED, "Ctrl-C; resume with --resume"
+                self._finish(result)
             raise
         except torch.OutOfMemoryError as e:
             release_cached_memory(self.device)  # the next trial in this process starts from a clean cache

@@ -79,9 +79,15 @@ def test_ctrl_c_prints_one_line_and_the_trial_can_be_resumed(tiny_corpus, tmp_pa
     assert proc.wait(timeout=300) == 130, after
     assert "Traceback" not in after, after
     lines = [ln for ln in after.splitlines() if ln.strip()]
-    assert (
-        lines[-1] == "stt-search launch: interrupted; the current trial is marked and `stt-search resume` continues it"
+    assert lines[-1] == (
+        "stt-search launch: interrupted; the current trial is checkpointed and waits: any worker or "
+        "`stt-search resume` continues it"
     )
+    storage = f"sqlite:///{tmp_path}/results/studies.db"
+    stopped = optuna.load_study(study_name="c", storage=storage).trials[-1]
+    # not failed: the same trial waits for the next worker, and says why
+    assert stopped.state == optuna.trial.TrialState.WAITING and stopped.user_attrs["status"] == "interrupted"
+    assert stopped.user_attrs["reason"].startswith("SIGINT: its worker stopped after a checkpoint")
     proc = subprocess.run(
         [str(SCRIPTS / "stt-search"), "resume", "--study", "c"],
         cwd=tmp_path,
@@ -91,6 +97,11 @@ def test_ctrl_c_prints_one_line_and_the_trial_can_be_resumed(tiny_corpus, tmp_pa
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2/2 trials finished" in proc.stdout
+    trials = optuna.load_study(study_name="c", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2  # no failed copy: the same trial
+    again = trials[stopped.number]
+    assert again.user_attrs["resumed"] is True and again.user_attrs["epochs"] == 3
+    assert len(again.user_attrs["history"]["dev_wer"]) == 3  # epoch 1, from before the stop, is in its curve
 
 
 def test_bad_input_is_one_line_and_non_zero(workdir, capsys, monkeypatch):
