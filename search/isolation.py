@@ -16,6 +16,7 @@ the trial never shares its run directory with a live orphan.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,7 +27,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from stt.core.signals import STOP_SIGNALS, stop_signals_held
+from stt.core.signals import PREEMPT_SIGNALS, STOP_SIGNALS, stop_signals_held
 from stt.data.training_data import TrainingData, reopen
 
 _ctx = None
@@ -83,9 +84,29 @@ def start(data: dict | None = None) -> None:
     if data is not None:
         os.environ[PRELOAD_ENV] = json.dumps(data)
     try:
-        forkserver.ensure_running()
+        with _helpers_ignore(PREEMPT_SIGNALS):
+            forkserver.ensure_running()
     finally:
         os.environ.pop(PRELOAD_ENV, None)  # for the server alone: no other process of this worker's reads it
+
+
+@contextlib.contextmanager
+def _helpers_ignore(signals):
+    """Start helper processes (the fork server, multiprocessing's resource tracker) ignoring ``signals``.
+
+    Slurm sends its time-limit warning (SIGUSR1/SIGUSR2) to every process of a job, and by default it kills;
+    an ignored signal stays ignored across fork and exec, so the helpers outlive it while the worker and its
+    training process (which set their own handlers) checkpoint and stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def trial_corpus(where: dict) -> TrainingData:

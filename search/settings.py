@@ -18,19 +18,21 @@ from search.fidelity import UNITS, FidelityPlan
 from search.pruners import PROBING, PRUNERS, SIGNALS
 from search.samplers import SAMPLERS, SINGLE_OBJECTIVE
 from search.space import Space, load_space
+from search.storage import storage_env, storage_url
 from stt.core.args import INTEGER, NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Kind
 from stt.core.errors import StudyError
 from stt.train.run_config import TrainConfig
 
 # the commands of stt-search that take options declared here
-LAUNCH, RESUME, WORKER, EXPORT, COMPARE, DEMO, PROXY = (
+LAUNCH, RESUME, WORKER, EXPORT, COMPARE, DEMO, PROXY, SLURM = (
     "launch",
     "resume",
     "worker",
     "export",
     "compare",
     "demo",
-    "proxy",
+    "storage-proxy",
+    "slurm",
 )
 JOINS = (RESUME, WORKER)  # the commands that work on an existing study
 
@@ -236,9 +238,18 @@ class WorkerOptions:
 
     storage: str | None = option(
         None,
-        "Optuna storage URL (default sqlite:///results/studies.db; postgresql://... for many hosts)",
+        "Optuna storage URL (default $STT_SEARCH_STORAGE, else sqlite:///results/studies.db; postgresql://... for "
+        "many hosts; a password here is visible to every user of the host: use --storage-file or ~/.pgpass)",
         flag="--storage",
-        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO),
+        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO, PROXY, SLURM),
+        metavar="URL",
+    )
+    storage_file: str | None = option(
+        None,
+        "a file (mode 0600) whose first line is the storage URL; workers started from here read the same file",
+        flag="--storage-file",
+        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO, PROXY, SLURM),
+        metavar="PATH",
     )
     timeout: float | None = option(
         None,
@@ -295,6 +306,11 @@ class WorkerOptions:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
+        self.storage = storage_url(self.storage, self.storage_file)  # the one place the URL is resolved
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment a worker started from here needs to open the same storage (never its argv)."""
+        return storage_env(self.storage, self.storage_file)
 
 
 def _check(f: dataclasses.Field, value) -> None:

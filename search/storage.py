@@ -9,9 +9,14 @@
   system. It has no heartbeats: a dead worker's trial is re-queued only by the process check on its host.
 * ``grpc://host:port``: Optuna's gRPC storage proxy (``stt-search storage-proxy``) in front of one of
   the above, for hundreds of workers: they hold one connection to the proxy instead of one pool each
-  to the database.
+  to the database. ``grpcs://host:port``: the same over TLS (``storage-proxy --tls-cert/--tls-key``; the
+  workers trust ``$STT_SEARCH_TLS_CA``).
 
-Passwords are never printed: every message goes through :func:`redact`.
+Passwords are never printed: every message goes through :func:`redact`. Nor are they put on a command line, where
+every user of the host reads them (``ps``, ``/proc/PID/cmdline``): a URL with a password is given in
+``$STT_SEARCH_STORAGE`` or a file only its owner reads (``--storage-file``), or the URL carries no password and
+libpq finds it in ``~/.pgpass`` or ``$PGPASSWORD``. Workers this process starts (``--workers N``, Slurm jobs)
+inherit the URL through their environment (:func:`storage_env`), never their arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import errno
 import functools
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -34,6 +40,10 @@ from stt.core.errors import StudyError
 log = logging.getLogger("search")
 DEFAULT_STORAGE = "sqlite:///results/studies.db"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between attempts: rides out a ~30 s outage
+
+
+STORAGE_ENV = "STT_SEARCH_STORAGE"  # the storage URL, when neither --storage nor --storage-file gives it
+_warned_argv = False
 
 
 class StorageError(StudyError):
@@ -99,6 +109,53 @@ def _passwords(url: str) -> list[str]:
     query = (parts[2] if parts is not None else rest).partition("?")[2]
     out += [v for k, eq, v in _query_pairs(query) if eq and _SECRET_KEY.search(k)] if query else []
     return [s for s in out if s]
+
+
+def storage_url(given: str | None = None, file: str | None = None) -> str | None:
+    """The storage URL a command works on: ``--storage``, else ``--storage-file``'s, else ``$STT_SEARCH_STORAGE``
+    (None: the default). A password on the command line works but is warned about once per process.
+
+    The file holds the URL on its first line, and may be read by its owner alone (mode 0600 or 0400), as libpq
+    asks of ``~/.pgpass``: a file others can read is refused, naming its mode.
+    """
+    global _warned_argv
+    if given is not None:
+        if _passwords(given) and not _warned_argv:
+            _warned_argv = True
+            log.warning(
+                "--storage: a password on the command line is visible to every user of this host (ps, "
+                "/proc/PID/cmdline); give the URL in $%s or --storage-file, or the password in ~/.pgpass",
+                STORAGE_ENV,
+            )
+        return given
+    if file is not None:
+        return _read_storage_file(Path(file))
+    return os.environ.get(STORAGE_ENV) or None
+
+
+def _read_storage_file(path: Path) -> str:
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise StorageError(f"--storage-file {path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise StorageError(
+            f"--storage-file {path}: mode {stat.S_IMODE(mode):04o} lets other users read it; expected 0600 "
+            f"(chmod 600 {path})"
+        )
+    url = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "://" not in url:
+        raise StorageError(f"--storage-file {path}: line 1: expected a storage URL (postgresql://..., sqlite:///...)")
+    return url
+
+
+def storage_env(url: str | None, file: str | None = None) -> dict[str, str]:
+    """What a worker started by this process needs in its environment to open ``url`` (nothing on its command
+    line): the URL itself, or, when it came from ``--storage-file``, nothing (the file's path is passed)."""
+    return {} if url is None or file is not None else {STORAGE_ENV: url}
 
 
 @contextlib.contextmanager
@@ -211,9 +268,12 @@ def open_storage(url: str | None = None, heartbeat: int = 30, create: bool = Fal
 
             path = _file_storage(url, "journal:///", create)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("grpc://"):
-            host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
+        if url.startswith(("grpc://", "grpcs://")):
+            scheme, _, where = url.partition("://")
+            host, _, port = where.rstrip("/").rpartition(":")
             with stable_enough():
+                if scheme == "grpcs":  # the proxy serves TLS (storage-proxy --tls-cert)
+                    return _tls_proxy(host or "localhost", int(port))
                 return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
         kwargs = {}
         if url.startswith("sqlite:///"):
@@ -309,24 +369,101 @@ def loopback(host: str) -> bool:
         return False  # a host name: it may resolve to any interface
 
 
-def serve_proxy(url: str, host: str = "localhost", port: int = 13000, insecure: bool = False) -> None:
-    """Serve a storage to gRPC clients (``grpc://HOST:PORT``) until interrupted.
+def serve_proxy(
+    url: str | None,
+    host: str = "localhost",
+    port: int = 13000,
+    insecure: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> None:
+    """Serve a storage to gRPC clients (``grpc://HOST:PORT``, or ``grpcs://`` with TLS) until interrupted.
 
-    Optuna's proxy has neither authentication nor TLS, so whoever reaches it may rewrite or delete every study
-    behind it: it listens on a loopback address unless ``insecure`` says the network is trusted.
+    Optuna's proxy has no authentication, so whoever reaches it may rewrite or delete every study behind it: it
+    listens on a loopback address unless TLS (``tls_cert``/``tls_key``: workers then need the certificate, see
+    :func:`open_storage`) or ``insecure`` says the network is trusted.
     """
-    from optuna.storages import run_grpc_proxy_server
-
-    if not loopback(host) and not insecure:
+    if (tls_cert is None) != (tls_key is None):
+        raise StudyError("--tls-cert and --tls-key: give both (the certificate chain and its private key) or neither")
+    credentials = _server_credentials(tls_cert, tls_key) if tls_cert else None
+    if not loopback(host) and not insecure and credentials is None:
         raise StudyError(
-            f"--host {host}: the storage proxy has no authentication or TLS, so anyone who reaches {host}:{port} "
-            "could rewrite or delete the studies; listen on localhost (the default), or pass --insecure on a "
-            "network only your workers reach"
+            f"--host {host}: the storage proxy has no authentication, so anyone who reaches {host}:{port} could "
+            "rewrite or delete the studies; listen on localhost (the default), serve TLS (--tls-cert/--tls-key), "
+            "or pass --insecure on a network only your workers reach"
         )
+    from optuna.storages._grpc.server import make_server
 
     storage = open_storage(url, create=True)
-    log.info("storage proxy for %s on grpc://%s:%d", redact(url), host, port)
-    run_grpc_proxy_server(storage, host=host, port=port)
+    with stable_enough():
+        server = (
+            make_server(storage, host, port) if credentials is None else _tls_server(storage, host, port, credentials)
+        )
+    server.start()
+    log.info(
+        "storage proxy for %s on %s://%s:%d",
+        redact(url or DEFAULT_STORAGE),
+        "grpcs" if credentials else "grpc",
+        host,
+        port,
+    )
+    server.wait_for_termination()
+
+
+def _server_credentials(cert: str, key: str):
+    import grpc
+
+    pem = {}
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            pem[flag] = Path(path).read_bytes()
+        except OSError as e:
+            raise StudyError(f"{flag} {path}: cannot be read ({e.strerror})") from None
+        if b"-----BEGIN" not in pem[flag]:
+            raise StudyError(f"{flag} {path}: expected a PEM file (-----BEGIN ...)")
+    return grpc.ssl_server_credentials([(pem["--tls-key"], pem["--tls-cert"])])
+
+
+def _tls_server(storage, host: str, port: int, credentials):
+    """Optuna's proxy server (its own servicer), on a TLS port instead of its plain one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from optuna.storages._grpc import servicer
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=10))
+    api_pb2_grpc.add_StorageServiceServicer_to_server(servicer.OptunaStorageProxyService(storage), server)
+    server.add_secure_port(f"{host}:{port}", credentials)
+    return server
+
+
+TLS_CA_ENV = "STT_SEARCH_TLS_CA"  # a grpcs:// worker's trusted certificate(s), PEM (default: the system's)
+
+
+def _tls_proxy(host: str, port: int):
+    """A client of a TLS proxy: Optuna's ``GrpcStorageProxy`` on a secure channel. It trusts the certificates in
+    ``$STT_SEARCH_TLS_CA`` (a self-signed proxy's own certificate), else the system's."""
+    import grpc
+    from optuna.storages._grpc import client
+
+    ca_path = os.environ.get(TLS_CA_ENV)
+    try:
+        ca = Path(ca_path).read_bytes() if ca_path else None
+    except OSError as e:
+        raise StorageError(f"${TLS_CA_ENV} {ca_path}: cannot be read ({e.strerror})") from None
+
+    class TlsGrpcStorageProxy(optuna.storages.GrpcStorageProxy):
+        def _setup(self) -> None:
+            self._channel = grpc.secure_channel(
+                f"{self._host}:{self._port}",
+                grpc.ssl_channel_credentials(root_certificates=ca),
+                options=[("grpc.max_receive_message_length", -1)],
+            )
+            self._stub = client.api_pb2_grpc.StorageServiceStub(self._channel)
+            self._cache = client.GrpcClientCache(self._stub)
+
+    return TlsGrpcStorageProxy(host=host, port=port)
 
 
 def existing_studies(url: str | None) -> dict[str, dict]:

@@ -47,6 +47,7 @@ class Attr(enum.StrEnum):
     RESUMED = "resumed"  # whether it continued a checkpoint
     WORKER = "worker"  # host:pid of the worker that runs it
     WORKER_NS = "worker_ns"  # that worker's kernel boot and pid namespace (see search.workers)
+    SLURM_TASK = "slurm_task"  # the Slurm job (array_task) the worker ran in, when it did (search.slurm)
     # how trials relate
     CANDIDATE = "candidate"  # the number of the candidate's first trial (re-queued copies and promotions keep it)
     CONTINUES = "continues"  # on a promotion: the paused trial it continues
@@ -78,6 +79,7 @@ COLUMNS = (
     Attr.DUPLICATE_OF,
     Attr.CONFIG_HASH,
     Attr.WORKER,
+    Attr.SLURM_TASK,
     Attr.SEED,
     Attr.CANDIDATE,
     Attr.CONTINUES,

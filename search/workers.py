@@ -74,6 +74,15 @@ def claim(trial: optuna.Trial) -> None:
     """Name this process as the trial's worker: first thing, so a resumer can judge the trial by it."""
     trial.set_user_attr(Attr.WORKER, f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr(Attr.WORKER_NS, process_namespace())  # whether a resumer may judge this pid
+    task = slurm_task()
+    if task:
+        trial.set_user_attr(Attr.SLURM_TASK, task)  # which job's log tells this trial's story
+
+
+def slurm_task() -> str:
+    """The Slurm job this process runs in (``ARRAYID_TASK`` for an array task); empty outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID", "")
 
 
 def rss_mb() -> float:
@@ -174,7 +183,7 @@ def worker_devices(workers: int, device: str | None, per_device: int) -> list[st
 
 def start_local_workers(
     study: str,
-    storage: str,
+    storage_env: dict[str, str],
     workers: int,
     device: str | None = None,
     per_device: int = 1,
@@ -182,17 +191,28 @@ def start_local_workers(
     data: str | None = None,
     runs_dir: str | None = None,
     in_process: bool = False,
+    storage_file: str | None = None,
 ) -> list[int]:
-    """``--workers N``: N ``stt-search worker`` processes on one study; waits for them, returns their exit codes."""
+    """``--workers N``: N ``stt-search worker`` processes on one study; waits for them, returns their exit codes.
+
+    ``storage_env``: the storage URL as the workers' environment (``WorkerOptions.worker_env``), or
+    ``storage_file``: the file holding it; never on their command lines, where every user of the host reads it.
+    """
     procs = []
     for i, dev in enumerate(worker_devices(workers, device, per_device)):
-        cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", storage]
-        for flag, value in (("--device", dev), ("--timeout", timeout), ("--data", data), ("--runs-dir", runs_dir)):
+        cmd = [sys.executable, "-m", "search.cli", "worker", "--study", study]
+        for flag, value in (
+            ("--storage-file", storage_file),
+            ("--device", dev),
+            ("--timeout", timeout),
+            ("--data", data),
+            ("--runs-dir", runs_dir),
+        ):
             if value is not None:
                 cmd += [flag, str(value)]
         if in_process:
             cmd.append("--in-process")
-        env = dict(os.environ)
+        env = {**os.environ, **storage_env}
         if not (dev or "").startswith("cuda") and "OMP_NUM_THREADS" not in env:
             # CPU workers share the cores: each takes its share (torch would give every one all of them,
             # and oversubscribed threads spin); measured on 2 cores, two 1-thread workers train 1.24x the

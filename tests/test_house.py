@@ -29,7 +29,7 @@ SEARCH_LAYERS = [
     {"search.objective", "search.stopping", "search.stretch", "search.rescore"},
     {"search.study"},
     {"search.results"},
-    {"search.cli", "search"},
+    {"search.cli", "search", "search.slurm"},
 ]
 
 

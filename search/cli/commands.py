@@ -87,7 +87,7 @@ def _local_workers(args, opts: WorkerOptions, mounts: bool = False, runs_dir: st
     storage = opts.storage or DEFAULT_STORAGE
     codes = start_local_workers(
         args.study,
-        storage,
+        opts.worker_env(),
         opts.workers,
         opts.device,
         opts.trials_per_device,
@@ -95,6 +95,7 @@ def _local_workers(args, opts: WorkerOptions, mounts: bool = False, runs_dir: st
         opts.data_mount if mounts else None,
         runs_dir if runs_dir is not None else opts.runs_mount,
         opts.in_process,
+        opts.storage_file,
     )
     study = load_study(args.study, storage)
     rc = _after_run(study, opts.storage)
@@ -185,5 +186,54 @@ def demo(args) -> int:
 def storage_proxy(args) -> int:
     from search.storage import serve_proxy
 
-    serve_proxy(args.storage, args.host, args.port, args.insecure)
+    opts = options_from(args, WorkerOptions)
+    serve_proxy(opts.storage, args.host, args.port, args.insecure, args.tls_cert, args.tls_key)
+    return 0
+
+
+def slurm(args) -> int:
+    """``stt-search slurm [submit|status|cancel] --study S``: the study's workers as a Slurm job array."""
+    from search import slurm as cluster
+    from search.storage import DEFAULT_STORAGE, load_study, redact
+    from search.study import count_finished, read_settings
+
+    opts = options_from(args, WorkerOptions)
+    study = load_study(args.study, opts.storage)
+    done = f"{count_finished(study)}/{read_settings(study).trials} trials finished"
+    if args.action == "status":
+        print("\n".join(cluster.status(study) or ["no Slurm job was submitted for this study"]))
+        print(f"study '{args.study}': {done}")
+        return 0
+    if args.action == "cancel":
+        ids = cluster.cancel(study)
+        print(f"cancelled {', '.join(ids)}; their trials wait for the next worker" if ids else "no Slurm job to cancel")
+        return 0
+    argv = []
+    for flag, value in (
+        ("--storage-file", opts.storage_file and str(Path(opts.storage_file).resolve())),
+        ("--data", args.data_mount),
+        ("--runs-dir", args.runs_mount),
+        ("--timeout", args.timeout),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    job = cluster.submit(
+        study,
+        cluster.SlurmOptions(
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            partition=args.partition,
+            time=args.time,
+            signal_delay=args.signal_delay,
+            sbatch=tuple(args.sbatch),
+            logs=args.logs,
+        ),
+        argv,
+        opts.worker_env(),
+    )
+    logs = study.user_attrs.get(cluster.JOBS, [{}])[-1].get("logs", "")
+    print(f"submitted job array {job} ({args.workers} workers) on study '{args.study}' ({done})")
+    print(f"logs:    {logs}\nstorage: {redact(opts.storage or DEFAULT_STORAGE)}")
+    print(f"status:  stt-search slurm status --study {args.study}")
     return 0

@@ -6,8 +6,20 @@ from __future__ import annotations
 import argparse
 
 from search.cli import commands
-from search.settings import COMPARE, DEMO, EXPORT, LAUNCH, RESUME, WORKER, StudySettings, WorkerOptions, add_options
-from stt.core.args import POSITIVE_FLOAT, POSITIVE_INT, OneLineParser
+from search.settings import (
+    COMPARE,
+    DEMO,
+    EXPORT,
+    LAUNCH,
+    PROXY,
+    RESUME,
+    SLURM,
+    WORKER,
+    StudySettings,
+    WorkerOptions,
+    add_options,
+)
+from stt.core.args import NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, OneLineParser
 
 SPACE_HELP = "a shipped space by name (small, seed, quartznet, quartznet_cpu) or a search space YAML"
 
@@ -39,18 +51,45 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)"
     )
-    sp.add_argument(
-        "--storage", required=True, help="the database behind the proxy (postgresql://... or sqlite:///...)"
-    )
     sp.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
     sp.add_argument("--port", type=int, default=13000)
+    sp.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate chain (with --tls-key)")
+    sp.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (mode 0600)")
     sp.add_argument(
         "--insecure",
         action="store_true",
         help="listen on an address other hosts reach, without TLS or authentication: anyone who reaches it can "
         "rewrite or delete the study",
     )
-    sp.set_defaults(func=commands.storage_proxy)
+    _options(sp, PROXY, commands.storage_proxy)
+
+    sl = sub.add_parser(SLURM, help="run a study's workers as a Slurm job array; show or cancel them")
+    sl.add_argument(
+        "action", nargs="?", choices=("submit", "status", "cancel"), default="submit", help="(default submit)"
+    )
+    sl.add_argument("--study", required=True)
+    sl.add_argument("--workers", type=POSITIVE_INT, default=1, help="array tasks, one worker each (default 1)")
+    sl.add_argument("--gpus-per-worker", type=NONNEGATIVE_INT, default=0, help="GPUs per task (--gres=gpu:G)")
+    sl.add_argument("--cpus-per-worker", type=POSITIVE_INT, default=1, help="cores per task (default 1)")
+    sl.add_argument("--partition", default=None)
+    sl.add_argument("--time", type=POSITIVE_INT, default=60, help="minutes per task (default 60)")
+    sl.add_argument(
+        "--signal-delay",
+        type=POSITIVE_INT,
+        default=120,
+        metavar="SECONDS",
+        help="the warning signal comes this long before the time limit: the task checkpoints its trial and "
+        "requeues itself (default 120)",
+    )
+    sl.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="an extra sbatch option; repeatable"
+    )
+    sl.add_argument("--logs", default=None, help="the tasks' logs (default results/slurm/STUDY)")
+    sl.add_argument("--data", dest="data_mount", default=None, help="where the nodes mount the study's data")
+    sl.add_argument("--runs-dir", dest="runs_mount", default=None, help="the nodes' runs root (a shared folder)")
+    sl.add_argument("--timeout", type=POSITIVE_FLOAT, default=None, help="wall seconds for each worker")
+    add_options(sl, WorkerOptions, SLURM)
+    sl.set_defaults(func=commands.slurm)
 
     ex = sub.add_parser(EXPORT, help="write a trial's run config (default: the best) as YAML for `stt train`")
     ex.add_argument("--study", required=True)

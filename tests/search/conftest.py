@@ -61,6 +61,16 @@ class PostgresServer:
         out = subprocess.run([*self.as_user, *psql, "-Atc", sql], check=True, capture_output=True, text=True)
         return out.stdout.strip()
 
+    def password_role(self, name: str, password: str) -> str:
+        """A role that must give its password (scram over TCP; others keep trust), owning a new database of its
+        name; returns its URL with the password in it."""
+        self._query(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        self._query(f"CREATE DATABASE {name} OWNER {name}")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self._run("pg_ctl", "-D", str(self.data), "reload")
+        return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/{name}"
+
     def connections(self) -> int:
         return int(self._query("select count(*) from pg_stat_activity where datname='stt'"))
 
@@ -112,6 +122,22 @@ def postgres():
         yield server
     finally:
         stop_postgres(server)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A single-node Slurm cluster (tests.search.slurm_cluster) for the session; its ``env`` points at it."""
+    from tests.search.slurm_cluster import installed, start_slurm
+
+    if not installed() or os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("Slurm is not installed (or not root): .ci/run installs slurmctld slurmd slurm-client munge")
+        pytest.skip("a single-node Slurm cluster needs root and Debian's slurmctld slurmd slurm-client munge")
+    cluster = start_slurm()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # a tiny space over every searchable block type: candidates train in seconds on the tiny corpus

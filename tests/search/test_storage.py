@@ -285,3 +285,73 @@ def test_a_study_database_on_a_full_disk_is_one_line_and_its_trial_resumes(workd
         assert len(copy) == 1 and copy[0].state.name == "COMPLETE" and copy[0].user_attrs["resumed"] is True
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _self_signed(folder):
+    """A self-signed certificate for localhost/127.0.0.1 and its key (openssl), as a proxy's TLS identity."""
+    cert, key = folder / "proxy.crt", folder / "proxy.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o600)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")
+def test_the_storage_proxy_serves_tls_and_a_plain_client_gets_nothing(tmp_path, monkeypatch):
+    """Beyond loopback the proxy needs TLS or --insecure; over TLS, a worker that trusts the certificate reads
+    and writes the study, and one speaking plain gRPC to the same port gets no answer."""
+    cert, key = _self_signed(tmp_path)
+    backend = f"sqlite:///{tmp_path}/behind.db"
+    optuna.create_study(study_name="s", storage=backend).enqueue_trial({"x": 1.0})
+    assert search_main(["storage-proxy", "--storage", backend, "--host", "0.0.0.0"]) == 2  # refused: no TLS
+    assert search_main(["storage-proxy", "--storage", backend, "--tls-cert", str(cert)]) == 2  # both or neither
+    port = free_port()
+    proxy = subprocess.Popen(
+        [*SEARCH, "storage-proxy", "--storage", backend, "--host", "127.0.0.1", "--port", str(port)]
+        + ["--tls-cert", str(cert), "--tls-key", str(key)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        said = StderrLines(proxy, "storage proxy for")
+        assert said.seen.wait(60), said.text()
+        monkeypatch.setenv("STT_SEARCH_TLS_CA", str(cert))
+        study = optuna.load_study(study_name="s", storage=open_storage(f"grpcs://localhost:{port}"))
+        assert [t.params for t in study.trials] == [{}] and study.trials[0].state.name == "WAITING"
+        study.set_user_attr("over_tls", True)
+        plain = optuna.storages.GrpcStorageProxy(host="localhost", port=port)
+        with pytest.raises(ConnectionError):
+            plain.wait_server_ready(timeout=3)
+    finally:
+        proxy.terminate()
+        proxy.wait()
+    assert optuna.load_study(study_name="s", storage=backend).user_attrs == {"over_tls": True}
+
+
+def test_the_storage_url_comes_from_the_environment_or_an_owner_only_file(tmp_path, monkeypatch, caplog):
+    from search.settings import WorkerOptions
+    from search.storage import STORAGE_ENV
+
+    monkeypatch.setenv(STORAGE_ENV, "postgresql://u:fromenv@h/db")
+    assert WorkerOptions().storage == "postgresql://u:fromenv@h/db"
+    file = tmp_path / "storage"
+    file.write_text("\npostgresql://u:fromfile@h/db\n")
+    file.chmod(0o644)
+    with pytest.raises(Exception, match=r"--storage-file .*storage: mode 0644 lets other users read it; expected 0600"):
+        WorkerOptions(storage_file=str(file))
+    file.chmod(0o600)
+    opts = WorkerOptions(storage_file=str(file))
+    assert opts.storage == "postgresql://u:fromfile@h/db" and opts.worker_env() == {}  # workers get the file's path
+    monkeypatch.setattr("search.storage._warned_argv", False)
+    with caplog.at_level(logging.WARNING, logger="search"):
+        typed = [WorkerOptions(storage="postgresql://u:typed@h/db") for _ in range(2)]
+    assert typed[0].storage == "postgresql://u:typed@h/db" and typed[0].worker_env() == {STORAGE_ENV: typed[0].storage}
+    warned = [r.getMessage() for r in caplog.records if "visible to every user" in r.getMessage()]
+    assert len(warned) == 1 and "typed" not in warned[0]  # once, and without the password
+    file.write_text("not a url\n")
+    with pytest.raises(Exception, match=r"line 1: expected a storage URL"):
+        WorkerOptions(storage_file=str(file))
