@@ -27,7 +27,12 @@ def _cmd_features(args) -> int:
     from stt.data.features import prepare_features
 
     reports = prepare_features(
-        args.data, args.frontend, splits=args.splits, progress=not args.quiet, max_seconds=args.max_seconds
+        args.data,
+        args.frontend,
+        splits=args.splits,
+        progress=not args.quiet,
+        max_seconds=args.max_seconds,
+        part=args.shard,
     )
     usable = 0
     for r in reports:
@@ -36,9 +41,13 @@ def _cmd_features(args) -> int:
         if len(r.skipped) > args.show_skipped:
             print(f"  ... and {len(r.skipped) - args.show_skipped} more skipped")
         state = "computed" if r.computed else "cached"
+        if r.part is not None:
+            i, n = r.part
+            ready = "the split is complete" if r.complete else "the other parts are still to run"
+            state = f"part {i}/{n}: {state} {r.computed} utterances; {ready}"
         print(f"{r.split}: kept {r.kept}, skipped {len(r.skipped)}, {r.hours:.3f} h ({state}) -> {r.cache_dir}")
         usable += r.kept
-    if usable == 0:
+    if usable == 0 and args.shard is None:  # a part may hold none of a small corpus's shards
         raise DataError(
             f"{args.data}: nothing usable left after skipping {sum(len(r.skipped) for r in reports)} utterances"
         )
@@ -46,7 +55,7 @@ def _cmd_features(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from stt.core.args import nonnegative_int, positive_float, positive_int
+    from stt.core.args import PART, nonnegative_int, positive_float, positive_int
     from stt.data.corpus import MAX_SECONDS
 
     p = sub.add_parser("prepare", help="synthesise the built-in corpus, or compute a feature cache")
@@ -87,6 +96,14 @@ def add_commands(sub) -> None:
         type=positive_float,
         default=MAX_SECONDS,
         help="skip (and name) recordings longer than this; their audio is never read (default 60)",
+    )
+    f.add_argument(
+        "--shard",
+        type=PART,
+        default=None,
+        metavar="I/N",
+        help="compute only part I of N (0 <= I < N), e.g. one task of a Slurm array: "
+        "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last part to finish completes the cache",
     )
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_cmd_features)

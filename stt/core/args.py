@@ -35,7 +35,7 @@ class Kind:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {self.noun}") from None
         if not self.ok(value):
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            shown = f"{value:g}" if isinstance(value, float) else text if isinstance(value, tuple) else str(value)
             raise argparse.ArgumentTypeError(f"{shown}: expected {self.expected}")
         return value
 
@@ -53,6 +53,17 @@ POSITIVE_INT = Kind("an integer", int, lambda v: _integer(v) and v >= 1, ">= 1")
 NONNEGATIVE_INT = Kind("an integer", int, lambda v: _integer(v) and v >= 0, ">= 0")
 POSITIVE_FLOAT = Kind("a number", float, lambda v: _number(v) and v > 0, "> 0")
 NONNEGATIVE_FLOAT = Kind("a number", float, lambda v: _number(v) and v >= 0, ">= 0")
+
+
+def _part(text: str) -> tuple[int, int]:
+    i, slash, n = text.partition("/")
+    if not slash or not i.strip().isdigit() or not n.strip().isdigit():
+        raise ValueError(text)
+    return int(i), int(n)
+
+
+# one part of a job split N ways (`--shard I/N`, e.g. a Slurm array's $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)
+PART = Kind("I/N", _part, lambda v: 0 <= v[0] < v[1], "with 0 <= I < N")
 
 # argparse types, by the names the commands use
 positive_int, nonnegative_int, positive_float = POSITIVE_INT, NONNEGATIVE_INT, POSITIVE_FLOAT

@@ -13,8 +13,11 @@ Layout, under ``DATA/.stt-cache/``::
 * Interrupted runs resume: shards are written to a temporary name and renamed,
   so a shard on disk is whole; a later call keeps the shards that check out and
   computes the rest. A truncated or mismatching shard is rebuilt.
-* Two processes preparing the same cache serialise on a lock file; the second
-  finds the work done.
+* Each shard is written under its own lock and the index under the split's, so
+  two processes preparing the same cache, or the N parts of it that a job
+  array's tasks prepare side by side (``part``, ``stt prepare features --shard
+  I/N``), never compute a shard twice; whoever finds every shard done writes
+  the index, and the cache is byte for byte the one a single process writes.
 * Read back by memory map: a 100-hour corpus never has to fit in RAM.
 """
 
@@ -47,6 +50,8 @@ class PrepareReport:
     skipped: list[Skipped]
     hours: float
     computed: int  # utterances run through the frontend by this call (0: the cache was complete)
+    part: tuple[int, int] | None = None  # (i, n): this call prepared the i-th of n parts (kept counts those)
+    complete: bool = True  # whether the whole split's cache is ready (a part's: once every part has run)
 
 
 def _plan_shards(utts: list[Utterance]) -> list[list[Utterance]]:
@@ -85,64 +90,99 @@ def prepare_split(
     progress: bool = True,
     device: str | None = None,
     max_seconds: float = MAX_SECONDS,
+    part: tuple[int, int] | None = None,
 ) -> PrepareReport:
     """Compute (or find) the feature cache of one split.
 
     ``frontend`` is a spec or a built Frontend; a neural one given as a spec runs on ``device``
     (default: CUDA when available). Recordings longer than ``max_seconds`` are skipped and named.
-    """
-    from tqdm import tqdm
 
+    ``part=(i, n)``: compute only the cache's shards ``k`` with ``k % n == i``, so that ``n`` processes (a job
+    array's tasks) prepare one corpus side by side; whichever finds every shard done writes the index. The
+    result is the cache one process would have written, byte for byte.
+    """
     data_dir = Path(data_dir)
     encodable, skipped, identity = _usable(data_dir, split, frontend, max_seconds)
     cache = cache_dir_for(data_dir, split, encodable, identity)
     hours = sum(u.duration for u in encodable) / 3600
-    with locked(cache.with_name(cache.name + ".lock")):
-        for orphan in cache.glob(f"{TMP_PREFIX}*"):  # a killed writer's; no other writer runs while we hold the lock
+    shards = _plan_shards(encodable)
+    mine = [k for k in range(len(shards)) if part is None or k % part[1] == part[0]]
+    index = cache / "index.json"
+    with locked(_split_lock(cache)):  # the index is read, judged and written under the split's lock
+        for orphan in cache.glob(f"{TMP_PREFIX}*-index.json"):  # a killed writer's index
             orphan.unlink(missing_ok=True)
-        index = cache / "index.json"
-        shards = _plan_shards(encodable)
         if index.exists():
             idx = json.loads(index.read_text())
             if all(_shard_ok(cache, k, [u.id for u in s], idx["feature_size"]) for k, s in enumerate(shards)):
-                return PrepareReport(split, cache, len(idx["utterances"]), skipped, hours, 0)
+                return PrepareReport(split, cache, len(idx["utterances"]), skipped, hours, 0, part)
             log.warning("%s: a shard is truncated or changed; rebuilding what is missing", cache)
             index.unlink()
-        if not encodable:
-            return PrepareReport(split, cache, 0, skipped, 0.0, 0)
-        if isinstance(frontend, str):
-            frontend = build_frontend(frontend, str(pick_device(device)))
-        make_dir(cache)
-        rows, computed = [], 0
-        off = None if progress else True  # None: off when not a terminal
-        bar = tqdm(total=len(encodable), unit="utt", desc=f"features {split}", disable=off)
-        for k, shard in enumerate(shards):
-            ids = [u.id for u in shard]
-            if not _shard_ok(cache, k, ids, frontend.feature_size):
-                feats, bad = _compute(shard, frontend)
-                skipped.extend(bad)
-                _write_shard(cache, k, feats, frontend.feature_size)
-                computed += len(shard)
-            meta = json.loads((cache / f"shard_{k:05d}.json").read_text())
-            offset = 0
-            for u, n in zip(shard, meta["frames"]):
-                if n > 0:  # 0 frames: unreadable audio, skipped above
-                    rows.append(
-                        {"id": u.id, "shard": k, "offset": offset, "frames": n, "duration": u.duration, "text": u.text}
-                    )
-                offset += n
-            bar.update(len(shard))
-        bar.close()
-        info = {
-            "split": split,
-            "frontend": identity,
-            "feature_size": frontend.feature_size,
-            "frames_per_second": frontend.frames_per_second,
-            "hours": hours,
-            "utterances": rows,
-        }
-        write_text(index, json.dumps(info))
-    return PrepareReport(split, cache, len(rows), skipped, hours, computed)
+    if not encodable:
+        return PrepareReport(split, cache, 0, skipped, 0.0, 0, part)
+    if isinstance(frontend, str):
+        frontend = build_frontend(frontend, str(pick_device(device)))
+    make_dir(cache)
+    # each shard under its own lock: the parts (and a whole run beside them) never write one shard twice at once
+    computed = _compute_shards(cache, split, shards, mine, frontend, skipped, progress)
+    with locked(_split_lock(cache)):  # whoever finds every shard done writes the index, once
+        done = all(_shard_ok(cache, k, [u.id for u in s], frontend.feature_size) for k, s in enumerate(shards))
+        if done and not index.exists():
+            _write_index(cache, split, identity, frontend, hours, shards)
+    if part is None:
+        kept = len(json.loads(index.read_text())["utterances"]) if done else 0
+    else:
+        kept = sum(n > 0 for k in mine for n in json.loads((cache / f"shard_{k:05d}.json").read_text())["frames"])
+    return PrepareReport(split, cache, kept, skipped, hours, computed, part, done)
+
+
+def _split_lock(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".lock")
+
+
+def _compute_shards(
+    cache: Path, split: str, shards: list, mine: list[int], frontend: Frontend, skipped: list, progress: bool
+) -> int:
+    """Compute shards ``mine`` that are not on disk yet, each under its own lock; utterances computed."""
+    from tqdm import tqdm
+
+    computed = 0
+    off = None if progress else True  # None: off when not a terminal
+    with tqdm(total=sum(len(shards[k]) for k in mine), unit="utt", desc=f"features {split}", disable=off) as bar:
+        for k in mine:
+            with locked(cache / f"shard_{k:05d}.lock"):
+                for orphan in cache.glob(f"{TMP_PREFIX}*-shard_{k:05d}.*"):  # a killed writer's; none runs now
+                    orphan.unlink(missing_ok=True)
+                if not _shard_ok(cache, k, [u.id for u in shards[k]], frontend.feature_size):
+                    feats, bad = _compute(shards[k], frontend)
+                    skipped.extend(bad)
+                    _write_shard(cache, k, feats, frontend.feature_size)
+                    computed += len(shards[k])
+            bar.update(len(shards[k]))
+    return computed
+
+
+def _write_index(cache: Path, split: str, identity: str, frontend: Frontend, hours: float, shards: list) -> list:
+    """Write the index (last: its presence means "complete") from every shard's metadata; its rows."""
+    rows = []
+    for k, shard in enumerate(shards):
+        meta = json.loads((cache / f"shard_{k:05d}.json").read_text())
+        offset = 0
+        for u, n in zip(shard, meta["frames"]):
+            if n > 0:  # 0 frames: unreadable audio, skipped
+                rows.append(
+                    {"id": u.id, "shard": k, "offset": offset, "frames": n, "duration": u.duration, "text": u.text}
+                )
+            offset += n
+    info = {
+        "split": split,
+        "frontend": identity,
+        "feature_size": frontend.feature_size,
+        "frames_per_second": frontend.frames_per_second,
+        "hours": hours,
+        "utterances": rows,
+    }
+    write_text(cache / "index.json", json.dumps(info))
+    return rows
 
 
 def _usable(
@@ -305,8 +345,10 @@ def prepare_features(
     progress: bool = True,
     device: str | None = None,
     max_seconds: float = MAX_SECONDS,
+    part: tuple[int, int] | None = None,
 ) -> list[PrepareReport]:
-    """Prepare every split (or those named) of a data folder with one frontend."""
+    """Prepare every split (or those named) of a data folder with one frontend (``part``: see
+    :func:`prepare_split`)."""
     found = find_splits(data_dir)
     if not found:
         from stt.data.corpus import CorpusError
@@ -321,7 +363,9 @@ def prepare_features(
             from stt.data.corpus import CorpusError
 
             raise CorpusError(f"split '{name}' not found in {data_dir}; available: {', '.join(sorted(found))}")
-        rep = prepare_split(data_dir, name, frontend, progress=progress, device=device, max_seconds=max_seconds)
+        rep = prepare_split(
+            data_dir, name, frontend, progress=progress, device=device, max_seconds=max_seconds, part=part
+        )
         reports.append(rep)
     return reports
 

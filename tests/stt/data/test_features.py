@@ -156,3 +156,42 @@ def test_collate_pads_and_keeps_lengths():
     feats, flens, targets, tlens, idx = collate(items)
     assert feats.shape == (2, 5, 3) and flens.tolist() == [5, 2] and tlens.tolist() == [2, 3]
     assert feats[1, 2:].abs().sum() == 0 and targets.shape == (2, 3) and idx.tolist() == [0, 1]
+
+
+_PART = (
+    "import sys, stt.data.features as F; F.SHARD_SECONDS = 3.0; from stt.cli import main; "
+    "sys.exit(main(['prepare', 'features', '--data', sys.argv[1], '--shard', sys.argv[2], '--quiet']))"
+)
+
+
+@pytest.mark.slow
+def test_four_parts_prepared_side_by_side_equal_one_whole_run_byte_for_byte(corpus, tmp_path, monkeypatch, capsys):
+    """`stt prepare features --shard I/N`, as the 4 tasks of a job array run it: at once, on one folder."""
+    monkeypatch.setattr(features, "SHARD_SECONDS", 3.0)
+    whole = tmp_path / "whole"
+    shutil.copytree(corpus, whole)
+    prepare_features(whole, progress=False)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _PART, str(corpus), f"{i}/4"], stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    assert sum(o.count("the split is complete") for o in outs) >= 3  # each split, by whichever part ended last
+
+    def files(root):
+        cache = root / ".stt-cache"
+        return {str(p.relative_to(cache)): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()}
+
+    parts, one = files(corpus), files(whole)
+    assert len([n for n in one if n.startswith("train-") and n.endswith(".npy")]) >= 4  # enough shards to share
+    assert parts.keys() == one.keys() and all(parts[n] == one[n] for n in one)  # no lock or temporary file left
+    from stt.cli import main
+
+    assert main(["prepare", "features", "--data", str(corpus), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(cached)") == 3 and "computed" not in printed  # the whole command finds nothing to do
+    with pytest.raises(SystemExit) as bad:
+        main(["prepare", "features", "--data", str(corpus), "--shard", "4/4"])
+    assert bad.value.code == 2
+    assert "--shard: 4/4: expected I/N with 0 <= I < N" in capsys.readouterr().err
