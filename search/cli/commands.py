@@ -20,8 +20,16 @@ def launch(args) -> int:
     space = load_space(args.space)
     settings = options_from(args, StudySettings, space_text=space.text, space_name=space.name)
     opts = options_from(args, WorkerOptions)
-    if opts.workers > 1:
+    if opts.workers > 1 or args.create_only:
         create_study(args.study, settings, opts.storage, enqueue=tuple(args.enqueue))
+        if args.create_only:
+            from search.storage import DEFAULT_STORAGE, redact
+
+            print(
+                f"study '{args.study}' created in {redact(opts.storage or DEFAULT_STORAGE)}; its workers join with "
+                f"`stt-search worker --study {args.study}` or `stt-search slurm --study {args.study}`"
+            )
+            return 0
         return _local_workers(args, opts, runs_dir=settings.runs_dir)
     study = launch(
         args.study,

@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CONFIG",
         help="a run config (e.g. an exported one) to train first, after the space's seeds; repeatable",
     )
+    la.add_argument(
+        "--create-only",
+        action="store_true",
+        help="check everything and create the study, train nothing (its workers join later: worker, slurm)",
+    )
     _options(la, LAUNCH, commands.launch)
 
     for name, what, func in (

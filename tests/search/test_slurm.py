@@ -11,9 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.settings import settings_from_space
+from search.cli import main as search_main
 from search.storage import STORAGE_ENV, open_storage
-from search.study import create_study
 from tests.search.conftest import SEARCH, StderrLines
 
 pytestmark = pytest.mark.slow
@@ -21,9 +20,12 @@ WAIT = 300  # seconds an array may take on 2 cores
 
 
 def _study(workdir, name, storage, trials, epochs):
+    """``stt-search launch --create-only``: the study, checked and created, nothing trained."""
     space = (workdir / "space.yaml").read_text().replace("epochs: 2", f"epochs: {epochs}")
     (workdir / f"{name}.yaml").write_text(space)
-    create_study(name, settings_from_space(f"{name}.yaml", "data", trials, pruner="none", seed=0), storage)
+    flags = ["--trials", str(trials), "--pruner", "none", "--seed", "0", "--storage", storage, "--create-only"]
+    assert search_main(["launch", "--space", f"{name}.yaml", "--data", "data", "--study", name, *flags]) == 0
+    assert not _trials(storage, name)
 
 
 def _submit(slurm, workdir, study, storage, workers, *flags, env=None):
