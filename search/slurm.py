@@ -17,7 +17,6 @@ same without the requeue.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import shutil
@@ -28,7 +27,6 @@ from pathlib import Path
 from stt.core.errors import StudyError
 from stt.core.signals import PREEMPT_SIGNALS, STOP_SIGNALS
 
-log = logging.getLogger("search")
 JOBS = "slurm_jobs"  # the study user attribute listing its arrays: [{"id": "123", "tasks": 3, "logs": "..."}]
 TIMEOUT = 60  # seconds a Slurm command may take
 
@@ -45,6 +43,9 @@ class SlurmOptions:
     signal_delay: int = 120  # seconds before the limit that the warning signal comes: enough for a checkpoint
     sbatch: tuple[str, ...] = ()  # extra sbatch options, KEY=VALUE (e.g. qos=high, constraint=a100)
     logs: str | None = None  # the tasks' stdout/stderr (default results/slurm/<study>)
+
+    def __post_init__(self):
+        self.extra = _extra(self.sbatch)  # checked when built: a bad option fails before anything is submitted
 
 
 def _extra(options: tuple[str, ...]) -> dict:
@@ -73,6 +74,8 @@ def submit(study, opts: SlurmOptions, worker_argv: list[str], env: dict[str, str
     """
     import submitit
 
+    if shutil.which("sbatch") is None:
+        raise StudyError("sbatch: not found; stt-search slurm runs on a host with Slurm's client commands")
     logs = Path(opts.logs or Path("results") / "slurm" / study.study_name).resolve()
     executor = submitit.SlurmExecutor(folder=logs)
     params = dict(
@@ -81,7 +84,7 @@ def submit(study, opts: SlurmOptions, worker_argv: list[str], env: dict[str, str
         cpus_per_task=opts.cpus_per_worker,
         signal_delay_s=opts.signal_delay,
         array_parallelism=opts.workers,
-        additional_parameters=_extra(opts.sbatch),
+        additional_parameters=opts.extra,
     )
     if opts.partition:
         params["partition"] = opts.partition
@@ -135,32 +138,40 @@ def cancel(study) -> list[str]:
 
 @dataclasses.dataclass
 class SlurmTask:
-    """One array task: an ``stt-search worker`` on the study, in this process (submitit pickles this object
-    into the log folder: it holds flags only, no storage URL)."""
+    """One array task: an ``stt-search worker`` on the study, as a child of the process submitit starts.
+
+    Submitit pickles this object into the log folder: it holds flags only, never the storage URL (the worker
+    inherits it through the environment). Slurm signals every process of the task, so the worker gets its
+    stop signal first-hand; this process only remembers which signal came, to requeue the task after a warning.
+    """
 
     study: str
     worker_argv: list[str]
 
     def __call__(self, index: int) -> int:
-        from search.cli import main
-        from search.workers import on_stop_signal, received_stop, slurm_task
+        import sys
 
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-        if cpus and "OMP_NUM_THREADS" not in os.environ:
-            os.environ["OMP_NUM_THREADS"] = cpus  # torch would take every core of the node, not the task's
+        from search.workers import slurm_task
+
+        got: list[int] = []
         for s in STOP_SIGNALS:
-            if s != signal.SIGINT:
-                signal.signal(s, on_stop_signal)  # submitit's own handlers would exit without a checkpoint
-        rc = main(["worker", "--study", self.study, *self.worker_argv])
-        stop = received_stop()
-        for s in STOP_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)  # stopping now: what follows (the requeue's SIGTERM) changes nothing
-        if rc == 130 and stop in PREEMPT_SIGNALS:
+            signal.signal(s, lambda signum, frame: got.append(signum))  # the worker checkpoints; this one waits
+        env = dict(os.environ)
+        cpus = env.get("SLURM_CPUS_PER_TASK")
+        if cpus and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = cpus  # torch would take every core of the node, not the task's
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "search.cli", "worker", "--study", self.study, *self.worker_argv], env=env
+        )
+        rc = worker.wait()  # a signal's handler returns and the wait goes on (PEP 475)
+        warned = [s for s in got if s in PREEMPT_SIGNALS]
+        if rc == 130 and warned:
             me = slurm_task()
-            log.info("worker task %s: %s before its time limit; requeueing it", me, signal.Signals(stop).name)
+            name = signal.Signals(warned[0]).name
+            print(f"worker task {me}: {name} before its time limit; requeueing it", file=sys.stderr, flush=True)
             out = subprocess.run(["scontrol", "requeue", me], capture_output=True, text=True, timeout=TIMEOUT)
             if out.returncode != 0:
-                log.warning("scontrol requeue %s: %s", me, out.stderr.strip())
+                print(f"scontrol requeue {me}: {out.stderr.strip()}", file=sys.stderr, flush=True)
             return rc
         if rc not in (0, 130):
             raise RuntimeError(f"stt-search worker exited with status {rc} (its error is in this log above)")

@@ -388,7 +388,32 @@ ROWS = [
     Row(
         "storage-proxy-reachable-without-insecure",
         "stt-search storage-proxy --storage sqlite:///{w}/studies.db --host 0.0.0.0",
-        r"--host 0\.0\.0\.0: the storage proxy has no authentication or TLS, .* or pass --insecure",
+        r"--host 0\.0\.0\.0: the storage proxy has no authentication, .* serve TLS \(--tls-cert/--tls-key\), or pass "
+        r"--insecure",
+    ),
+    Row(
+        "storage-proxy-half-tls",
+        "stt-search storage-proxy --storage sqlite:///{w}/studies.db --tls-key {w}/run.yaml",
+        r"--tls-cert and --tls-key: give both",
+    ),
+    Row(
+        "storage-file-others-read",
+        "stt-search resume --study s --storage-file {w}/storage.txt",
+        r"--storage-file \S+/storage\.txt: mode 0644 lets other users read it; expected 0600",
+        hidden=("hunter2",),
+        prepare=lambda w, mp: (
+            (w / "storage.txt").write_text("postgresql://u:hunter2@h/db\n") or (w / "storage.txt").chmod(0o644)
+        ),
+    ),
+    Row(
+        "slurm-bad-sbatch-option",
+        "stt-search slurm --study empty --storage sqlite:///{w}/studies.db --sbatch =high",
+        r"--sbatch '=high': expected an sbatch option as KEY=VALUE",
+    ),
+    Row(
+        "prepare-shard-out-of-range",
+        "stt prepare features --data {w}/data --shard 3/3",
+        r"argument --shard: 3/3: expected I/N with 0 <= I < N",
     ),
     # the disk
     Row(

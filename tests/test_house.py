@@ -27,9 +27,9 @@ SEARCH_LAYERS = [
     {"search.space", "search.template_space", "search.samplers", "search.fidelity", "search.pruners"},
     {"search.settings", "search.isolation", "search.workers"},
     {"search.objective", "search.stopping", "search.stretch", "search.rescore"},
-    {"search.study"},
+    {"search.study", "search.slurm"},
     {"search.results"},
-    {"search.cli", "search", "search.slurm"},
+    {"search.cli", "search"},
 ]
 
 

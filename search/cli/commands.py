@@ -206,6 +206,16 @@ def slurm(args) -> int:
     from search.study import count_finished, read_settings
 
     opts = options_from(args, WorkerOptions)
+    job = cluster.SlurmOptions(
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        partition=args.partition,
+        time=args.time,
+        signal_delay=args.signal_delay,
+        sbatch=tuple(args.sbatch),
+        logs=args.logs,
+    )
     study = load_study(args.study, opts.storage)
     done = f"{count_finished(study)}/{read_settings(study).trials} trials finished"
     if args.action == "status":
@@ -225,23 +235,9 @@ def slurm(args) -> int:
     ):
         if value is not None:
             argv += [flag, str(value)]
-    job = cluster.submit(
-        study,
-        cluster.SlurmOptions(
-            workers=args.workers,
-            gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker,
-            partition=args.partition,
-            time=args.time,
-            signal_delay=args.signal_delay,
-            sbatch=tuple(args.sbatch),
-            logs=args.logs,
-        ),
-        argv,
-        opts.worker_env(),
-    )
+    array = cluster.submit(study, job, argv, opts.worker_env())
     logs = study.user_attrs.get(cluster.JOBS, [{}])[-1].get("logs", "")
-    print(f"submitted job array {job} ({args.workers} workers) on study '{args.study}' ({done})")
+    print(f"submitted job array {array} ({args.workers} workers) on study '{args.study}' ({done})")
     print(f"logs:    {logs}\nstorage: {redact(opts.storage or DEFAULT_STORAGE)}")
     print(f"status:  stt-search slurm status --study {args.study}")
     return 0
