@@ -34,3 +34,27 @@ def stop_signals_held():
     finally:
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred():
+    """Hold a stop signal that arrives inside the block until it ends, then deliver it to the handler in place.
+
+    For bookkeeping that must not be cut in two (an epoch counted, its metrics written, its checkpoint saved):
+    the signal still stops the process, right after. Done with Python-level handlers, which always run in the
+    main thread (a blocked signal mask would not hold: any other thread may take a process-directed signal).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in STOP_SIGNALS}
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if got and ok:
+            signal.raise_signal(got[0])

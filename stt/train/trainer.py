@@ -30,7 +30,7 @@ from stt.core.checkpoint import load_checkpoint, save_checkpoint
 from stt.core.device import autocast, pick_device, release_cached_memory, to_host, uses_bf16
 from stt.core.errors import CheckpointError
 from stt.core.files import write_text
-from stt.core.signals import stop_signals_held
+from stt.core.signals import stop_signals_deferred, stop_signals_held
 from stt.data.augment import spec_augment
 from stt.data.batching import FeatureDataset, FrameBudgetBatchSampler, Prefetcher, bucket_length, collate
 from stt.data.training_data import TrainingData
@@ -453,8 +453,12 @@ class Trainer:
 
     def _end_epoch(self) -> dict:
         """Score dev, keep the best weights, log the epoch, checkpoint."""
-        state, cfg = self.state, self.run.train
         dev = self._evaluate("dev")
+        with stop_signals_deferred():  # counted, recorded and checkpointed together, or not at all
+            return self._record_epoch(dev)
+
+    def _record_epoch(self, dev) -> dict:
+        state, cfg = self.state, self.run.train
         train_loss = state.loss_sum / max(1, state.step_in_epoch)
         state.epoch += 1
         state.step_in_epoch, state.loss_sum = 0, 0.0
