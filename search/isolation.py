@@ -84,7 +84,7 @@ def start(data: dict | None = None) -> None:
     if data is not None:
         os.environ[PRELOAD_ENV] = json.dumps(data)
     try:
-        with _helpers_ignore(PREEMPT_SIGNALS):
+        with _helpers_ignore((*PREEMPT_SIGNALS, signal.SIGTERM)):
             forkserver.ensure_running()
     finally:
         os.environ.pop(PRELOAD_ENV, None)  # for the server alone: no other process of this worker's reads it
@@ -94,9 +94,11 @@ def start(data: dict | None = None) -> None:
 def _helpers_ignore(signals):
     """Start helper processes (the fork server, multiprocessing's resource tracker) ignoring ``signals``.
 
-    Slurm sends its time-limit warning (SIGUSR1/SIGUSR2) to every process of a job, and by default it kills;
-    an ignored signal stays ignored across fork and exec, so the helpers outlive it while the worker and its
-    training process (which set their own handlers) checkpoint and stop.
+    Slurm sends its time-limit warning (SIGUSR1/SIGUSR2) and ``scancel``'s SIGTERM to every process of a job,
+    and by default they kill; a dead fork server would make the worker think its training process ended, and
+    the lifeline would end that process mid-checkpoint. An ignored signal stays ignored across fork and exec,
+    so the helpers outlive it while the worker and its training process (which set their own handlers)
+    checkpoint and stop; the fork server still exits when the worker closes its end.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -464,6 +464,8 @@ def _leave_waiting(trial: optuna.Trial) -> None:
     reason = f"{what}: its worker stopped after a checkpoint; the next worker continues it"
     with stop_signals_held(), contextlib.suppress(Exception):
         mark(trial, Status.INTERRUPTED, reason)
+        # no worker: a resumer must not judge the waiting trial, once picked up again, by this one's pid
+        trial.set_user_attr(Attr.WORKER, "")
         trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.WAITING)
         log.info("trial %d: %s", trial.number, reason)
     raise LeftWaiting(f"trial {trial.number} left waiting ({what})")

@@ -24,7 +24,7 @@ from stt.core.errors import StudyError
 from stt.train.run_config import TrainConfig
 
 # the commands of stt-search that take options declared here
-LAUNCH, RESUME, WORKER, EXPORT, COMPARE, DEMO, PROXY, SLURM = (
+LAUNCH, RESUME, WORKER, EXPORT, COMPARE, DEMO, PROXY, SLURM, DASHBOARD = (
     "launch",
     "resume",
     "worker",
@@ -33,6 +33,7 @@ LAUNCH, RESUME, WORKER, EXPORT, COMPARE, DEMO, PROXY, SLURM = (
     "demo",
     "storage-proxy",
     "slurm",
+    "dashboard",
 )
 JOINS = (RESUME, WORKER)  # the commands that work on an existing study
 
@@ -241,14 +242,14 @@ class WorkerOptions:
         "Optuna storage URL (default $STT_SEARCH_STORAGE, else sqlite:///results/studies.db; postgresql://... for "
         "many hosts; a password here is visible to every user of the host: use --storage-file or ~/.pgpass)",
         flag="--storage",
-        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO, PROXY, SLURM),
+        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO, PROXY, SLURM, DASHBOARD),
         metavar="URL",
     )
     storage_file: str | None = option(
         None,
         "a file (mode 0600) whose first line is the storage URL; workers started from here read the same file",
         flag="--storage-file",
-        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO, PROXY, SLURM),
+        commands=(LAUNCH, *JOINS, EXPORT, COMPARE, DEMO, PROXY, SLURM, DASHBOARD),
         metavar="PATH",
     )
     timeout: float | None = option(

@@ -97,7 +97,8 @@ def submit(study, opts: SlurmOptions, worker_argv: list[str], env: dict[str, str
     try:
         jobs = executor.map_array(task, range(opts.workers))
     except Exception as e:  # sbatch refused it (a partition that does not exist, a bad option): its one line
-        raise StudyError(f"sbatch: {str(e).strip().splitlines()[-1][:300]}") from None
+        said = str(e).strip().splitlines() or [type(e).__name__]
+        raise StudyError(f"sbatch: {said[-1][:300]}") from None
     finally:
         for k, v in saved.items():
             if v is None:
@@ -165,7 +166,9 @@ class SlurmTask:
         )
         rc = worker.wait()  # a signal's handler returns and the wait goes on (PEP 475)
         warned = [s for s in got if s in PREEMPT_SIGNALS]
-        if rc == 130 and warned:
+        # 130: the worker stopped after its checkpoint; killed by the warning itself: it came before the worker
+        # had its handlers (opening the corpus), so there was no trial to checkpoint
+        if warned and rc in (130, -signal.SIGUSR1, -signal.SIGUSR2):
             me = slurm_task()
             name = signal.Signals(warned[0]).name
             print(f"worker task {me}: {name} before its time limit; requeueing it", file=sys.stderr, flush=True)

@@ -119,6 +119,8 @@ def storage_url(given: str | None = None, file: str | None = None) -> str | None
     asks of ``~/.pgpass``: a file others can read is refused, naming its mode.
     """
     global _warned_argv
+    if given is not None and file is not None:
+        raise StorageError("--storage and --storage-file: give one of them (both name the study's storage)")
     if given is not None:
         if _passwords(given) and not _warned_argv:
             _warned_argv = True

@@ -140,7 +140,7 @@ def requeue_dead_trials(study: optuna.Study, orphan_after: float = 120.0) -> lis
 def _orphaned(t, now: datetime.datetime, orphan_after: float) -> bool:
     return (
         t.state == TrialState.RUNNING
-        and Attr.WORKER not in t.user_attrs
+        and not t.user_attrs.get(Attr.WORKER)  # none yet, or a waiting trial's cleared one
         and t.datetime_start is not None
         and (now - t.datetime_start).total_seconds() > orphan_after
     )

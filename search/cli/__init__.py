@@ -17,6 +17,12 @@ def _not_interrupted(record: logging.LogRecord) -> bool:
     return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OutOfTime, TakenOver)))
 
 
+def _said_by_the_study(record: logging.LogRecord) -> bool:
+    """Optuna's "Trial N failed with ..." warning: the study's own line for that trial says it, with the reason
+    (one voice in the terminal, not Optuna's ``[W ...]`` beside it)."""
+    return not (record.name == "optuna.study._optimize" and record.getMessage().startswith("Trial "))
+
+
 def main(argv: list[str] | None = None) -> int:
     from stt.core.errors import STTError, one_line
 
@@ -28,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     # On its handlers: a logger's own filters do not see records from its children (optuna.study._optimize).
     for handler in logging.getLogger("optuna").handlers:
         handler.addFilter(_not_interrupted)
+        handler.addFilter(_said_by_the_study)
     # Optuna flags heartbeats/retries as experimental and importance estimates on few trials; the CLI says what matters
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", module="optuna.importance")

@@ -241,3 +241,23 @@ def slurm(args) -> int:
     print(f"logs:    {logs}\nstorage: {redact(opts.storage or DEFAULT_STORAGE)}")
     print(f"status:  stt-search slurm status --study {args.study}")
     return 0
+
+
+def dashboard(args) -> int:
+    """``stt-search dashboard --study S``: optuna-dashboard on 127.0.0.1 for the study's storage, until Ctrl-C."""
+    from search.storage import load_study, open_storage
+    from stt.core.errors import StudyError
+
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise StudyError("optuna-dashboard is not installed: pip install -e '.[dashboard]'") from None
+    opts = options_from(args, WorkerOptions)
+    storage = open_storage(opts.storage)
+    study = load_study(args.study, opts.storage, storage)
+    sid = storage.get_study_id_from_name(study.study_name)
+    url = f"http://127.0.0.1:{args.port}/dashboard/studies/{sid}"
+    print(f"optuna-dashboard for study '{args.study}': {url}", file=sys.stderr, flush=True)
+    print("(the storage's other studies are there too; Ctrl-C stops it)", file=sys.stderr, flush=True)
+    run_server(storage, host="127.0.0.1", port=args.port)
+    return 0

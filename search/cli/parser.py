@@ -8,6 +8,7 @@ import argparse
 from search.cli import commands
 from search.settings import (
     COMPARE,
+    DASHBOARD,
     DEMO,
     EXPORT,
     LAUNCH,
@@ -108,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--top", type=POSITIVE_INT, default=10)
     co.add_argument("--out", default=None, help="report folder (default results/compare/NAMES)")
     _options(co, COMPARE, commands.compare)
+
+    da = sub.add_parser(DASHBOARD, help="browse a study in optuna-dashboard (pip install -e '.[dashboard]')")
+    da.add_argument("--study", required=True)
+    da.add_argument("--port", type=POSITIVE_INT, default=8080, help="port on 127.0.0.1 (default 8080)")
+    add_options(da, WorkerOptions, DASHBOARD)
+    da.set_defaults(func=commands.dashboard)
 
     de = sub.add_parser(
         DEMO, help="the main job: synthesise the corpus if absent, run a short CPU study, export the best"

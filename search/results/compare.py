@@ -1,12 +1,10 @@
-"""Compare trials: a pandas DataFrame per study, a leaderboard, CSV and an HTML/PNG report."""
+"""Compare trials: a pandas DataFrame per study, a text leaderboard, and the report (``search.results.report``)."""
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
-import optuna
 import pandas as pd
 
 from search.rescore import rescored
@@ -69,6 +67,7 @@ def trials_frame(study_name: str, storage: str | None = None) -> pd.DataFrame:
     df["reason"] = df["reason"].fillna("")
     df["epochs"] = df["epochs"].where(df["epochs"].notna(), [len(t.intermediate_values) for t in study.trials])
     df["retry_of"] = raw.get("system_attrs_failed_trial")
+    df["config"] = raw.get("user_attrs_config")
     df["datetime_start"], df["datetime_complete"] = raw["datetime_start"], raw["datetime_complete"]
     beam = rescored(study)
     for c in ("dev_wer_beam", "dev_cer_beam", "test_wer_beam", "test_cer_beam"):
@@ -139,11 +138,8 @@ def pareto_front(df: pd.DataFrame, x: str = "params", y: str = "dev_wer") -> pd.
 
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], storage: str | None = None) -> Path:
-    """CSV + PNG plots + an HTML page; returns the HTML path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The report (``search.results.report``: one self-contained HTML file) and the trials as CSV; the HTML path."""
+    from search.results.report import report_html
 
     out = Path(out_dir)
     if not df["dev_wer"].notna().any():
@@ -151,61 +147,8 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], stor
             f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
             "(`stt-search resume` continues a study)"
         )
-    import warnings
-
-    from optuna.visualization import matplotlib as ovm
-
-    loaded = [load_study(n, storage) for n in studies]
-    with warnings.catch_warnings():  # Optuna labels its matplotlib plots experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # single-objective studies get Optuna's best-so-far line; a Pareto study is plotted by its first objective
-        single = all(len(st.directions) == 1 for st in loaded)
-        ax = ovm.plot_optimization_history(
-            loaded if len(loaded) > 1 else loaded[0],
-            target_name="dev WER",
-            target=None if single else (lambda t: t.values[0]),
-        )
-    ax.figure.set_size_inches(7, 4)
+    page = report_html(df, [load_study(n, storage) for n in studies])
     make_dir(out)
-    with atomic_path(out / "history.png") as tmp:
-        ax.figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(ax.figure)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, g in df.groupby("study"):
-        ax.scatter(g["params"], g["dev_wer"] * 100, label=name, s=25)
-    front = pareto_front(df)
-    ax.step(front["params"], front["dev_wer"] * 100, where="post", color="k", lw=1, label="Pareto front")
-    ax.set(xscale="log", xlabel="parameters", ylabel="dev WER (%)", title="WER vs parameters")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out / "wer_vs_params.png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    importances = {}
-    for name, study in zip(studies, loaded):
-        try:
-            importances[name] = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
-        except (RuntimeError, ValueError, ZeroDivisionError) as e:  # too few complete trials
-            importances[name] = {"(not enough complete trials)": str(e)[:80]}
-    # study names, parameter names and stored strings come from a database: text, never markup
-    esc = html.escape
-    imp_html = "".join(
-        f"<h3>{esc(n)}</h3><table>"
-        + "".join(
-            f"<tr><td>{esc(k)}</td><td>{esc(v) if isinstance(v, str) else f'{v:.3f}'}</td></tr>"
-            for k, v in list(imp.items())[:15]
-        )
-        + "</table>"
-        for n, imp in importances.items()
-    )
-    names = esc(", ".join(studies))
-    page = (
-        f"<html><head><meta charset='utf-8'><title>stt-search: {names}</title></head><body>"
-        f"<h1>Studies {names}</h1><h2>Leaderboard</h2><pre>{esc(leaderboard(df, 20))}</pre>"
-        "<h2>History</h2><img src='history.png'><h2>WER vs parameters</h2><img src='wer_vs_params.png'>"
-        f"<h2>Parameter importances (dev WER)</h2>{imp_html}<p>All trials: <a href='trials.csv'>trials.csv</a></p>"
-        "</body></html>"
-    )
     with atomic_path(out / "trials.csv") as tmp:
         df.to_csv(tmp, index=False)
     write_text(out / "report.html", page)  # last: a report.html means the whole report is there
