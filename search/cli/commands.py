@@ -150,7 +150,8 @@ def export(args) -> int:
 def compare(args) -> int:
     import pandas as pd
 
-    from search.results.compare import leaderboard, trials_frame, write_report
+    from search.results.compare import leaderboard, trials_frame
+    from search.results.report import write_report
 
     storage = options_from(args, WorkerOptions).storage
     df = pd.concat([trials_frame(n, storage) for n in args.studies], ignore_index=True)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from search.rescore import rescored
 from search.storage import load_study
 from search.trials import COLUMNS
-from stt.core.errors import StudyError
-from stt.core.files import atomic_path, make_dir, write_text
 from stt.model.blocks import BLOCKS
 
 SEARCHABLE = [t for t, cls in BLOCKS.items() if cls.Config.searchable]  # block types a space may sample
@@ -135,21 +132,3 @@ def pareto_front(df: pd.DataFrame, x: str = "params", y: str = "dev_wer") -> pd.
             keep.append(i)
             best = r[y]
     return d.loc[keep]
-
-
-def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], storage: str | None = None) -> Path:
-    """The report (``search.results.report``: one self-contained HTML file) and the trials as CSV; the HTML path."""
-    from search.results.report import report_html
-
-    out = Path(out_dir)
-    if not df["dev_wer"].notna().any():
-        raise StudyError(
-            f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
-            "(`stt-search resume` continues a study)"
-        )
-    page = report_html(df, [load_study(n, storage) for n in studies])
-    make_dir(out)
-    with atomic_path(out / "trials.csv") as tmp:
-        df.to_csv(tmp, index=False)
-    write_text(out / "report.html", page)  # last: a report.html means the whole report is there
-    return out / "report.html"

@@ -15,12 +15,16 @@ from __future__ import annotations
 import html
 import json
 import math
+from pathlib import Path
 
 import optuna
 import pandas as pd
 
 from search.results.compare import candidates
+from search.storage import load_study
 from search.trials import Attr, Status, candidate_of, status_of
+from stt.core.errors import StudyError
+from stt.core.files import atomic_path, make_dir, write_text
 
 IMPORTANCE_MIN = 10  # candidates scored at one fidelity before parameter importances are shown
 PARETO_MIN = 3  # the default Pareto fidelity: the highest one with at least this many candidates
@@ -484,3 +488,19 @@ def report_html(df: pd.DataFrame, studies: list[optuna.Study]) -> str:
         f"<h2>Parameter importances</h2>{row(imp)}"
         "<p>All trials: <a href='trials.csv'>trials.csv</a></p></body></html>"
     )
+
+
+def write_report(df: pd.DataFrame, out_dir: str | Path, studies: list[str], storage: str | None = None) -> Path:
+    """The report (``search.results.report``: one self-contained HTML file) and the trials as CSV; the HTML path."""
+    out = Path(out_dir)
+    if not df["dev_wer"].notna().any():
+        raise StudyError(
+            f"{', '.join(studies)}: no trial has finished yet, nothing to compare "
+            "(`stt-search resume` continues a study)"
+        )
+    page = report_html(df, [load_study(n, storage) for n in studies])
+    make_dir(out)
+    with atomic_path(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_text(out / "report.html", page)  # last: a report.html means the whole report is there
+    return out / "report.html"
