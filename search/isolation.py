@@ -16,7 +16,6 @@ the trial never shares its run directory with a live orphan.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +26,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from stt.core.signals import PREEMPT_SIGNALS, STOP_SIGNALS, stop_signals_held
+from stt.core.signals import PREEMPT_SIGNALS, STOP_SIGNALS, ignored, stop_signals_held
 from stt.data.training_data import TrainingData, reopen
 
 _ctx = None
@@ -83,32 +82,16 @@ def start(data: dict | None = None) -> None:
     _context()
     if data is not None:
         os.environ[PRELOAD_ENV] = json.dumps(data)
+    # the helpers (the fork server, multiprocessing's resource tracker) start ignoring the stop signals a
+    # scheduler sends to every process of a job: Slurm's warning (SIGUSR1/2) and scancel's SIGTERM kill by
+    # default, and a dead fork server would make the worker think its training process ended (the lifeline would
+    # then end that process mid-checkpoint); the worker and its training process set their own handlers, and the
+    # fork server still exits when the worker closes its end
     try:
-        with _helpers_ignore((*PREEMPT_SIGNALS, signal.SIGTERM)):
+        with ignored((*PREEMPT_SIGNALS, signal.SIGTERM)):
             forkserver.ensure_running()
     finally:
         os.environ.pop(PRELOAD_ENV, None)  # for the server alone: no other process of this worker's reads it
-
-
-@contextlib.contextmanager
-def _helpers_ignore(signals):
-    """Start helper processes (the fork server, multiprocessing's resource tracker) ignoring ``signals``.
-
-    Slurm sends its time-limit warning (SIGUSR1/SIGUSR2) and ``scancel``'s SIGTERM to every process of a job,
-    and by default they kill; a dead fork server would make the worker think its training process ended, and
-    the lifeline would end that process mid-checkpoint. An ignored signal stays ignored across fork and exec,
-    so the helpers outlive it while the worker and its training process (which set their own handlers)
-    checkpoint and stop; the fork server still exits when the worker closes its end.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def trial_corpus(where: dict) -> TrainingData:

@@ -19,21 +19,28 @@ PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 @contextlib.contextmanager
-def stop_signals_held():
-    """Ignore further stop signals inside the block (a checkpoint being written, a child being waited for).
-
-    Ignored, not deferred: the process is already stopping, and a deferred one would interrupt what follows
-    the block (the run's result file). Only the main thread may change handlers; elsewhere this does nothing.
-    """
+def ignored(signals):
+    """Ignore ``signals`` inside the block, then put their handlers back. An ignored signal stays ignored across
+    fork and exec, so processes started inside the block ignore them for good. Only the main thread may change
+    handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+def stop_signals_held():
+    """Ignore further stop signals inside the block (a checkpoint being written, a child being waited for).
+
+    Ignored, not deferred: the process is already stopping, and a deferred one would interrupt what follows
+    the block (the run's result file).
+    """
+    return ignored(STOP_SIGNALS)
 
 
 @contextlib.contextmanager
