@@ -245,20 +245,29 @@ def slurm(args) -> int:
 
 
 def dashboard(args) -> int:
-    """``stt-search dashboard --study S``: optuna-dashboard on 127.0.0.1 for the study's storage, until Ctrl-C."""
+    """``stt-search dashboard --study S``: optuna-dashboard on 127.0.0.1 for the study's storage, until Ctrl-C.
+
+    The port is bound before the URL is printed: the URL works the moment it is shown."""
+    from wsgiref.simple_server import make_server
+
     from search.storage import load_study, open_storage
     from stt.core.errors import StudyError
 
     try:
-        from optuna_dashboard import run_server
+        from optuna_dashboard import wsgi
     except ImportError:
         raise StudyError("optuna-dashboard is not installed: pip install -e '.[dashboard]'") from None
     opts = options_from(args, WorkerOptions)
     storage = open_storage(opts.storage)
     study = load_study(args.study, opts.storage, storage)
     sid = storage.get_study_id_from_name(study.study_name)
+    try:
+        server = make_server("127.0.0.1", args.port, wsgi(storage))
+    except OSError as e:
+        raise StudyError(f"--port {args.port}: cannot listen on 127.0.0.1 ({e.strerror})") from None
     url = f"http://127.0.0.1:{args.port}/dashboard/studies/{sid}"
     print(f"optuna-dashboard for study '{args.study}': {url}", file=sys.stderr, flush=True)
     print("(the storage's other studies are there too; Ctrl-C stops it)", file=sys.stderr, flush=True)
-    run_server(storage, host="127.0.0.1", port=args.port)
+    with server:
+        server.serve_forever()
     return 0

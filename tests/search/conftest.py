@@ -186,16 +186,16 @@ def launch_argv(study: str, storage: str, trials: int, *flags: str) -> list[str]
 
 
 class StderrLines:
-    """A process's stderr read by a thread (so its pipe never fills while the test waits on another process),
-    with an event set when a line containing ``when`` arrives."""
+    """A process's stderr (or ``stream``) read by a thread (so its pipe never fills while the test waits on
+    another process), with an event set when a line containing ``when`` arrives."""
 
-    def __init__(self, proc, when: str):
+    def __init__(self, proc, when: str, stream=None):
         self.lines, self.when, self.seen = [], when, threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread = threading.Thread(target=self._read, args=(stream or proc.stderr,), daemon=True)
         self._thread.start()
 
-    def _read(self, proc):
-        for line in proc.stderr:
+    def _read(self, stream):
+        for line in stream:
             self.lines.append(line)
             if self.when in line:
                 self.seen.set()

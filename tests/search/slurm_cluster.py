@@ -9,6 +9,7 @@ task with a GPU, stops it, and says how long that took.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -88,35 +89,32 @@ class SlurmCluster:
         return [tuple(line.split()) for line in out.splitlines() if line.strip()]
 
     def wait_gone(self, job: str, timeout: float) -> None:
-        """Wait until no task of ``job`` is in the queue (each finished, failed or was cancelled)."""
-        end = time.time() + timeout
-        while self.queue(job):
-            if time.time() > end:
-                raise TimeoutError(f"job {job} still queued after {timeout:.0f} s: {self.queue(job)}")
-            time.sleep(0.5)
+        """Block until every task of ``job`` has ended (finished, failed or cancelled; a requeued task has not):
+        a one-task job that depends on it (``afterany``) is allocated only then."""
+        out = subprocess.run(
+            ["srun", f"--dependency=afterany:{job}", "-n1", "--mem=10", "true"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert out.returncode == 0, out.stderr
 
     def wait_idle(self) -> None:
-        end = time.time() + TIMEOUT
-        while "idle" not in self.run("sinfo", "-h", "-o", "%t", check=False):
-            if time.time() > end:
-                raise TimeoutError(f"the node never became idle: {self.run('sinfo', check=False)}")
-            time.sleep(0.2)
+        """Block until the node takes jobs: srun's first job is allocated only once slurmd has registered."""
+        self.run("srun", "-n1", "--mem=10", "true")
 
     def stop(self) -> None:
         for daemon in ("slurmd", "slurmctld"):
             pidfile = self.base / f"{daemon}.pid"
             try:
                 pid = int(pidfile.read_text())
+                exited = os.pidfd_open(pid)  # readable once the daemon (not our child) has exited
                 os.kill(pid, signal.SIGTERM)
             except (OSError, ValueError):
                 continue
-            end = time.time() + TIMEOUT
-            while time.time() < end:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
+            select.select([exited], [], [], TIMEOUT)
+            os.close(exited)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -1,11 +1,11 @@
 """Workers as Slurm job arrays on a real single-node cluster (tests.search.slurm_cluster): a study shared by an
 array, a cancelled task, a task warned before its time limit, and no secret anywhere it should not be."""
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -47,13 +47,20 @@ def _trials(storage, study):
     return optuna.load_study(study_name=study, storage=open_storage(storage)).trials
 
 
-def _wait_for(what, timeout=WAIT):
-    """Poll ``what()`` (the study's database, Slurm's queue) until it returns something true; that value."""
-    end = time.time() + timeout
-    while not (found := what()):
-        assert time.time() < end, f"timed out after {timeout} s"
-        time.sleep(0.5)
-    return found
+@contextlib.contextmanager
+def _watching(workdir, study, job, tasks, when):
+    """Follow the array's task logs as they are written (``tail -F``: they may not exist yet); ``seen`` is set
+    when a line holding ``when`` arrives."""
+    names = [f"{job}_{i}_0_log.err" for i in range(tasks)] if tasks > 1 else [f"{job}_0_log.err"]  # one: no array
+    logs = [str(workdir / "results" / "slurm" / study / name) for name in names]
+    tail = subprocess.Popen(
+        ["tail", "-q", "-n", "+1", "-F", *logs], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        yield StderrLines(tail, when, stream=tail.stdout)
+    finally:
+        tail.terminate()
+        tail.wait()
 
 
 def _logs(workdir, study) -> str:
@@ -85,19 +92,20 @@ def test_a_three_task_array_shares_a_six_trial_journal_study(slurm, workdir):
     assert status.returncode == 0 and "study 'arr': 6/6 trials finished" in status.stdout, status.stderr
 
 
-def _training(storage, study, epochs=1):
-    """The first RUNNING trial that has reported ``epochs`` epochs (and the task it runs in), else None."""
-    for t in _trials(storage, study):
-        if t.state.name == "RUNNING" and len(t.intermediate_values) >= epochs and "slurm_task" in t.user_attrs:
-            return t
-    return None
+def _training(storage, study):
+    """A RUNNING trial that has reported an epoch (and names the task it runs in)."""
+    running = [t for t in _trials(storage, study) if t.state.name == "RUNNING" and t.intermediate_values]
+    assert running and "slurm_task" in running[0].user_attrs, running
+    return running[0]
 
 
 def test_a_cancelled_task_s_trial_is_finished_by_another_task_from_its_checkpoint(slurm, workdir):
     storage = "journal:///studies.log"
     _study(workdir, "cut", storage, 4, 8)
     job = _submit(slurm, workdir, "cut", storage, 2)
-    victim = _wait_for(lambda: _training(storage, "cut"))
+    with _watching(workdir, "cut", job, 2, ": epoch 2 dev WER") as log:  # epoch 1 is reported by then
+        assert log.seen.wait(WAIT), log.lines
+        victim = _training(storage, "cut")
     task = victim.user_attrs["slurm_task"]
     slurm.run("scancel", task)  # SIGTERM to the task's processes: the trial checkpoints and waits
     slurm.wait_gone(job, WAIT)
@@ -115,12 +123,15 @@ def test_a_task_warned_before_its_time_limit_requeues_itself_and_its_trial_conti
     storage = "journal:///studies.log"
     _study(workdir, "warned", storage, 1, 20)
     job = _submit(slurm, workdir, "warned", storage, 1, "--signal-delay", "60")
-    victim = _wait_for(lambda: _training(storage, "warned"))
+    with _watching(workdir, "warned", job, 1, ": epoch 2 dev WER") as log:
+        assert log.seen.wait(WAIT), log.lines
+        victim = _training(storage, "warned")
     # what Slurm sends --signal-delay seconds before the limit (sbatch --signal=USR2@60), sent now
-    slurm.run("scancel", "--signal=USR2", victim.user_attrs["slurm_task"])
-    restarts = _wait_for(lambda: "Restarts=1" in slurm.run("scontrol", "show", "job", job, check=False))
-    assert restarts
-    slurm.wait_gone(job, WAIT)
+    with _watching(workdir, "warned", job, 1, "requeueing it") as log:
+        slurm.run("scancel", "--signal=USR2", victim.user_attrs["slurm_task"])
+        assert log.seen.wait(WAIT), log.lines
+    slurm.wait_gone(job, WAIT)  # a requeued task has not ended: this waits for the run after the requeue
+    assert "Restarts=1" in slurm.run("scontrol", "show", "job", job)
     (t,) = _trials(storage, "warned")  # the one trial: never failed, never copied
     logs = _logs(workdir, "warned")
     assert t.state.name == "COMPLETE", logs[-3000:]
@@ -171,8 +182,9 @@ def test_a_password_given_through_the_environment_appears_nowhere(slurm, postgre
         assert proc.returncode == 0, lines.text()[-3000:]
         seen.append((out + lines.text()).encode())
     job = _submit(slurm, workdir, "task", storage, 1)
-    _wait_for(lambda: "training in process" in _logs(workdir, "task"))
-    seen += _cmdlines()
+    with _watching(workdir, "task", job, 1, "training in process") as log:
+        assert log.seen.wait(WAIT), log.lines
+        seen += _cmdlines()
     slurm.wait_gone(job, WAIT)
     secret = password.encode()
     assert not [c for c in seen if secret in c]  # command lines and the commands' output
