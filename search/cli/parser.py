@@ -28,7 +28,13 @@ SPACE_HELP = "a shipped space by name (small, seed, quartznet, quartznet_cpu) or
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="stt-search", description="Architecture search for CTC speech recognisers (Optuna).")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_launch, _joins, _storage_proxy, _slurm, _results, _dashboard, _demo):
+        add(sub)
+    return p
 
+
+def _launch(sub) -> None:
+    """launch: create a study (from a space) and run it."""
     la = sub.add_parser(LAUNCH, help="create a study and run it")
     la.add_argument("--space", required=True, help=SPACE_HELP)
     la.add_argument("--study", required=True, help="study name")
@@ -46,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _options(la, LAUNCH, commands.launch)
 
+
+def _joins(sub) -> None:
+    """resume and worker: work on an existing study."""
     for name, what, func in (
         (RESUME, "continue a study towards its target (re-queues trials of dead workers)", commands.resume),
         (WORKER, "join a study from any machine and train its trials until the target is met", commands.worker),
@@ -54,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--study", required=True)
         _options(sp, name, func)
 
+
+def _storage_proxy(sub) -> None:
+    """storage-proxy: one storage served to many workers over gRPC."""
     sp = sub.add_parser(
         "storage-proxy", help="serve a storage to many workers over gRPC (they use --storage grpc://HOST:PORT)"
     )
@@ -69,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _options(sp, PROXY, commands.storage_proxy)
 
+
+def _slurm(sub) -> None:
+    """slurm: a study's workers as a Slurm job array; their status; cancelling them."""
     sl = sub.add_parser(SLURM, help="run a study's workers as a Slurm job array; show or cancel them")
     sl.add_argument(
         "action", nargs="?", choices=("submit", "status", "cancel"), default="submit", help="(default submit)"
@@ -97,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(sl, WorkerOptions, SLURM)
     sl.set_defaults(func=commands.slurm)
 
+
+def _results(sub) -> None:
+    """export and compare: what a study found."""
     ex = sub.add_parser(EXPORT, help="write a trial's run config (default: the best) as YAML for `stt train`")
     ex.add_argument("--study", required=True)
     ex.add_argument("--trial", type=int, default=None)
@@ -104,18 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--weights", action="store_true", help="also copy the trial's best.pt beside the YAML")
     _options(ex, EXPORT, commands.export)
 
-    co = sub.add_parser(COMPARE, help="leaderboard, CSV and HTML/PNG report of one or more studies")
+    co = sub.add_parser(COMPARE, help="leaderboard, CSV and an interactive HTML report of one or more studies")
     co.add_argument("studies", nargs="+")
     co.add_argument("--top", type=POSITIVE_INT, default=10)
     co.add_argument("--out", default=None, help="report folder (default results/compare/NAMES)")
     _options(co, COMPARE, commands.compare)
 
+
+def _dashboard(sub) -> None:
+    """dashboard: the study in optuna-dashboard."""
     da = sub.add_parser(DASHBOARD, help="browse a study in optuna-dashboard (pip install -e '.[dashboard]')")
     da.add_argument("--study", required=True)
     da.add_argument("--port", type=POSITIVE_INT, default=8080, help="port on 127.0.0.1 (default 8080)")
     add_options(da, WorkerOptions, DASHBOARD)
     da.set_defaults(func=commands.dashboard)
 
+
+def _demo(sub) -> None:
+    """demo: the main job."""
     de = sub.add_parser(
         DEMO, help="the main job: synthesise the corpus if absent, run a short CPU study, export the best"
     )
@@ -132,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--export", default="results/demo-best.yaml")
     # the budget ends the demo first; seeded, and its three best beam-decoded with the corpus's lexicon and LM
     _options(de, DEMO, commands.demo, defaults={"trials": 60, "seed": 0, "rescore_top": 3})
-    return p
 
 
 def _options(parser: argparse.ArgumentParser, command: str, func, defaults: dict | None = None) -> None:

@@ -143,13 +143,13 @@ def learning_curves(study: optuna.Study):
     return fig if n_signal else None
 
 
+_PER_FIDELITY = 4  # traces each fidelity adds to the Pareto figure: points and front, in each of its two panels
+
+
 def pareto(study: optuna.Study, df: pd.DataFrame):
     """Dev WER against GFLOPs per audio-second and against parameters, among candidates at one fidelity; a menu
     picks the fidelity (default: the highest with at least PARETO_MIN candidates)."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
-    from search.results.compare import pareto_front
 
     scores = fidelity_scores(study, df)
     if not scores:
@@ -157,77 +157,81 @@ def pareto(study: optuna.Study, df: pd.DataFrame):
     rows = candidates(df[df["study"] == study.study_name]).set_index("candidate")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("dev WER vs GFLOPs/s of audio", "dev WER vs parameters"))
     default = default_fidelity(scores)
-    groups = []
     for f, by_candidate in scores.items():
-        pts = pd.DataFrame(
-            [
-                {
-                    "candidate": c,
-                    "wer": 100 * w,
-                    "gflops": rows.loc[c, "gflops_per_second"] if c in rows.index else None,
-                    "params": rows.loc[c, "params"] if c in rows.index else None,
-                }
-                for c, w in by_candidate.items()
-            ]
-        )
-        traces = []
-        for col, x in ((1, "gflops"), (2, "params")):
-            d = pts.dropna(subset=[x])
-            front = pareto_front(d, x=x, y="wer")
-            traces.append(
-                go.Scatter(
-                    x=d[x],
-                    y=d["wer"],
-                    mode="markers",
-                    text=[f"candidate {c}" for c in d["candidate"]],
-                    hovertemplate="%{text}<br>%{x:.4g}<br>dev WER %{y:.1f}%<extra></extra>",
-                    name=f"{f:g} epochs",
-                    showlegend=False,
-                    visible=f == default,
-                )
-            )
-            fig.add_trace(traces[-1], row=1, col=col)
-            fig.add_trace(
-                go.Scatter(
-                    x=front[x],
-                    y=front["wer"],
-                    mode="lines",
-                    line={"shape": "hv", "color": "black", "width": 1},
-                    name="Pareto front",
-                    showlegend=False,
-                    visible=f == default,
-                    hoverinfo="skip",
-                ),
-                row=1,
-                col=col,
-            )
-        groups.append((f, len(by_candidate)))
-    n = len(groups)
+        _add_fidelity(fig, f, _points(by_candidate, rows), visible=f == default)
+    n = len(scores)
     buttons = [
         {
-            "label": f"{f:g} epochs ({k} candidates)",
+            "label": f"{f:g} epochs ({len(by_candidate)} candidates)",
             "method": "update",
-            "args": [{"visible": [j // 4 == i for j in range(4 * n)]}],
+            "args": [{"visible": [j // _PER_FIDELITY == i for j in range(_PER_FIDELITY * n)]}],
         }
-        for i, (f, k) in enumerate(groups)
+        for i, (f, by_candidate) in enumerate(scores.items())
     ]
+    menu = {"buttons": buttons, "active": list(scores).index(default), "x": 1.0, "y": 1.25, "xanchor": "right"}
     fig.update_layout(
         title=f"{study.study_name}: Pareto front at one fidelity",
-        updatemenus=[
-            {
-                "buttons": buttons,
-                "active": [f for f, _ in groups].index(default),
-                "x": 1.0,
-                "y": 1.25,
-                "xanchor": "right",
-            }
-        ],
+        updatemenus=[menu],
         height=420,
         margin={"l": 50, "r": 10, "t": 90, "b": 40},
     )
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text="dev WER (%)", row=1, col=1)
     return fig
+
+
+def _points(by_candidate: dict[int, float], rows: pd.DataFrame) -> pd.DataFrame:
+    """The candidates scored at one fidelity: dev WER (%), GFLOPs per audio-second, parameters."""
+    return pd.DataFrame(
+        [
+            {
+                "candidate": c,
+                "wer": 100 * w,
+                "gflops": rows.loc[c, "gflops_per_second"] if c in rows.index else None,
+                "params": rows.loc[c, "params"] if c in rows.index else None,
+            }
+            for c, w in by_candidate.items()
+        ]
+    )
+
+
+def _add_fidelity(fig, f: float, pts: pd.DataFrame, visible: bool) -> None:
+    """One fidelity's points and Pareto front in both panels (_PER_FIDELITY traces, shown with ``visible``)."""
+    import plotly.graph_objects as go
+
+    from search.results.compare import pareto_front
+
+    for col, x in ((1, "gflops"), (2, "params")):
+        d = pts.dropna(subset=[x])
+        front = pareto_front(d, x=x, y="wer")
+        fig.add_trace(
+            go.Scatter(
+                x=d[x],
+                y=d["wer"],
+                mode="markers",
+                text=[f"candidate {c}" for c in d["candidate"]],
+                hovertemplate="%{text}<br>%{x:.4g}<br>dev WER %{y:.1f}%<extra></extra>",
+                name=f"{f:g} epochs",
+                showlegend=False,
+                visible=visible,
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=front[x],
+                y=front["wer"],
+                mode="lines",
+                line={"shape": "hv", "color": "black", "width": 1},
+                name="Pareto front",
+                showlegend=False,
+                visible=visible,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=col,
+        )
 
 
 def importances(study: optuna.Study, df: pd.DataFrame):
