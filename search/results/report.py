@@ -146,12 +146,13 @@ def learning_curves(study: optuna.Study):
 _PER_FIDELITY = 4  # traces each fidelity adds to the Pareto figure: points and front, in each of its two panels
 
 
-def pareto(study: optuna.Study, df: pd.DataFrame):
+def pareto(study: optuna.Study, df: pd.DataFrame, scores: dict | None = None):
     """Dev WER against GFLOPs per audio-second and against parameters, among candidates at one fidelity; a menu
-    picks the fidelity (default: the highest with at least PARETO_MIN candidates)."""
+    picks the fidelity (default: the highest with at least PARETO_MIN candidates). ``scores``: the study's
+    :func:`fidelity_scores`, when already computed."""
     from plotly.subplots import make_subplots
 
-    scores = fidelity_scores(study, df)
+    scores = fidelity_scores(study, df) if scores is None else scores
     if not scores:
         return None
     rows = candidates(df[df["study"] == study.study_name]).set_index("candidate")
@@ -234,12 +235,12 @@ def _add_fidelity(fig, f: float, pts: pd.DataFrame, visible: bool) -> None:
         )
 
 
-def importances(study: optuna.Study, df: pd.DataFrame):
+def importances(study: optuna.Study, df: pd.DataFrame, scores: dict | None = None):
     """Parameter importances for dev WER at the highest fidelity with IMPORTANCE_MIN candidates: (figure, None),
     or (None, why there is none)."""
     import plotly.graph_objects as go
 
-    scores = fidelity_scores(study, df)
+    scores = fidelity_scores(study, df) if scores is None else scores
     enough = [f for f, s in scores.items() if len(s) >= IMPORTANCE_MIN]
     if not enough:
         most = max(scores.items(), key=lambda kv: len(kv[1]), default=(None, {}))
@@ -373,6 +374,11 @@ def _cell(value, kind: str) -> tuple[str, str]:
     return str(value), str(value)
 
 
+def _anchor(r) -> str:
+    """The id of a candidate's architecture section (its study and trial), which its config link opens."""
+    return f"cfg-{esc(str(r['study']))}-{int(r['trial'])}"
+
+
 def leaderboard_table(df: pd.DataFrame) -> str:
     rows = candidates(df).sort_values(["dev_wer", "trial"], na_position="last")
     block_cols = [c for c in rows.columns if c.startswith("n_") and c.endswith("_block")]
@@ -386,7 +392,7 @@ def leaderboard_table(df: pd.DataFrame) -> str:
         for col, _, kind in _COLUMNS:
             shown, key = _cell(r.get(col), kind)
             cells.append(f"<td data-v='{esc(key)}'>{esc(shown)}</td>")
-        anchor = f"cfg-{esc(str(r['study']))}-{int(r['trial'])}"
+        anchor = _anchor(r)
         cells.append(f"<td><a href='#{anchor}' onclick='showArch(\"{anchor}\")'>config</a></td>")
         body.append(f"<tr data-status='{esc(str(r['status']))}'>{''.join(cells)}</tr>")
     statuses = sorted(set(rows["status"].astype(str)))
@@ -404,7 +410,7 @@ def _configs(df: pd.DataFrame) -> str:
         cfg = r.get("config")
         if not isinstance(cfg, str) or not cfg:
             continue
-        anchor = f"cfg-{esc(str(r['study']))}-{int(r['trial'])}"
+        anchor = _anchor(r)
         try:
             svg = architecture_svg(cfg)
         except Exception as e:  # a config this version cannot read: say so, keep the text
@@ -472,13 +478,14 @@ def report_html(df: pd.DataFrame, studies: list[optuna.Study]) -> str:
     curves_html = row(
         _figure_html(f) if f else "<p class='note'>no curve yet</p>" for f in map(learning_curves, studies)
     )
+    scores = [fidelity_scores(s, df) for s in studies]  # once per study: its Pareto and importances read them
     pareto_html = row(
         _figure_html(f) if f else "<p class='note'>no scored candidate yet</p>"
-        for f in (pareto(s, df) for s in studies)
+        for f in (pareto(s, df, sc) for s, sc in zip(studies, scores))
     )
     imp = []
-    for s in studies:
-        fig, why = importances(s, df)
+    for s, sc in zip(studies, scores):
+        fig, why = importances(s, df, sc)
         imp.append(_figure_html(fig) if fig is not None else f"<p class='note'>{esc(why)}</p>")
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>stt-search: {names}</title>"

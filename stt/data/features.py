@@ -79,6 +79,11 @@ def _shard_ok(cache: Path, k: int, ids: list[str], feature_size: int) -> bool:
     return m["ids"] == ids and arr.shape == (sum(m["frames"]), feature_size) and arr.dtype == np.float16
 
 
+def _complete(cache: Path, shards: list[list[Utterance]], feature_size: int) -> bool:
+    """Whether every planned shard is on disk, whole and for the same utterances."""
+    return all(_shard_ok(cache, k, [u.id for u in shard], feature_size) for k, shard in enumerate(shards))
+
+
 def cache_dir_for(data_dir: str | Path, split: str, utts: list[Utterance], identity: str) -> Path:
     return Path(data_dir) / CACHE_DIR / f"{split}-{manifest_hash(utts, data_dir)}-{identity}"
 
@@ -113,7 +118,7 @@ def prepare_split(
             orphan.unlink(missing_ok=True)
         if index.exists():
             idx = json.loads(index.read_text())
-            if all(_shard_ok(cache, k, [u.id for u in s], idx["feature_size"]) for k, s in enumerate(shards)):
+            if _complete(cache, shards, idx["feature_size"]):
                 return PrepareReport(split, cache, len(idx["utterances"]), skipped, hours, 0, part)
             log.warning("%s: a shard is truncated or changed; rebuilding what is missing", cache)
             index.unlink()
@@ -125,7 +130,7 @@ def prepare_split(
     # each shard under its own lock: the parts (and a whole run beside them) never write one shard twice at once
     computed = _compute_shards(cache, split, shards, mine, frontend, skipped, progress)
     with locked(_split_lock(cache)):  # whoever finds every shard done writes the index, once
-        done = all(_shard_ok(cache, k, [u.id for u in s], frontend.feature_size) for k, s in enumerate(shards))
+        done = _complete(cache, shards, frontend.feature_size)
         if done and not index.exists():
             _write_index(cache, split, identity, frontend, hours, shards)
     if part is None:
@@ -257,7 +262,7 @@ def read_only_split(
         try:
             idx = json.loads(index.read_text())
             shards = _plan_shards(encodable)
-            if all(_shard_ok(cache, k, [u.id for u in sh], idx["feature_size"]) for k, sh in enumerate(shards)):
+            if _complete(cache, shards, idx["feature_size"]):
                 return FeatureCache(cache)
         except (OSError, ValueError, KeyError):
             pass  # being rewritten: compute it here
