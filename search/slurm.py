@@ -59,9 +59,13 @@ def _extra(options: tuple[str, ...]) -> dict:
     return out
 
 
+def _need(command: str) -> None:
+    if shutil.which(command) is None:
+        raise StudyError(f"{command}: not found; stt-search slurm runs on a host with Slurm's client commands")
+
+
 def _slurm(*cmd: str) -> subprocess.CompletedProcess:
-    if shutil.which(cmd[0]) is None:
-        raise StudyError(f"{cmd[0]}: not found; stt-search slurm runs on a host with Slurm's client commands")
+    _need(cmd[0])
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
@@ -74,8 +78,7 @@ def submit(study, opts: SlurmOptions, worker_argv: list[str], env: dict[str, str
     """
     import submitit
 
-    if shutil.which("sbatch") is None:
-        raise StudyError("sbatch: not found; stt-search slurm runs on a host with Slurm's client commands")
+    _need("sbatch")
     logs = Path(opts.logs or Path("results") / "slurm" / study.study_name).resolve()
     executor = submitit.SlurmExecutor(folder=logs)
     params = dict(
